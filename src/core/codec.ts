@@ -1,0 +1,276 @@
+/**
+ * Incremental packet decoding for byte streams, and Web Streams adapters that work on batches.
+ *
+ * @module
+ */
+
+import { ProtocolError } from "../errors.ts";
+import {
+  encodePackets,
+  HEADER_SIZE,
+  type Packet,
+  type PacketLimitOptions,
+  readPacketHeader,
+  resolveMaxPayloadSize,
+} from "./packet.ts";
+
+/** Options for {@linkcode PacketDecoder}. */
+export interface PacketDecoderOptions extends PacketLimitOptions {
+  /**
+   * Payloads of at most this many bytes are copied out of the pushed chunk, so that a small
+   * packet does not keep a large read buffer alive; larger payloads that arrive whole inside
+   * one chunk are returned as views of it (zero-copy). Default 4096.
+   */
+  copyThreshold?: number;
+  /**
+   * Set to `true` when the caller reuses the chunk it pushes (for example a read buffer): every
+   * payload is then copied out. Default `false`: pushed chunks belong to the decoder.
+   */
+  reusesInput?: boolean;
+}
+
+/**
+ * An incremental packet decoder that accepts any segmentation of a byte stream. The header is
+ * validated as soon as its 9 bytes are there, so a packet announcing more than the limit is
+ * rejected before a single payload byte is buffered. Memory held for an incomplete packet grows
+ * with the bytes actually received, never with the length a header claims.
+ *
+ * After it throws, the decoder is dead: every later call throws the same error.
+ *
+ * @example Decode packets from arbitrary chunks
+ * ```ts
+ * import { encodePacket, PacketDecoder } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const bytes = encodePacket({ version: 2, payload: new Uint8Array([1, 2, 3]) });
+ * const decoder = new PacketDecoder();
+ * assert.deepEqual(decoder.push(bytes.subarray(0, 4)), []);
+ * const [packet] = decoder.push(bytes.subarray(4));
+ * assert.deepEqual([...packet!.payload], [1, 2, 3]);
+ * ```
+ */
+export class PacketDecoder {
+  #max: number;
+  #copyThreshold: number;
+  #reusesInput: boolean;
+  /** Bytes of a partial header. */
+  #header = new Uint8Array(HEADER_SIZE);
+  #headerFill = 0;
+  /** Payload length of the packet being assembled, or -1 while reading a header. */
+  #length = -1;
+  #version = 0;
+  /** The payload being assembled, grown as bytes arrive. */
+  #payload: Uint8Array = new Uint8Array(0);
+  #payloadFill = 0;
+  #error: unknown = undefined;
+
+  /**
+   * Creates a decoder.
+   *
+   * @param options Limits and copy behaviour.
+   */
+  constructor(options?: PacketDecoderOptions) {
+    this.#max = resolveMaxPayloadSize(options);
+    const threshold = options?.copyThreshold ?? 4096;
+    if (!Number.isSafeInteger(threshold) || threshold < 0) {
+      throw new RangeError(
+        `Cannot use copy threshold "${threshold}": it must be a non-negative integer`,
+      );
+    }
+    this.#copyThreshold = threshold;
+    this.#reusesInput = options?.reusesInput ?? false;
+  }
+
+  /** The number of bytes held for a packet that is not complete yet. */
+  get bufferedBytes(): number {
+    return this.#length < 0 ? this.#headerFill : HEADER_SIZE + this.#payloadFill;
+  }
+
+  /** Whether the decoder holds part of a packet (a stream ending now would be truncated). */
+  get hasPartialPacket(): boolean {
+    return this.bufferedBytes > 0;
+  }
+
+  /**
+   * Feeds a chunk of the stream and returns every packet it completes, in order.
+   *
+   * @param chunk The next bytes of the stream.
+   * @returns The packets completed by this chunk (possibly none).
+   * @throws {ProtocolError} `InvalidHeader`, `UnsupportedVersion` or `OversizedPacket`.
+   */
+  push(chunk: Uint8Array): Packet[] {
+    if (this.#error !== undefined) throw this.#error;
+    try {
+      return this.#push(chunk);
+    } catch (error) {
+      this.#error = error;
+      this.#payload = new Uint8Array(0);
+      throw error;
+    }
+  }
+
+  /**
+   * Declares the end of the stream.
+   *
+   * @throws {ProtocolError} `Truncated` if part of a packet is still buffered.
+   */
+  finish(): void {
+    if (this.#error !== undefined) throw this.#error;
+    if (this.hasPartialPacket) {
+      this.#error = new ProtocolError(
+        "Truncated",
+        `Stream ended inside a packet: ${this.bufferedBytes} bytes of it were received`,
+      );
+      throw this.#error;
+    }
+  }
+
+  #push(chunk: Uint8Array): Packet[] {
+    const out: Packet[] = [];
+    let offset = 0;
+    const end = chunk.length;
+    while (offset < end) {
+      if (this.#length < 0) {
+        if (this.#headerFill === 0 && end - offset >= HEADER_SIZE) {
+          // Fast path: a whole header inside the chunk.
+          const length = readPacketHeader(chunk, offset, this.#max);
+          const version = chunk[offset + 4]!;
+          const start = offset + HEADER_SIZE;
+          if (end - start >= length) {
+            out.push({ version, payload: this.#take(chunk, start, length) });
+            offset = start + length;
+            continue;
+          }
+          this.#begin(version, length);
+          offset = start;
+          continue;
+        }
+        const n = Math.min(HEADER_SIZE - this.#headerFill, end - offset);
+        this.#header.set(chunk.subarray(offset, offset + n), this.#headerFill);
+        this.#headerFill += n;
+        offset += n;
+        if (this.#headerFill < HEADER_SIZE) break;
+        const length = readPacketHeader(this.#header, 0, this.#max);
+        this.#headerFill = 0;
+        this.#begin(this.#header[4]!, length);
+        if (length === 0) this.#complete(out);
+        continue;
+      }
+      const need = this.#length - this.#payloadFill;
+      const n = Math.min(need, end - offset);
+      this.#ensure(this.#payloadFill + n);
+      this.#payload.set(chunk.subarray(offset, offset + n), this.#payloadFill);
+      this.#payloadFill += n;
+      offset += n;
+      if (this.#payloadFill === this.#length) this.#complete(out);
+    }
+    return out;
+  }
+
+  #take(chunk: Uint8Array, start: number, length: number): Uint8Array {
+    if (this.#reusesInput || length <= this.#copyThreshold) {
+      return chunk.slice(start, start + length);
+    }
+    return chunk.subarray(start, start + length);
+  }
+
+  #begin(version: number, length: number): void {
+    this.#version = version;
+    this.#length = length;
+    this.#payloadFill = 0;
+    // Never allocate what a header merely claims: start small and grow with received bytes.
+    this.#payload = new Uint8Array(Math.min(length, 64 * 1024));
+  }
+
+  #ensure(size: number): void {
+    if (size <= this.#payload.length) return;
+    const grown = new Uint8Array(Math.min(this.#length, Math.max(size, this.#payload.length * 2)));
+    grown.set(this.#payload.subarray(0, this.#payloadFill));
+    this.#payload = grown;
+  }
+
+  #complete(out: Packet[]): void {
+    out.push({ version: this.#version, payload: this.#payload });
+    this.#payload = new Uint8Array(0);
+    this.#payloadFill = 0;
+    this.#length = -1;
+  }
+}
+
+/**
+ * A `TransformStream` from stream bytes to batches of packets: each input chunk yields one
+ * batch with every packet it completes (chunks that complete none yield nothing). The stream
+ * errors with a {@linkcode ProtocolError} on bad input, and with `Truncated` if the input ends
+ * inside a packet.
+ *
+ * @example Decode a byte stream
+ * ```ts
+ * import { encodePackets, PacketDecoderStream } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const bytes = encodePackets([
+ *   { version: 2, payload: new Uint8Array([1]) },
+ *   { version: 2, payload: new Uint8Array([2]) },
+ * ]);
+ * const batches = await Array.fromAsync(
+ *   ReadableStream.from([bytes]).pipeThrough(new PacketDecoderStream()),
+ * );
+ * assert.equal(batches.length, 1);
+ * assert.equal(batches[0]!.length, 2);
+ * ```
+ */
+export class PacketDecoderStream extends TransformStream<Uint8Array, Packet[]> {
+  /**
+   * Creates the stream.
+   *
+   * @param options Limits and copy behaviour of the underlying {@linkcode PacketDecoder}.
+   */
+  constructor(options?: PacketDecoderOptions) {
+    const decoder = new PacketDecoder(options);
+    super({
+      transform(chunk, controller) {
+        const packets = decoder.push(chunk);
+        if (packets.length > 0) controller.enqueue(packets);
+      },
+      flush() {
+        decoder.finish();
+      },
+    });
+  }
+}
+
+/**
+ * A `TransformStream` from packets (one, or a batch) to bytes: each input becomes ONE output
+ * chunk, so that a batch costs a single write downstream.
+ *
+ * @example Encode a batch
+ * ```ts
+ * import { HEADER_SIZE, PacketEncoderStream } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const chunks = await Array.fromAsync(
+ *   ReadableStream.from([[
+ *     { version: 2, payload: new Uint8Array([1]) },
+ *     { version: 2, payload: new Uint8Array([2]) },
+ *   ]]).pipeThrough(new PacketEncoderStream()),
+ * );
+ * assert.equal(chunks.length, 1);
+ * assert.equal(chunks[0]!.length, 2 * (HEADER_SIZE + 1));
+ * ```
+ */
+export class PacketEncoderStream extends TransformStream<Packet | Packet[], Uint8Array> {
+  /**
+   * Creates the stream.
+   *
+   * @param options The payload limit (default 16 MiB).
+   */
+  constructor(options?: PacketLimitOptions) {
+    const max = resolveMaxPayloadSize(options);
+    super({
+      transform(input, controller) {
+        const packets = Array.isArray(input) ? input : [input];
+        if (packets.length > 0) controller.enqueue(encodePackets(packets, { maxPayloadSize: max }));
+      },
+    });
+  }
+}

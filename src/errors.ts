@@ -1,0 +1,115 @@
+/**
+ * The error type every layer of the library throws for protocol, security, limit and I/O
+ * failures that a caller is expected to catch. Bad arguments (a negative timeout, a key of the
+ * wrong length) are reported with the built-in `TypeError` and `RangeError` instead.
+ *
+ * @module
+ */
+
+/**
+ * Machine-readable reason of a {@linkcode ProtocolError}.
+ *
+ * - `InvalidHeader`: a packet does not start with the magic bytes or its header is malformed.
+ * - `UnsupportedVersion`: a packet's version byte is not one this library parses.
+ * - `OversizedPacket`: a packet announces a payload larger than the configured limit.
+ * - `Truncated`: input or a stream ended in the middle of a unit (a packet, a message, a record),
+ *   or an encrypted stream ended without an authenticated CLOSE.
+ * - `InvalidMessage`: a message or batch body is malformed.
+ * - `UnexpectedMessage`: a well-formed message arrived where it is not allowed, or no handler
+ *   is registered for its opcode.
+ * - `HandshakeFailed`: a secure handshake did not complete (bad message, wrong pattern, pin
+ *   mismatch, rejected by policy).
+ * - `AuthenticationFailed`: an encrypted record failed authentication (tampered, replayed,
+ *   reordered, dropped or reflected). The channel is dead afterwards.
+ * - `DecompressionFailure`: a compressed body is corrupt.
+ * - `LimitExceeded`: a size, count or rate limit was reached (for example a decompression bomb).
+ * - `Timeout`: an operation did not finish within its time limit.
+ * - `ConnectionClosed`: the connection is closed, or closed while the operation was pending.
+ * - `ConfigError`: configuration could not be parsed or is invalid.
+ * - `TlsError`: TLS set-up or a TLS handshake failed, or a TLS option cannot be enforced.
+ * - `PolicyViolation`: the peer did something the negotiated policy forbids (for example a
+ *   compression algorithm that was not negotiated, or a security mode the server does not allow).
+ * - `Cancelled`: the operation was aborted through its `AbortSignal`.
+ * - `Internal`: an invariant of the library itself was broken (a bug: please report it).
+ */
+export type ProtocolErrorCode =
+  | "InvalidHeader"
+  | "UnsupportedVersion"
+  | "OversizedPacket"
+  | "Truncated"
+  | "InvalidMessage"
+  | "UnexpectedMessage"
+  | "HandshakeFailed"
+  | "AuthenticationFailed"
+  | "DecompressionFailure"
+  | "LimitExceeded"
+  | "Timeout"
+  | "ConnectionClosed"
+  | "ConfigError"
+  | "TlsError"
+  | "PolicyViolation"
+  | "Cancelled"
+  | "Internal";
+
+/** Options for {@linkcode ProtocolError}. */
+export interface ProtocolErrorOptions {
+  /** The underlying error, if any. */
+  cause?: unknown;
+}
+
+/**
+ * An error raised by the protocol: malformed input, a failed handshake or authentication, a
+ * limit, a timeout or a closed connection. Inspect {@linkcode ProtocolError.code} to react to a
+ * specific failure.
+ *
+ * @example Catch a specific failure
+ * ```ts
+ * import { decodePacket, ProtocolError } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * try {
+ *   decodePacket(new Uint8Array([1, 2, 3]));
+ * } catch (error) {
+ *   assert.ok(error instanceof ProtocolError);
+ *   assert.equal(error.code, "Truncated");
+ * }
+ * ```
+ */
+export class ProtocolError extends Error {
+  /** The machine-readable reason of the failure. */
+  readonly code: ProtocolErrorCode;
+
+  /**
+   * Creates a protocol error.
+   *
+   * @param code The machine-readable reason.
+   * @param message A sentence that explains the failure, with offending values quoted.
+   * @param options The underlying cause, if any.
+   */
+  constructor(code: ProtocolErrorCode, message: string, options?: ProtocolErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "ProtocolError";
+    this.code = code;
+  }
+}
+
+/**
+ * Returns `true` when `error` is a {@linkcode ProtocolError}, optionally with the given code.
+ *
+ * @example Narrow an unknown error
+ * ```ts
+ * import { isProtocolError, ProtocolError } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const error: unknown = new ProtocolError("Timeout", "Request timed out after 5000 ms");
+ * assert.ok(isProtocolError(error, "Timeout"));
+ * assert.ok(!isProtocolError(error, "ConnectionClosed"));
+ * ```
+ *
+ * @param error The value to test.
+ * @param code When given, the code the error must have.
+ * @returns Whether `error` is a matching protocol error.
+ */
+export function isProtocolError(error: unknown, code?: ProtocolErrorCode): error is ProtocolError {
+  return error instanceof ProtocolError && (code === undefined || error.code === code);
+}

@@ -1,0 +1,250 @@
+/**
+ * The dispatcher: routes each incoming message to the handler registered for its opcode.
+ *
+ * @module
+ */
+
+import { ProtocolError } from "../errors.ts";
+import { ErrorCodes, type Message, opcodeOf } from "../core/message.ts";
+
+/** What a handler knows about the message it handles. */
+export interface HandlerContext {
+  /**
+   * Aborted when the answer is no longer wanted: the peer cancelled the request, its deadline
+   * passed, or the connection closed. Long handlers should pass it on to what they await.
+   */
+  signal: AbortSignal;
+  /** The id of the numbered request being handled, if it is one. */
+  requestId?: number;
+  /** The peer's deadline for a numbered request, in milliseconds from when it sent it. */
+  deadline?: number;
+  /** The peer's authenticated static public key, when the session has one. */
+  remoteStaticKey?: Uint8Array;
+  /** The peer's transport address, when known. */
+  remoteAddr?: Deno.Addr;
+}
+
+/** Options for a single dispatch. Every field is optional. */
+export type DispatchContext = Partial<HandlerContext>;
+
+/**
+ * A message handler: returns the reply (synchronously or as a promise). A handler that throws
+ * or rejects fails only its own message.
+ */
+export type Handler = (message: Message, context: HandlerContext) => Message | Promise<Message>;
+
+const NEVER_ABORTED: AbortSignal = new AbortController().signal;
+
+/**
+ * Routes messages to handlers by opcode (see `opcodeOf`). Numbered requests are routed by the
+ * opcode of the message they carry and answered with a numbered response or error.
+ *
+ * @example Register handlers and dispatch
+ * ```ts
+ * import { Dispatcher, registerStandardHandlers } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const dispatcher = new Dispatcher();
+ * registerStandardHandlers(dispatcher);
+ * dispatcher.register("ADD", (message) => {
+ *   if (message.type !== "custom") throw new TypeError("expected a custom message");
+ *   const [a = 0, b = 0] = message.payload;
+ *   return { type: "custom", command: "SUM", payload: new Uint8Array([a + b]) };
+ * });
+ *
+ * assert.deepEqual(await dispatcher.dispatch({ type: "ping" }), { type: "pong" });
+ * const reply = await dispatcher.dispatch({
+ *   type: "custom",
+ *   command: "ADD",
+ *   payload: new Uint8Array([2, 3]),
+ * });
+ * assert.deepEqual(reply, { type: "custom", command: "SUM", payload: new Uint8Array([5]) });
+ * ```
+ */
+export class Dispatcher {
+  #handlers = new Map<string, Handler>();
+
+  /**
+   * Registers the handler of an opcode.
+   *
+   * @param opcode The opcode: `"PING"`, `"ECHO"`, ... or a custom command.
+   * @param handler The handler.
+   * @returns This dispatcher, for chaining.
+   * @throws {TypeError} If the opcode is empty or already has a handler.
+   */
+  register(opcode: string, handler: Handler): this {
+    if (typeof opcode !== "string" || opcode.length === 0) {
+      throw new TypeError("Cannot register a handler: the opcode must be a non-empty string");
+    }
+    if (typeof handler !== "function") {
+      throw new TypeError(`Cannot register a handler for "${opcode}": it is not a function`);
+    }
+    if (this.#handlers.has(opcode)) {
+      throw new TypeError(`Cannot register a handler for "${opcode}": one is already registered`);
+    }
+    this.#handlers.set(opcode, handler);
+    return this;
+  }
+
+  /**
+   * Removes the handler of an opcode.
+   *
+   * @param opcode The opcode.
+   * @returns Whether a handler was removed.
+   */
+  unregister(opcode: string): boolean {
+    return this.#handlers.delete(opcode);
+  }
+
+  /**
+   * Returns whether an opcode has a handler.
+   *
+   * @param opcode The opcode.
+   * @returns Whether a handler is registered.
+   */
+  has(opcode: string): boolean {
+    return this.#handlers.has(opcode);
+  }
+
+  /** The registered opcodes. */
+  get opcodes(): string[] {
+    return [...this.#handlers.keys()];
+  }
+
+  /**
+   * Handles one message and resolves to the reply.
+   *
+   * For an un-numbered message, it rejects with `ProtocolError` code `UnexpectedMessage` when
+   * no handler is registered, and with the handler's own error when the handler fails.
+   *
+   * For a numbered `request`, it never rejects: it resolves to a `response` with the same id,
+   * or to an `error` with code `ErrorCodes.UnknownOpcode` or `ErrorCodes.HandlerFailed` (the
+   * handler's error text is not sent to the peer).
+   *
+   * @param message The incoming message.
+   * @param context What the handler may know about the message.
+   * @returns The reply.
+   */
+  dispatch(message: Message, context?: DispatchContext): Promise<Message> {
+    try {
+      return Promise.resolve(this.handle(message, context));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * The synchronous-when-possible form of {@linkcode Dispatcher.dispatch} for the connection hot
+   * path: a synchronous handler's reply is returned directly, without a promise; an un-numbered
+   * message's failure is thrown synchronously or rejected.
+   *
+   * @param message The incoming message.
+   * @param context What the handler may know about the message.
+   * @returns The reply, or a promise of it.
+   */
+  handle(message: Message, context?: DispatchContext): Message | Promise<Message> {
+    if (message.type === "request") return this.#handleRequest(message.id, message, context);
+    const opcode = opcodeOf(message);
+    const handler = this.#handlers.get(opcode);
+    if (handler === undefined) {
+      throw new ProtocolError(
+        "UnexpectedMessage",
+        `No handler is registered for opcode "${opcode}"`,
+      );
+    }
+    const reply = handler(message, toHandlerContext(context));
+    return reply instanceof Promise ? reply.then(checkReply) : checkReply(reply);
+  }
+
+  #handleRequest(
+    id: number,
+    request: Extract<Message, { type: "request" }>,
+    context?: DispatchContext,
+  ): Message | Promise<Message> {
+    const opcode = opcodeOf(request.message);
+    const handler = this.#handlers.get(opcode);
+    if (handler === undefined) {
+      return {
+        type: "error",
+        id,
+        code: ErrorCodes.UnknownOpcode,
+        text: `No handler is registered for opcode "${opcode}"`,
+      };
+    }
+    const ctx = toHandlerContext(context);
+    ctx.requestId = id;
+    if (request.deadline !== undefined) ctx.deadline = request.deadline;
+    const failed = (): Message => ({
+      type: "error",
+      id,
+      code: ErrorCodes.HandlerFailed,
+      text: `Handler for opcode "${opcode}" failed`,
+    });
+    let reply: Message | Promise<Message>;
+    try {
+      reply = handler(request.message, ctx);
+    } catch {
+      return failed();
+    }
+    if (reply instanceof Promise) {
+      return reply.then(
+        (value) => wrapResponse(id, value, failed),
+        failed,
+      );
+    }
+    return wrapResponse(id, reply, failed);
+  }
+}
+
+function toHandlerContext(context?: DispatchContext): HandlerContext {
+  const ctx: HandlerContext = { signal: context?.signal ?? NEVER_ABORTED };
+  if (context?.remoteStaticKey !== undefined) ctx.remoteStaticKey = context.remoteStaticKey;
+  if (context?.remoteAddr !== undefined) ctx.remoteAddr = context.remoteAddr;
+  if (context?.requestId !== undefined) ctx.requestId = context.requestId;
+  if (context?.deadline !== undefined) ctx.deadline = context.deadline;
+  return ctx;
+}
+
+function isNumbered(message: Message): boolean {
+  const t = message.type;
+  return t === "request" || t === "response" || t === "error" || t === "cancel";
+}
+
+function checkReply(reply: Message): Message {
+  if (reply === null || typeof reply !== "object" || typeof reply.type !== "string") {
+    throw new TypeError("Handler returned something that is not a message");
+  }
+  return reply;
+}
+
+function wrapResponse(id: number, reply: Message, failed: () => Message): Message {
+  if (reply === null || typeof reply !== "object" || isNumbered(reply)) return failed();
+  return { type: "response", id, message: reply };
+}
+
+/**
+ * Registers the standard handlers: `PING` answers `pong`, `ECHO` answers an `echo` with the same
+ * text.
+ *
+ * @example Standard handlers
+ * ```ts
+ * import { Dispatcher, registerStandardHandlers } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const dispatcher = registerStandardHandlers(new Dispatcher());
+ * assert.deepEqual(
+ *   await dispatcher.dispatch({ type: "echo", text: "hi" }),
+ *   { type: "echo", text: "hi" },
+ * );
+ * ```
+ *
+ * @param dispatcher The dispatcher to register into.
+ * @returns The same dispatcher.
+ */
+export function registerStandardHandlers(dispatcher: Dispatcher): Dispatcher {
+  dispatcher.register("PING", () => PONG);
+  dispatcher.register("ECHO", (message) => message);
+  return dispatcher;
+}
+
+const PONG: Message = Object.freeze({ type: "pong" }) as Message;
