@@ -13,13 +13,15 @@ import {
   readPacketHeader,
   resolveMaxPayloadSize,
 } from "./packet.ts";
+import { Slab } from "./slab.ts";
 
 /** Options for {@linkcode PacketDecoder}. */
 export interface PacketDecoderOptions extends PacketLimitOptions {
   /**
-   * Payloads of at most this many bytes are copied out of the pushed chunk, so that a small
-   * packet does not keep a large read buffer alive; larger payloads that arrive whole inside
-   * one chunk are returned as views of it (zero-copy). Default 4096.
+   * Payloads of at most this many bytes are copied out of the pushed chunk (into a shared 64 KiB
+   * slab, which is much cheaper than one allocation per copy), so that a small packet does not
+   * keep a large read buffer alive; larger payloads that arrive whole inside one chunk are
+   * returned as views of it (zero-copy). Default 4096; 0 never copies.
    */
   copyThreshold?: number;
   /**
@@ -63,6 +65,7 @@ export class PacketDecoder {
   #payload: Uint8Array = new Uint8Array(0);
   #payloadFill = 0;
   #error: unknown = undefined;
+  #slab = new Slab();
 
   /**
    * Creates a decoder.
@@ -169,7 +172,7 @@ export class PacketDecoder {
 
   #take(chunk: Uint8Array, start: number, length: number): Uint8Array {
     if (this.#reusesInput || length <= this.#copyThreshold) {
-      return chunk.slice(start, start + length);
+      return this.#slab.copy(chunk, start, start + length);
     }
     return chunk.subarray(start, start + length);
   }

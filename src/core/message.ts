@@ -12,6 +12,7 @@
  */
 
 import { ProtocolError } from "../errors.ts";
+import { Slab } from "./slab.ts";
 
 /** A message carrying no fields: a liveness probe. Answered by {@linkcode PongMessage}. */
 export interface PingMessage {
@@ -238,6 +239,8 @@ const MAX_ID = Number.MAX_SAFE_INTEGER;
 const MAX_U32 = 0xffff_ffff;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+/** Byte fields are copied into shared slabs: one allocation per slab, not per message. */
+const slab = new Slab();
 
 /**
  * Returns the dispatcher opcode of a message: `"PING"`, `"PONG"`, `"ECHO"`, `"DISCONNECT"`,
@@ -340,7 +343,8 @@ export function encodeMessage(message: Message): Uint8Array {
  * ```
  *
  * @param bytes The encoded message.
- * @returns The message. Byte fields are copies, independent of `bytes`.
+ * @returns The message. Byte fields are copies, independent of `bytes` (small ones are views
+ * of a shared 64 KiB slab).
  * @throws {ProtocolError} `InvalidMessage` for a malformed body.
  */
 export function decodeMessage(bytes: Uint8Array): Message {
@@ -368,7 +372,10 @@ export function decodeMessage(bytes: Uint8Array): Message {
  * @throws {TypeError} For an invalid message.
  * @throws {RangeError} For an id or code out of range.
  */
-export function encodeBatch(messages: readonly Message[], options?: EncodeBatchOptions): Uint8Array {
+export function encodeBatch(
+  messages: readonly Message[],
+  options?: EncodeBatchOptions,
+): Uint8Array {
   const compressor = options?.compressor;
   if (compressor !== undefined) return encodeCompressedBatch(messages, compressor);
   let total = 0;
@@ -389,7 +396,10 @@ export function encodeBatch(messages: readonly Message[], options?: EncodeBatchO
   return out;
 }
 
-function encodeCompressedBatch(messages: readonly Message[], compressor: BodyCompressor): Uint8Array {
+function encodeCompressedBatch(
+  messages: readonly Message[],
+  compressor: BodyCompressor,
+): Uint8Array {
   const ids = new Array<number>(messages.length);
   const bodies = new Array<Uint8Array>(messages.length);
   let total = 0;
@@ -708,15 +718,16 @@ class Reader {
   string(): string {
     const length = this.varint();
     const start = this.take(length);
-    let ascii = true;
-    for (let i = start; i < start + length; i++) {
-      if (this.bytes[i]! >= 0x80) {
-        ascii = false;
-        break;
+    if (length <= 32) {
+      // Short ASCII strings (opcodes, commands) without a view or a decoder call.
+      let text = "";
+      let i = start;
+      for (; i < start + length; i++) {
+        const b = this.bytes[i]!;
+        if (b >= 0x80) break;
+        text += String.fromCharCode(b);
       }
-    }
-    if (ascii && length <= 64) {
-      return String.fromCharCode.apply(null, this.bytes.subarray(start, start + length) as never);
+      if (i === start + length) return text;
     }
     try {
       return decoder.decode(this.bytes.subarray(start, start + length));
@@ -762,7 +773,7 @@ function readMessage(reader: Reader, nested: boolean): Message {
       }
       const length = reader.varint();
       const start = reader.take(length);
-      return { type: "custom", command, payload: reader.bytes.slice(start, start + length) };
+      return { type: "custom", command, payload: slab.copy(reader.bytes, start, start + length) };
     }
     case MessageTag.Request: {
       if (nested) throw nestedDecodeError("request");

@@ -75,7 +75,11 @@ export function resolveMaxPayloadSize(options?: PacketLimitOptions): number {
  * @returns The payload length.
  * @throws {ProtocolError} `InvalidHeader`, `UnsupportedVersion` or `OversizedPacket`.
  */
-export function readPacketHeader(bytes: Uint8Array, offset: number, maxPayloadSize: number): number {
+export function readPacketHeader(
+  bytes: Uint8Array,
+  offset: number,
+  maxPayloadSize: number,
+): number {
   if (
     bytes[offset] !== 0x4e || bytes[offset + 1] !== 0x50 || bytes[offset + 2] !== 0x52 ||
     bytes[offset + 3] !== 0x4f
@@ -209,7 +213,10 @@ export function encodePacket(packet: Packet, options?: PacketLimitOptions): Uint
  * @param options The payload limit (default 16 MiB).
  * @returns The concatenated encoded packets.
  */
-export function encodePackets(packets: readonly Packet[], options?: PacketLimitOptions): Uint8Array {
+export function encodePackets(
+  packets: readonly Packet[],
+  options?: PacketLimitOptions,
+): Uint8Array {
   const max = resolveMaxPayloadSize(options);
   let size = 0;
   for (const packet of packets) {
@@ -265,7 +272,9 @@ export function decodePacket(bytes: Uint8Array, options?: PacketLimitOptions): P
   if (bytes.length > end) {
     throw new ProtocolError(
       "InvalidHeader",
-      `Packet has ${bytes.length - end} bytes after the ${length} payload bytes its header announces`,
+      `Packet has ${
+        bytes.length - end
+      } bytes after the ${length} payload bytes its header announces`,
     );
   }
   return { version: bytes[4]!, payload: bytes.subarray(HEADER_SIZE, end) };

@@ -1,0 +1,15 @@
+/**
+ * The shape of a fuzz target. Every file in `fuzz/targets/` default-exports one.
+ *
+ * @module
+ */
+
+/** A fuzz target: `run` must throw nothing but `ProtocolError`, never hang, never grow without bound. */
+export interface FuzzTarget {
+  /** The target's name, used by `--target`. */
+  name: string;
+  /** Valid or interesting inputs that mutations start from. */
+  seeds: Uint8Array[];
+  /** Feeds one input to the code under test. */
+  run(input: Uint8Array): void;
+}

@@ -1,0 +1,87 @@
+/**
+ * `@npro/network-protocol`: secure, fast, framed binary networking over TCP, Unix sockets and
+ * TLS for Deno.
+ *
+ * The library is layered: packets and stream codecs (`encodePacket`, `PacketDecoder`),
+ * messages and batches (`encodeMessage`, `encodeBatch`), and a dispatcher of handlers
+ * (`Dispatcher`). Every failure a caller is expected to catch is a `ProtocolError` with a `code`.
+ *
+ * @example Frame, decode and dispatch a message
+ * ```ts
+ * import {
+ *   decodeBatch,
+ *   Dispatcher,
+ *   encodeBatch,
+ *   encodePacket,
+ *   PacketDecoder,
+ *   registerStandardHandlers,
+ * } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const wire = encodePacket({ version: 2, payload: encodeBatch([{ type: "echo", text: "hi" }]) });
+ * const [packet] = new PacketDecoder().push(wire);
+ * const [message] = decodeBatch(packet!.payload);
+ *
+ * const dispatcher = registerStandardHandlers(new Dispatcher());
+ * assert.deepEqual(await dispatcher.dispatch(message!), { type: "echo", text: "hi" });
+ * ```
+ *
+ * @module
+ */
+
+export { isProtocolError, ProtocolError } from "./src/errors.ts";
+export type { ProtocolErrorCode, ProtocolErrorOptions } from "./src/errors.ts";
+
+export {
+  decodePacket,
+  encodedPacketSize,
+  encodePacket,
+  encodePackets,
+  HEADER_SIZE,
+  MAGIC_BYTES,
+  MAX_PAYLOAD_SIZE,
+  PROTOCOL_VERSION,
+  readPacketHeader,
+  SUPPORTED_VERSIONS,
+  writePacket,
+} from "./src/core/packet.ts";
+export type { Packet, PacketLimitOptions } from "./src/core/packet.ts";
+
+export { PacketDecoder, PacketDecoderStream, PacketEncoderStream } from "./src/core/codec.ts";
+export type { PacketDecoderOptions } from "./src/core/codec.ts";
+
+export {
+  COMPRESSION_FLAG_MASK,
+  COMPRESSION_IDS,
+  compressionFeatureBit,
+  decodeBatch,
+  decodeMessage,
+  encodeBatch,
+  encodedMessageSize,
+  encodeMessage,
+  ErrorCodes,
+  MessageTag,
+  opcodeOf,
+  RESERVED_OPCODES,
+} from "./src/core/message.ts";
+export type {
+  BodyCompressor,
+  BodyDecompressor,
+  CancelMessage,
+  CompressionAlgorithm,
+  CustomMessage,
+  DecodeBatchOptions,
+  DisconnectMessage,
+  EchoMessage,
+  EncodeBatchOptions,
+  ErrorMessage,
+  Message,
+  PingMessage,
+  PongMessage,
+  RequestMessage,
+  ResponseMessage,
+  UnknownMessage,
+} from "./src/core/message.ts";
+
+export { Dispatcher, registerStandardHandlers } from "./src/protocol/dispatcher.ts";
+export type { DispatchContext, Handler, HandlerContext } from "./src/protocol/dispatcher.ts";
