@@ -85,3 +85,37 @@ export type {
 
 export { Dispatcher, registerStandardHandlers } from "./src/protocol/dispatcher.ts";
 export type { DispatchContext, Handler, HandlerContext } from "./src/protocol/dispatcher.ts";
+
+export {
+  ConfigError,
+  configEnvNames,
+  configWarnings,
+  createConfig,
+  defaultConfig,
+  exampleConfig,
+  loadConfig,
+  parseConfig,
+  saveConfig,
+  stringifyConfig,
+  validateConfig,
+} from "./src/config.ts";
+export type {
+  ClientConfig,
+  CompressionConfig,
+  ConfigEnv,
+  HandshakePatternName,
+  LoadConfigOptions,
+  LoggingConfig,
+  LogLevelName,
+  NetworkConfig,
+  NetworkConfigInput,
+  ParseConfigOptions,
+  SaveConfigOptions,
+  SecurityConfig,
+  ServerConfig,
+  TransportConfig,
+} from "./src/config.ts";
+export type { TransportKind } from "./src/transport/types.ts";
+
+export { LOG_CATEGORY, setupLogging, toLogLevel } from "./src/log.ts";
+export type { LogTapeLevel, SetupLoggingOptions } from "./src/log.ts";

@@ -1,0 +1,283 @@
+/**
+ * Logging through [LogTape](https://logtape.org/). Library code logs under the category
+ * `["npro", <layer>]` with {@linkcode logger} and never configures anything, so it stays silent
+ * until the application configures LogTape (directly, or with {@linkcode setupLogging} as the
+ * `npro` CLI does).
+ *
+ * @example Route the library's logs in an application
+ * ```ts
+ * import { LOG_CATEGORY } from "@npro/network-protocol";
+ * import { configure, reset, type LogRecord } from "@logtape/logtape";
+ * import assert from "node:assert/strict";
+ *
+ * const records: LogRecord[] = [];
+ * await configure({
+ *   sinks: { memory: (record) => records.push(record) },
+ *   loggers: [
+ *     { category: [LOG_CATEGORY], lowestLevel: "warning", sinks: ["memory"] },
+ *     { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
+ *   ],
+ * });
+ * await reset();
+ * assert.deepEqual(records, []);
+ * ```
+ *
+ * @module
+ */
+
+import { AsyncLocalStorage } from "node:async_hooks";
+import {
+  configure,
+  getJsonLinesFormatter,
+  getLogger,
+  getTextFormatter,
+  type Logger,
+  type LogLevel,
+  type LogRecord,
+  reset,
+  type Sink,
+} from "@logtape/logtape";
+import { ProtocolError } from "./errors.ts";
+import type { LoggingConfig } from "./config.ts";
+
+/** The root LogTape category of every logger in this library. */
+export const LOG_CATEGORY = "npro";
+
+/**
+ * Returns the LogTape logger of a library layer, category `["npro", layer, ...sub]`. It logs
+ * nothing until the application configures LogTape. This is for the library's own modules (it is
+ * not part of the public API); applications use LogTape's `getLogger` directly.
+ *
+ * @example Log from a layer
+ * ```ts
+ * import { logger } from "./log.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const log = logger("daemon");
+ * assert.deepEqual(log.category, ["npro", "daemon"]);
+ * log.debug("listening on {address}", { address: "127.0.0.1:9000" }); // silent unless configured
+ * ```
+ *
+ * @param layer The layer (`"core"`, `"secure"`, `"daemon"`, `"client"`...).
+ * @param sub Further category levels.
+ * @returns The logger.
+ */
+export function logger(layer: string, ...sub: string[]): Logger {
+  return getLogger([LOG_CATEGORY, layer, ...sub]);
+}
+
+/** LogTape's level names (the same union as LogTape's `LogLevel`). */
+export type LogTapeLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
+
+/**
+ * Maps a configuration log level name (`"warn"`, `"warning"`, any case) to LogTape's.
+ *
+ * @example Map names
+ * ```ts
+ * import { toLogLevel } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(toLogLevel("warn"), "warning");
+ * assert.equal(toLogLevel("TRACE"), "trace");
+ * ```
+ *
+ * @param name The level name.
+ * @returns The LogTape level.
+ * @throws {RangeError} For an unknown name.
+ */
+export function toLogLevel(name: string): LogTapeLevel {
+  const level = name.toLowerCase();
+  switch (level) {
+    case "trace":
+    case "debug":
+    case "info":
+    case "error":
+    case "fatal":
+      return level;
+    case "warn":
+    case "warning":
+      return "warning";
+    default:
+      throw new RangeError(
+        `Log level ${
+          JSON.stringify(name)
+        } is not one of "trace", "debug", "info", "warn", "error", "fatal"`,
+      );
+  }
+}
+
+/** Options of {@linkcode setupLogging}. */
+export interface SetupLoggingOptions {
+  /**
+   * Destination of console output. Default: synchronous writes to standard error (standard
+   * error is never closed, unlike LogTape's stream sink).
+   */
+  write?: (text: string) => void;
+  /**
+   * Further categories to route to the same outputs (an application's own loggers). The
+   * library's `["npro"]` and `[logging.appName]` are always routed.
+   */
+  categories?: readonly (string | readonly string[])[];
+  /** Mode of a newly created log file. Default `0o640`. */
+  fileMode?: number;
+}
+
+const encoder = new TextEncoder();
+
+function writeAllSync(writer: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
+  let offset = 0;
+  while (offset < bytes.length) offset += writer.writeSync(bytes.subarray(offset));
+}
+
+function stderrWrite(text: string): void {
+  try {
+    writeAllSync(Deno.stderr, encoder.encode(text));
+  } catch {
+    // Standard error is gone (closed pipe): there is nowhere left to report it.
+  }
+}
+
+type FileSink = Sink & Disposable;
+
+function openFileSink(path: string, format: (record: LogRecord) => string, mode: number): FileSink {
+  let file: Deno.FsFile | undefined;
+  try {
+    file = Deno.openSync(path, { write: true, append: true, create: true, mode });
+  } catch (error) {
+    throw new ProtocolError(
+      "ConfigError",
+      `Cannot open log file ${JSON.stringify(path)}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  const sink = (record: LogRecord): void => {
+    if (file === undefined) return;
+    writeAllSync(file, encoder.encode(format(record)));
+  };
+  return Object.assign(sink, {
+    [Symbol.dispose](): void {
+      const open = file;
+      file = undefined;
+      open?.close();
+    },
+  });
+}
+
+let generation = 0;
+let queue: Promise<unknown> = Promise.resolve();
+
+/**
+ * Configures LogTape for an application (the `npro` CLI) from a `[logging]` section: text or
+ * JSON Lines to standard error and/or appended to a file, at the configured level, for the
+ * library's `["npro"]` category, the `[appName]` category and any extra categories. LogTape's
+ * own meta logger goes to the same outputs at `warning`.
+ *
+ * It may be called again (the new configuration replaces the old one and releases its file).
+ * Disposing the returned handle resets LogTape and closes the file, unless a later call has
+ * already replaced this configuration.
+ *
+ * @example JSON Lines to a buffer
+ * ```ts
+ * import { defaultConfig, setupLogging } from "@npro/network-protocol";
+ * import { getLogger } from "@logtape/logtape";
+ * import assert from "node:assert/strict";
+ *
+ * const lines: string[] = [];
+ * const logging = { ...defaultConfig().logging, jsonFormat: true };
+ * {
+ *   await using _ = await setupLogging(logging, { write: (line) => lines.push(line) });
+ *   getLogger(["npro", "daemon"]).info("listening on {address}", { address: "127.0.0.1:9000" });
+ * }
+ * const record = JSON.parse(lines[0]!);
+ * assert.equal(record.message, 'listening on "127.0.0.1:9000"');
+ * assert.equal(record.logger, "npro.daemon");
+ * ```
+ *
+ * @param config The `logging` section of a configuration.
+ * @param options Console destination, extra categories and file mode.
+ * @returns A handle whose disposal resets logging and closes the log file.
+ * @throws {ProtocolError} `ConfigError` when the section is invalid or the file cannot be opened.
+ */
+export function setupLogging(
+  config: LoggingConfig,
+  options: SetupLoggingOptions = {},
+): Promise<AsyncDisposable> {
+  const run = queue.then(() => configureLogging(config, options));
+  queue = run.catch(() => {});
+  return run;
+}
+
+async function configureLogging(
+  config: LoggingConfig,
+  options: SetupLoggingOptions,
+): Promise<AsyncDisposable> {
+  let level: LogLevel;
+  try {
+    level = toLogLevel(String(config.logLevel));
+  } catch (error) {
+    throw new ProtocolError("ConfigError", (error as Error).message, { cause: error });
+  }
+  if (config.logToFile && config.logFilePath === "") {
+    throw new ProtocolError(
+      "ConfigError",
+      "logging.log_file_path is required when logging.log_to_file is true",
+    );
+  }
+  if (!config.logToConsole && !config.logToFile) {
+    throw new ProtocolError(
+      "ConfigError",
+      "Logging needs at least one output: set logging.log_to_console or logging.log_to_file",
+    );
+  }
+  const app = JSON.stringify(config.appName);
+  const json = getJsonLinesFormatter({ categorySeparator: ".", message: "rendered" });
+  const format: (record: LogRecord) => string = config.jsonFormat
+    ? (record) => `{"app":${app},${json(record).slice(1)}`
+    : getTextFormatter({ timestamp: "date-time-timezone", category: "." });
+
+  const sinks: Record<string, Sink> = {};
+  if (config.logToConsole) {
+    const write = options.write ?? stderrWrite;
+    sinks.console = (record) => write(format(record));
+  }
+  if (config.logToFile) {
+    sinks.file = openFileSink(config.logFilePath, format, options.fileMode ?? 0o640);
+  }
+  const sinkIds = Object.keys(sinks);
+  const categories = new Map<string, string[]>();
+  for (const category of [LOG_CATEGORY, config.appName, ...(options.categories ?? [])]) {
+    const path = typeof category === "string" ? [category] : [...category];
+    if (path.length === 0 || path[0] === "logtape") continue;
+    categories.set(JSON.stringify(path), path);
+  }
+  try {
+    await configure({
+      reset: true,
+      contextLocalStorage: new AsyncLocalStorage<Record<string, unknown>>(),
+      sinks,
+      loggers: [
+        ...[...categories.values()].map((category) => ({
+          category,
+          lowestLevel: level,
+          sinks: sinkIds,
+        })),
+        { category: ["logtape", "meta"], lowestLevel: "warning" as const, sinks: sinkIds },
+      ],
+    });
+  } catch (error) {
+    (sinks.file as FileSink | undefined)?.[Symbol.dispose]();
+    throw error;
+  }
+  const mine = ++generation;
+  return {
+    async [Symbol.asyncDispose](): Promise<void> {
+      const run = queue.then(async () => {
+        if (generation !== mine) return; // replaced by a later setupLogging: leave it alone
+        generation++;
+        await reset();
+      });
+      queue = run.catch(() => {});
+      await run;
+    },
+  };
+}
