@@ -119,3 +119,33 @@ export type { TransportKind } from "./src/transport/types.ts";
 
 export { LOG_CATEGORY, setupLogging, toLogLevel } from "./src/log.ts";
 export type { LogTapeLevel, SetupLoggingOptions } from "./src/log.ts";
+
+export {
+  certificateFingerprint,
+  createTransport,
+  DEFAULT_ALPN_PROTOCOLS,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_UNIX_SOCKET_MODE,
+  generateSelfSignedCert,
+  parseHostPort,
+  TcpTransport,
+  tlsHandshake,
+  TlsTransport,
+  UnixTransport,
+} from "./src/transport/mod.ts";
+export type {
+  HostPort,
+  Listener,
+  PemSource,
+  SelfSignedCert,
+  SelfSignedCertOptions,
+  TcpTransportOptions,
+  TlsClientOptions,
+  TlsServerOptions,
+  TlsTransportOptions,
+  Transport,
+  TransportConnectOptions,
+  TransportListenOptions,
+  TransportOptionsMap,
+  UnixTransportOptions,
+} from "./src/transport/mod.ts";

@@ -1,0 +1,216 @@
+/**
+ * Self-signed X.509 certificates for the TLS transport, made with `@peculiar/x509` on WebCrypto.
+ *
+ * @module
+ */
+
+import * as x509 from "@peculiar/x509";
+import { isIP } from "node:net";
+
+x509.cryptoProvider.set(crypto);
+
+/** Options of {@linkcode generateSelfSignedCert}. */
+export interface SelfSignedCertOptions {
+  /** The subject common name, 1 to 64 characters. */
+  commonName: string;
+  /**
+   * Subject alternative names: DNS names (`"localhost"`, `"*.example.com"`) and IP addresses
+   * (`"127.0.0.1"`, `"::1"`), detected automatically. TLS clients check these, not the common
+   * name.
+   *
+   * @default {[commonName]}
+   */
+  altNames?: readonly string[];
+  /**
+   * Validity in days, 1 to 3650, counted from now (the certificate is valid from one minute
+   * ago, to absorb clock skew).
+   *
+   * @default {365}
+   */
+  days?: number;
+}
+
+/** A generated certificate and its private key. */
+export interface SelfSignedCert {
+  /** The certificate, PEM (`-----BEGIN CERTIFICATE-----`). */
+  certPem: string;
+  /** The ECDSA P-256 private key, PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`). Keep it secret. */
+  keyPem: string;
+  /**
+   * SHA-256 of the certificate's DER encoding, as upper-case hex pairs separated by colons
+   * (`"AB:CD:..."`, 95 characters): the format of `openssl x509 -fingerprint -sha256` and of
+   * Node's `fingerprint256`.
+   */
+  fingerprint: string;
+}
+
+const DNS_LABEL = /^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$/;
+
+function isDnsName(name: string): boolean {
+  if (name.length > 253) return false;
+  const labels = (name.startsWith("*.") ? name.slice(2) : name).split(".");
+  return labels.every((label) => DNS_LABEL.test(label));
+}
+
+/**
+ * Returns an IP literal in the form the SAN encoder takes (an IPv6 address with an embedded
+ * IPv4 tail, `"::ffff:1.2.3.4"`, is rewritten to hex groups), or `undefined` for a non-IP.
+ */
+function normalizeIp(name: string): string | undefined {
+  const version = isIP(name);
+  if (version === 0) return undefined;
+  if (version === 4) return name;
+  if (name.includes("%")) {
+    throw new TypeError(
+      `Alternative name "${name}" has a zone index, which a certificate cannot hold`,
+    );
+  }
+  const lastColon = name.lastIndexOf(":");
+  const tail = name.slice(lastColon + 1);
+  if (!tail.includes(".")) return name;
+  const [a, b, c, d] = tail.split(".").map(Number) as [number, number, number, number];
+  return `${name.slice(0, lastColon + 1)}${((a << 8) | b).toString(16)}:${
+    ((c << 8) | d).toString(16)
+  }`;
+}
+
+function checkOptions(options: SelfSignedCertOptions): Required<SelfSignedCertOptions> {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`Options must be an object, got "${options}"`);
+  }
+  const { commonName } = options;
+  if (typeof commonName !== "string") {
+    throw new TypeError(`commonName must be a string, got "${typeof commonName}"`);
+  }
+  if (commonName.length < 1 || commonName.length > 64) {
+    throw new RangeError(
+      `commonName length "${commonName.length}" is outside the range 1 to 64`,
+    );
+  }
+  const altNames = options.altNames ?? [commonName];
+  if (!Array.isArray(altNames)) throw new TypeError(`altNames must be an array of strings`);
+  if (altNames.length < 1 || altNames.length > 100) {
+    throw new RangeError(`altNames count "${altNames.length}" is outside the range 1 to 100`);
+  }
+  for (const name of altNames) {
+    if (typeof name !== "string" || (normalizeIp(name) === undefined && !isDnsName(name))) {
+      throw new TypeError(`Alternative name "${name}" is neither a DNS name nor an IP address`);
+    }
+  }
+  const days = options.days ?? 365;
+  if (typeof days !== "number" || !Number.isInteger(days)) {
+    throw new TypeError(`days must be an integer, got "${days}"`);
+  }
+  if (days < 1 || days > 3650) {
+    throw new RangeError(`days "${days}" is outside the range 1 to 3650`);
+  }
+  return { commonName, altNames, days };
+}
+
+/**
+ * Formats a SHA-256 digest as upper-case colon-separated hex.
+ *
+ * @param digest The 32-byte digest.
+ * @returns `"AB:CD:..."`.
+ */
+function colonHex(digest: Uint8Array): string {
+  return Array.from(digest, (byte) => byte.toString(16).padStart(2, "0").toUpperCase()).join(":");
+}
+
+/**
+ * Computes the SHA-256 fingerprint of a PEM certificate, in the format of
+ * {@linkcode SelfSignedCert.fingerprint}.
+ *
+ * @example Fingerprint a generated certificate
+ * ```ts
+ * import { certificateFingerprint, generateSelfSignedCert } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const { certPem, fingerprint } = await generateSelfSignedCert({ commonName: "localhost" });
+ * assert.equal(await certificateFingerprint(certPem), fingerprint);
+ * ```
+ *
+ * @param certPem The certificate, PEM.
+ * @returns The fingerprint.
+ * @throws {TypeError} When `certPem` is not a PEM certificate.
+ */
+export async function certificateFingerprint(certPem: string): Promise<string> {
+  if (typeof certPem !== "string" || !certPem.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new TypeError(`certPem must be a PEM certificate`);
+  }
+  let cert: x509.X509Certificate;
+  try {
+    cert = new x509.X509Certificate(certPem);
+  } catch (error) {
+    throw new TypeError(`certPem is not a valid certificate`, { cause: error });
+  }
+  return colonHex(new Uint8Array(await crypto.subtle.digest("SHA-256", cert.rawData)));
+}
+
+/**
+ * Generates a self-signed ECDSA P-256 leaf certificate for the TLS transport: basic constraints
+ * `CA:FALSE` (critical, so clients accept it as a pinned trust anchor through `caCerts`), key
+ * usage `digitalSignature`, extended key usage `serverAuth` and `clientAuth`, the given subject
+ * alternative names, a random 128-bit serial number.
+ *
+ * @example Generate a certificate for localhost
+ * ```ts
+ * import { generateSelfSignedCert } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const cert = await generateSelfSignedCert({
+ *   commonName: "npro-node-1",
+ *   altNames: ["localhost", "127.0.0.1", "::1"],
+ *   days: 30,
+ * });
+ * assert.match(cert.certPem, /^-----BEGIN CERTIFICATE-----/);
+ * assert.match(cert.keyPem, /^-----BEGIN PRIVATE KEY-----/);
+ * assert.equal(cert.fingerprint.length, 95);
+ * ```
+ *
+ * @param options The subject name, alternative names and validity.
+ * @returns The certificate and key, PEM, and the certificate's SHA-256 fingerprint.
+ * @throws {TypeError} When a name is malformed.
+ * @throws {RangeError} When a length, count or the validity is out of range.
+ */
+export async function generateSelfSignedCert(
+  options: SelfSignedCertOptions,
+): Promise<SelfSignedCert> {
+  const { commonName, altNames, days } = checkOptions(options);
+  const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+  const keys = await crypto.subtle.generateKey(algorithm, true, ["sign", "verify"]);
+  const serial = crypto.getRandomValues(new Uint8Array(16));
+  serial[0] = (serial[0]! & 0x7f) | 0x01; // Positive and exactly 16 bytes long.
+  const now = Date.now();
+  const notBefore = new Date(now - 60_000);
+  const notAfter = new Date(now + days * 86_400_000);
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: Array.from(serial, (byte) => byte.toString(16).padStart(2, "0")).join(""),
+    name: [{ CN: [commonName] }],
+    notBefore,
+    notAfter,
+    signingAlgorithm: algorithm,
+    keys,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([
+        x509.ExtendedKeyUsage.serverAuth,
+        x509.ExtendedKeyUsage.clientAuth,
+      ]),
+      new x509.SubjectAlternativeNameExtension(
+        altNames.map((name): x509.JsonGeneralName => {
+          const ip = normalizeIp(name);
+          return ip === undefined ? { type: "dns", value: name } : { type: "ip", value: ip };
+        }),
+      ),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  const pkcs8 = await crypto.subtle.exportKey("pkcs8", keys.privateKey);
+  return {
+    certPem: cert.toString("pem"),
+    keyPem: x509.PemConverter.encode(pkcs8, "PRIVATE KEY"),
+    fingerprint: colonHex(new Uint8Array(await crypto.subtle.digest("SHA-256", cert.rawData))),
+  };
+}

@@ -1,0 +1,445 @@
+/**
+ * TCP transport: `Deno.listen` and `Deno.connect` with `TCP_NODELAY` and keep-alive switched on
+ * for every socket, plus the address parser and the deadline logic the other transports share.
+ *
+ * @module
+ */
+
+import { ProtocolError } from "../errors.ts";
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  type Listener,
+  type Transport,
+  type TransportConnectOptions,
+  type TransportListenOptions,
+} from "./types.ts";
+
+/** A host and a port, as parsed by {@linkcode parseHostPort}. */
+export interface HostPort {
+  /** A host name or an IP address literal, IPv6 without brackets. */
+  hostname: string;
+  /** The port, 0 to 65535. */
+  port: number;
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Parses `"host:port"`, `"127.0.0.1:9000"` or `"[::1]:9000"`.
+ *
+ * @example Parse IPv4 and IPv6 addresses
+ * ```ts
+ * import { parseHostPort } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(parseHostPort("127.0.0.1:9000"), { hostname: "127.0.0.1", port: 9000 });
+ * assert.deepEqual(parseHostPort("[::1]:0"), { hostname: "::1", port: 0 });
+ * ```
+ *
+ * @param address The address to parse.
+ * @returns The host name (IPv6 literals without brackets) and the port.
+ * @throws {TypeError} When the address is not a string of that form.
+ * @throws {RangeError} When the port is above 65535.
+ */
+export function parseHostPort(address: string): HostPort {
+  if (typeof address !== "string") {
+    throw new TypeError(`Address must be a string, got "${typeof address}"`);
+  }
+  let hostname: string;
+  let portText: string;
+  if (address.startsWith("[")) {
+    const end = address.indexOf("]");
+    if (end < 0 || address[end + 1] !== ":") {
+      throw new TypeError(`Address "${address}" is not of the form "[ipv6]:port"`);
+    }
+    hostname = address.slice(1, end);
+    portText = address.slice(end + 2);
+  } else {
+    const colon = address.lastIndexOf(":");
+    if (colon < 0) throw new TypeError(`Address "${address}" has no port`);
+    hostname = address.slice(0, colon);
+    portText = address.slice(colon + 1);
+    if (hostname.includes(":")) {
+      throw new TypeError(`IPv6 address "${address}" must be written as "[host]:port"`);
+    }
+  }
+  if (hostname.length === 0 || /[\s/\[\]]/.test(hostname)) {
+    throw new TypeError(`Address "${address}" has no valid host`);
+  }
+  if (!/^\d{1,5}$/.test(portText)) {
+    throw new TypeError(`Address "${address}" has no valid port`);
+  }
+  const port = Number(portText);
+  if (port > 65535) {
+    throw new RangeError(`Port "${port}" of address "${address}" exceeds "65535"`);
+  }
+  return { hostname, port };
+}
+
+/** Parses a connect address: like {@linkcode parseHostPort}, but port 0 is refused. */
+export function parseConnectAddress(address: string): HostPort {
+  const parsed = parseHostPort(address);
+  if (parsed.port === 0) throw new RangeError(`Cannot connect to port "0" of "${address}"`);
+  return parsed;
+}
+
+/** Formats a host and port back into an address (IPv6 in brackets). */
+export function formatHostPort(hostname: string, port: number): string {
+  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+}
+
+/** Validates a timeout in milliseconds and returns it. */
+export function checkTimeout(name: string, value: number): number {
+  if (typeof value !== "number" || !Number.isFinite(value)) {
+    throw new TypeError(`${name} must be a finite number, got "${value}"`);
+  }
+  if (value <= 0 || value > MAX_TIMER_MS) {
+    throw new RangeError(`${name} "${value}" is outside the range 1 to ${MAX_TIMER_MS}`);
+  }
+  return value;
+}
+
+/** Closes a connection or listener, ignoring "already closed". */
+export function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+const TIMEOUT = Symbol("timeout");
+/** After an abort, how long to wait for the attempt to release what it opened. */
+const SETTLE_GRACE_MS = 100;
+
+/**
+ * Runs `op` under a time limit and an optional caller signal. `op` receives a signal that aborts
+ * on either and must release everything it opened when it does. Whatever `op` still produces
+ * after the deadline is passed to `dispose`. Errors are mapped to {@linkcode ProtocolError}:
+ * `Timeout`, `Cancelled`, `ConfigError` (a missing Deno permission), `ConnectionClosed` (refused,
+ * unreachable and other failures), while a
+ * `ProtocolError`, `TypeError` or `RangeError` thrown by `op` passes through.
+ *
+ * @param what What is being done, for error messages (`Connecting to "127.0.0.1:9000"`).
+ * @param options The caller's signal and time limit.
+ * @param op The operation.
+ * @param dispose Releases a value that arrives too late.
+ * @returns What `op` returns.
+ */
+export async function withDeadline<T>(
+  what: string,
+  options: TransportConnectOptions | undefined,
+  op: (signal: AbortSignal) => Promise<T>,
+  dispose: (value: T) => void,
+): Promise<T> {
+  const timeoutMs = checkTimeout("timeoutMs", options?.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
+  const outer = options?.signal;
+  if (outer !== undefined && !(outer instanceof AbortSignal)) {
+    throw new TypeError(`signal must be an AbortSignal`);
+  }
+  if (outer?.aborted) {
+    throw new ProtocolError("Cancelled", `${what} was cancelled`, { cause: outer.reason });
+  }
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(TIMEOUT), timeoutMs);
+  const onOuterAbort = (): void => controller.abort(outer?.reason);
+  outer?.addEventListener("abort", onOuterAbort, { once: true });
+  let settled = false;
+  const attempt = (async () => await op(controller.signal))().finally(() => {
+    settled = true;
+  });
+  const aborted = new Promise<never>((_, reject) => {
+    controller.signal.addEventListener("abort", () => reject(controller.signal.reason), {
+      once: true,
+    });
+  });
+  try {
+    return await Promise.race([attempt, aborted]);
+  } catch (error) {
+    if (!controller.signal.aborted) controller.abort();
+    attempt.then(dispose, () => {});
+    if (!settled) await settleWithin(attempt, SETTLE_GRACE_MS);
+    throw mapError(what, timeoutMs, controller.signal.reason, outer, error);
+  } finally {
+    clearTimeout(timer);
+    outer?.removeEventListener("abort", onOuterAbort);
+  }
+}
+
+async function settleWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    promise.then(() => {}, () => {}),
+    new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
+  ]);
+  clearTimeout(timer);
+}
+
+function mapError(
+  what: string,
+  timeoutMs: number,
+  reason: unknown,
+  outer: AbortSignal | undefined,
+  error: unknown,
+): Error {
+  if (reason === TIMEOUT) {
+    return new ProtocolError("Timeout", `${what} timed out after ${timeoutMs} ms`, {
+      cause: error === TIMEOUT ? undefined : error,
+    });
+  }
+  if (outer?.aborted) {
+    return new ProtocolError("Cancelled", `${what} was cancelled`, { cause: outer.reason });
+  }
+  if (
+    error instanceof ProtocolError || error instanceof TypeError || error instanceof RangeError
+  ) {
+    return error;
+  }
+  if (error instanceof Deno.errors.NotCapable) {
+    // Retrying cannot help: report a deployment problem, not a network condition.
+    return new ProtocolError("ConfigError", `${what} failed: ${error.message}`, { cause: error });
+  }
+  if (error instanceof Deno.errors.ConnectionRefused) {
+    return new ProtocolError("ConnectionClosed", `${what} failed: connection refused`, {
+      cause: error,
+    });
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new ProtocolError("ConnectionClosed", `${what} failed: ${message}`, { cause: error });
+}
+
+function addrText(addr: Deno.Addr): string {
+  if (addr.transport === "tcp" || addr.transport === "udp") {
+    return formatHostPort(addr.hostname, addr.port);
+  }
+  if (addr.transport === "unix" || addr.transport === "unixpacket") return addr.path;
+  return addr.transport;
+}
+
+/**
+ * Wraps a `Deno.Listener` into a {@linkcode Listener}: closed-state errors become
+ * `ProtocolError` code `ConnectionClosed`, `prepare` runs on every accepted connection (a
+ * connection it rejects by throwing is closed and skipped), and a signal closes the listener.
+ *
+ * @param inner The Deno listener (owned from now on).
+ * @param prepare Adjusts an accepted connection.
+ * @param options A signal that closes the listener.
+ * @returns The wrapped listener.
+ */
+export function wrapListener<C extends Deno.Conn>(
+  inner: Deno.Listener<C>,
+  prepare: ((conn: C) => void) | undefined,
+  options: TransportListenOptions | undefined,
+): Listener {
+  return new WrappedListener(inner, prepare, options?.signal);
+}
+
+class WrappedListener<C extends Deno.Conn> implements Listener {
+  readonly addr: Deno.Addr;
+  #inner: Deno.Listener<C>;
+  #prepare: ((conn: C) => void) | undefined;
+  #signal: AbortSignal | undefined;
+  #closed = false;
+  #onAbort = (): void => this.close();
+
+  constructor(
+    inner: Deno.Listener<C>,
+    prepare: ((conn: C) => void) | undefined,
+    signal: AbortSignal | undefined,
+  ) {
+    this.#inner = inner;
+    this.addr = inner.addr;
+    this.#prepare = prepare;
+    this.#signal = signal;
+    if (signal?.aborted) this.close();
+    else signal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  async accept(): Promise<Deno.Conn> {
+    for (;;) {
+      if (this.#closed) throw this.#closedError(undefined);
+      let conn: C;
+      try {
+        conn = await this.#inner.accept();
+      } catch (error) {
+        if (
+          this.#closed || error instanceof Deno.errors.BadResource ||
+          error instanceof Deno.errors.Interrupted
+        ) {
+          throw this.#closedError(error);
+        }
+        const message = error instanceof Error ? error.message : String(error);
+        const code = /os error (23|24)\)/.test(message) ? "LimitExceeded" : "ConnectionClosed";
+        throw new ProtocolError(code, `Accepting on "${addrText(this.addr)}" failed: ${message}`, {
+          cause: error,
+        });
+      }
+      if (this.#closed) {
+        closeQuietly(conn);
+        throw this.#closedError(undefined);
+      }
+      try {
+        this.#prepare?.(conn);
+      } catch {
+        // The peer is already gone (the socket options could not be set): skip it.
+        closeQuietly(conn);
+        continue;
+      }
+      return conn;
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#signal?.removeEventListener("abort", this.#onAbort);
+    closeQuietly(this.#inner);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
+    for (;;) {
+      try {
+        yield await this.accept();
+      } catch (error) {
+        if (this.#closed) return;
+        throw error;
+      }
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+
+  #closedError(cause: unknown): ProtocolError {
+    return new ProtocolError("ConnectionClosed", `Listener on "${addrText(this.addr)}" is closed`, {
+      cause,
+    });
+  }
+}
+
+/** Converts a `Deno.listen` failure into a `ProtocolError` code `ConfigError`. */
+export function listenError(address: string, error: unknown): ProtocolError {
+  const message = error instanceof Error ? error.message : String(error);
+  return new ProtocolError("ConfigError", `Cannot listen on "${address}": ${message}`, {
+    cause: error,
+  });
+}
+
+/** Switches Nagle's algorithm off and keep-alive on. */
+export function tuneTcp(conn: Deno.TcpConn): void {
+  conn.setNoDelay(true);
+  conn.setKeepAlive(true);
+}
+
+/** Options of {@linkcode TcpTransport}. */
+export interface TcpTransportOptions {
+  /**
+   * The listen backlog (pending connections the kernel queues before `accept`).
+   *
+   * @default {511}
+   */
+  backlog?: number;
+}
+
+/** Validates a listen backlog. */
+export function checkBacklog(value: number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!Number.isInteger(value)) throw new TypeError(`backlog must be an integer, got "${value}"`);
+  if (value < 1 || value > 65535) {
+    throw new RangeError(`backlog "${value}" is outside the range 1 to 65535`);
+  }
+  return value;
+}
+
+/**
+ * Plain TCP. Every socket, accepted or connected, gets `TCP_NODELAY` (Deno leaves Nagle's
+ * algorithm on, which stalls a request written in two pieces for about 40 ms) and keep-alive.
+ * Needs `--allow-net=host:port`.
+ *
+ * @example Echo one message over loopback
+ * ```ts
+ * import { TcpTransport } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const tcp = new TcpTransport();
+ * await using listener = await tcp.listen("127.0.0.1:0");
+ * const { port } = listener.addr as Deno.NetAddr;
+ * const client = await tcp.connect(`127.0.0.1:${port}`, { timeoutMs: 2000 });
+ * const server = await listener.accept();
+ * await client.write(new TextEncoder().encode("hi"));
+ * const buffer = new Uint8Array(2);
+ * await server.read(buffer);
+ * assert.equal(new TextDecoder().decode(buffer), "hi");
+ * client.close();
+ * server.close();
+ * ```
+ */
+export class TcpTransport implements Transport {
+  /** Always `"tcp"`. */
+  readonly kind: "tcp" = "tcp";
+  #backlog: number | undefined;
+
+  /**
+   * Creates a TCP transport.
+   *
+   * @param options The listen backlog.
+   */
+  constructor(options: TcpTransportOptions = {}) {
+    this.#backlog = checkBacklog(options.backlog);
+  }
+
+  /**
+   * Listens on `"host:port"` (port 0 picks a free port; see `listener.addr`).
+   *
+   * @param address The address to bind, for example `"127.0.0.1:9000"` or `"[::1]:0"`.
+   * @param options A signal that closes the listener.
+   * @returns The listener.
+   */
+  listen(address: string, options?: TransportListenOptions): Promise<Listener> {
+    let inner: Deno.TcpListener;
+    try {
+      const { hostname, port } = parseHostPort(address);
+      inner = Deno.listen({
+        hostname,
+        port,
+        transport: "tcp",
+        ...(this.#backlog === undefined ? {} : { tcpBacklog: this.#backlog }),
+      });
+    } catch (error) {
+      return Promise.reject(
+        error instanceof TypeError || error instanceof RangeError
+          ? error
+          : listenError(address, error),
+      );
+    }
+    return Promise.resolve(wrapListener(inner, tuneTcp, options));
+  }
+
+  /**
+   * Connects to `"host:port"`.
+   *
+   * @param address The address to connect to.
+   * @param options A signal and a time limit (default 5000 ms).
+   * @returns The connection, with `TCP_NODELAY` and keep-alive on.
+   */
+  connect(address: string, options?: TransportConnectOptions): Promise<Deno.Conn> {
+    let hostname: string, port: number;
+    try {
+      ({ hostname, port } = parseConnectAddress(address));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return withDeadline(`Connecting to "${address}"`, options, async (signal) => {
+      const conn = await Deno.connect({ hostname, port, transport: "tcp", signal });
+      try {
+        tuneTcp(conn);
+      } catch (error) {
+        closeQuietly(conn);
+        throw error;
+      }
+      return conn;
+    }, closeQuietly);
+  }
+}
