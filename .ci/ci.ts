@@ -22,7 +22,7 @@ let testsRan = false;
 
 for (const step of steps) {
   console.log(`\n=== ${step.name}: deno ${step.args.join(" ")}`);
-  const child = new Deno.Command(Deno.execPath(), {
+  const child = new Deno.Command("deno", {
     args: step.args,
     stdout: "piped",
     stderr: "inherit",
