@@ -149,3 +149,65 @@ export type {
   TransportOptionsMap,
   UnixTransportOptions,
 } from "./src/transport/mod.ts";
+
+export {
+  constantTimeEqual,
+  decodeKey,
+  encodeKey,
+  fingerprint,
+  formatKeyFile,
+  generateKeyPair,
+  parseKeyFile,
+  publicKeyOf,
+  readKeyFile,
+  writeKeyFile,
+} from "./src/secure/keys.ts";
+export type { KeyPair, ReadKeyFileOptions, WriteKeyFileOptions } from "./src/secure/keys.ts";
+export {
+  open,
+  seal,
+  SEAL_NONCE_LENGTH,
+  SEAL_OVERHEAD,
+  xchachaDecrypt,
+  xchachaEncrypt,
+} from "./src/secure/seal.ts";
+export type { SealOptions } from "./src/secure/seal.ts";
+export type { CryptoProvider } from "./src/secure/crypto.ts";
+export type { CipherState } from "./src/secure/noise/cipher_state.ts";
+export {
+  CloseCode,
+  DEFAULT_REKEY_AFTER_BYTES,
+  DEFAULT_REKEY_AFTER_MS,
+  DEFAULT_REKEY_AFTER_RECORDS,
+  MAX_CLOSE_REASON_BYTES,
+  MAX_RECORD_NONCE,
+  RECORD_TAG_SIZE,
+  RecordType,
+  SecureChannel,
+} from "./src/secure/channel.ts";
+export type {
+  ChannelKeys,
+  CloseInfo,
+  OpenedRecord,
+  SecureChannelOptions,
+} from "./src/secure/channel.ts";
+export { ClientHandshake, MAX_HANDSHAKE_PAYLOAD, ServerHandshake } from "./src/secure/handshake.ts";
+export type { HandshakeDriver, HandshakeResult } from "./src/secure/handshake.ts";
+export {
+  clientHandshake,
+  performHandshake,
+  serverHandshake,
+} from "./src/secure/handshake_runner.ts";
+export type { HandshakeIO, HandshakeRunOptions } from "./src/secure/handshake_runner.ts";
+export { DEFAULT_HANDSHAKE_TIMEOUT_MS } from "./src/secure/policy.ts";
+export type {
+  Authorizer,
+  ClientSecurityOptions,
+  CommonSecurityOptions,
+  ServerSecurityOptions,
+  TrustOnFirstUse,
+} from "./src/secure/policy.ts";
+export type { PatternName } from "./src/secure/hello.ts";
+export { KnownServersFile, MemoryKnownServers } from "./src/secure/known_servers.ts";
+export type { KnownServers } from "./src/secure/known_servers.ts";
+export { SecureStream } from "./src/secure/stream.ts";

@@ -1,0 +1,554 @@
+/**
+ * The encrypted record layer: a sans-I/O {@linkcode SecureChannel} over the two cipher states
+ * that a Noise handshake splits into. Every record is one packet payload:
+ *
+ * ```text
+ * record = ChaCha20-Poly1305(k_direction, n_direction, ad = empty, inner)   // inner + 16-byte tag
+ * inner  = content || type:u8        type: 0x01 DATA, 0x02 KEY_UPDATE, 0x03 CLOSE
+ * ```
+ *
+ * The nonce is the implicit per-direction counter of the Noise cipher state, so a replayed,
+ * reordered, dropped, injected or reflected record fails authentication. After any failure the
+ * channel is dead.
+ *
+ * @module
+ */
+
+import { MAX_PAYLOAD_SIZE } from "../core/packet.ts";
+import { ProtocolError } from "../errors.ts";
+import type { CipherState } from "./noise/cipher_state.ts";
+
+/** Record type bytes: the last byte of a record's decrypted inner plaintext. */
+export const RecordType: {
+  /** A DATA record: the content is one encoded batch of messages. */
+  readonly Data: 0x01;
+  /** A KEY_UPDATE record: empty content; the last record under the old key of a direction. */
+  readonly KeyUpdate: 0x02;
+  /** A CLOSE record: `code:u16be || reason (UTF-8, at most 123 bytes)`. */
+  readonly Close: 0x03;
+} = { Data: 0x01, KeyUpdate: 0x02, Close: 0x03 } as const;
+
+/**
+ * Well-known CLOSE reason codes (u16). Codes from `0x1000` up are free for applications.
+ */
+export const CloseCode: {
+  /** Orderly end of the session. */
+  readonly Normal: 0;
+  /** The sender is shutting down. */
+  readonly GoingAway: 1;
+  /** The sender saw a protocol error from its peer. */
+  readonly ProtocolError: 2;
+  /** A limit was reached (size, rate, count). */
+  readonly LimitExceeded: 3;
+  /** The session was idle for too long. */
+  readonly IdleTimeout: 4;
+  /** The record counter of a direction is exhausted. */
+  readonly KeyExhausted: 5;
+} = {
+  Normal: 0,
+  GoingAway: 1,
+  ProtocolError: 2,
+  LimitExceeded: 3,
+  IdleTimeout: 4,
+  KeyExhausted: 5,
+} as const;
+
+/** The size of the Poly1305 tag that ends every record. */
+export const RECORD_TAG_SIZE = 16;
+
+/**
+ * The largest nonce (record counter) a direction may use: 2^53 − 2. DATA and KEY_UPDATE records
+ * use at most 2^53 − 3, so the last nonce is always left for a CLOSE record.
+ */
+export const MAX_RECORD_NONCE: number = 2 ** 53 - 2;
+
+/** The longest CLOSE reason, in UTF-8 bytes. */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/** Default number of DATA records a key seals before the next DATA is preceded by a KEY_UPDATE. */
+export const DEFAULT_REKEY_AFTER_RECORDS: number = 2 ** 20;
+/** Default number of inner bytes a key seals before a KEY_UPDATE: 1 GiB. */
+export const DEFAULT_REKEY_AFTER_BYTES: number = 2 ** 30;
+/** Default key lifetime before a KEY_UPDATE: 10 minutes. */
+export const DEFAULT_REKEY_AFTER_MS: number = 10 * 60 * 1000;
+
+/** Options of a {@linkcode SecureChannel}. */
+export interface SecureChannelOptions {
+  /**
+   * After this many DATA records under one send key, the next DATA record is preceded by a
+   * KEY_UPDATE (default 2^20).
+   */
+  rekeyAfterRecords?: number;
+  /** After this many inner bytes under one send key, rekey (default 1 GiB). */
+  rekeyAfterBytes?: number;
+  /** After a send key is this many milliseconds old, rekey before the next DATA (default 10 min). */
+  rekeyAfterMs?: number;
+  /** The clock used for the time threshold, in milliseconds (default `performance.now`). */
+  now?: () => number;
+  /**
+   * The largest record (packet payload) this channel seals: the packet limit (default 16 MiB).
+   * A DATA body may be at most `maxRecordSize - 17` bytes.
+   */
+  maxRecordSize?: number;
+}
+
+/** The two cipher states of a session, one per direction. */
+export interface ChannelKeys {
+  /** Encrypts what this side sends. */
+  send: CipherState;
+  /** Decrypts what this side receives. */
+  receive: CipherState;
+}
+
+/** The reason code and text of a CLOSE record. */
+export interface CloseInfo {
+  /** The u16 reason code (see {@linkcode CloseCode}). */
+  readonly code: number;
+  /** The reason text, at most 123 UTF-8 bytes. */
+  readonly reason: string;
+}
+
+/** What {@linkcode SecureChannel.open} found in a record. */
+export type OpenedRecord =
+  | {
+    /** A DATA record. */
+    readonly type: "data";
+    /** Its content: one encoded batch (a view into the decrypted buffer). */
+    readonly body: Uint8Array;
+  }
+  | {
+    /** A KEY_UPDATE record: the receive key was already advanced; nothing to do. */
+    readonly type: "key_update";
+  }
+  | ({
+    /** A CLOSE record: the peer will send nothing more. */
+    readonly type: "close";
+  } & CloseInfo);
+
+const EMPTY = new Uint8Array(0);
+const KEY_UPDATE_INNER = new Uint8Array([RecordType.KeyUpdate]);
+const KEY_UPDATE_RESULT: OpenedRecord = Object.freeze({ type: "key_update" as const });
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+function positiveOption(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!(value > 0) || (!Number.isSafeInteger(value) && value !== Infinity)) {
+    throw new RangeError(`Cannot use ${name} "${value}": it must be a positive integer`);
+  }
+  return value;
+}
+
+/**
+ * An encrypted, authenticated record channel over the two directional cipher states of a
+ * finished Noise handshake. It is sans-I/O: it turns bodies into record bytes and record bytes
+ * into bodies, and the caller moves the bytes (one record per packet payload).
+ *
+ * - {@linkcode SecureChannel.sealData} seals one body (one encoded batch) into one DATA record.
+ *   When a rekey threshold is reached it first pushes a KEY_UPDATE record, sealed as the last
+ *   record under the old key, then advances the send key (Noise `REKEY`), so one call may push
+ *   two records.
+ * - {@linkcode SecureChannel.open} opens one record. A KEY_UPDATE advances the receive key.
+ * - {@linkcode SecureChannel.sealClose} seals an authenticated CLOSE; {@linkcode SecureChannel.finish}
+ *   must be called at end of stream and throws `Truncated` unless a CLOSE was received.
+ *
+ * After any failure while opening (authentication, a malformed record, a record after CLOSE, a
+ * truncated stream) the channel is dead: every later call throws a {@linkcode ProtocolError}
+ * with the same code, and no plaintext is released.
+ *
+ * @example Seal and open records
+ * ```ts
+ * import { CipherState } from "@npro/network-protocol/noise";
+ * import { SecureChannel } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const k1 = new Uint8Array(32).fill(1);
+ * const k2 = new Uint8Array(32).fill(2);
+ * const alice = new SecureChannel({ send: new CipherState(k1), receive: new CipherState(k2) });
+ * const bob = new SecureChannel({ send: new CipherState(k2), receive: new CipherState(k1) });
+ *
+ * const [record] = alice.sealData(new Uint8Array([1, 2, 3]));
+ * const opened = bob.open(record!);
+ * assert.equal(opened.type, "data");
+ * if (opened.type === "data") assert.deepEqual([...opened.body], [1, 2, 3]);
+ *
+ * const [close] = alice.sealClose(0, "bye");
+ * assert.deepEqual(bob.open(close!), { type: "close", code: 0, reason: "bye" });
+ * assert.deepEqual(bob.finish(), { code: 0, reason: "bye" });
+ * ```
+ */
+export class SecureChannel {
+  #send: CipherState;
+  #receive: CipherState;
+  #rekeyAfterRecords: number;
+  #rekeyAfterBytes: number;
+  #rekeyAfterMs: number;
+  #now: () => number;
+  #maxBody: number;
+
+  #sendRecords = 0;
+  #sendBytes = 0;
+  #sendKeySince: number;
+  #keyUpdatesSent = 0;
+  #keyUpdatesReceived = 0;
+
+  #failure: ProtocolError | null = null;
+  #sendClosed = false;
+  #closeReceived: CloseInfo | null = null;
+
+  /**
+   * Creates a channel from the two cipher states of a finished handshake.
+   *
+   * @param keys The send and receive cipher states (they are used, not copied).
+   * @param options Rekey thresholds, clock and record size limit.
+   * @throws {TypeError} When a cipher state has no key.
+   * @throws {RangeError} For a threshold that is not a positive integer.
+   */
+  constructor(keys: ChannelKeys, options?: SecureChannelOptions) {
+    if (!keys.send.hasKey() || !keys.receive.hasKey()) {
+      throw new TypeError("Cannot create a secure channel from a cipher state without a key");
+    }
+    if (keys.send === keys.receive) {
+      throw new TypeError(
+        "Cannot create a secure channel with one cipher state for both directions",
+      );
+    }
+    this.#send = keys.send;
+    this.#receive = keys.receive;
+    this.#rekeyAfterRecords = positiveOption(
+      "rekeyAfterRecords",
+      options?.rekeyAfterRecords,
+      DEFAULT_REKEY_AFTER_RECORDS,
+    );
+    this.#rekeyAfterBytes = positiveOption(
+      "rekeyAfterBytes",
+      options?.rekeyAfterBytes,
+      DEFAULT_REKEY_AFTER_BYTES,
+    );
+    this.#rekeyAfterMs = positiveOption(
+      "rekeyAfterMs",
+      options?.rekeyAfterMs,
+      DEFAULT_REKEY_AFTER_MS,
+    );
+    const maxRecord = options?.maxRecordSize ?? MAX_PAYLOAD_SIZE;
+    if (!Number.isSafeInteger(maxRecord) || maxRecord < RECORD_TAG_SIZE + 1) {
+      throw new RangeError(
+        `Cannot use max record size "${maxRecord}": it must be an integer of at least ${
+          RECORD_TAG_SIZE + 1
+        }`,
+      );
+    }
+    this.#maxBody = maxRecord - RECORD_TAG_SIZE - 1;
+    const now = options?.now ?? (() => performance.now());
+    this.#now = now;
+    this.#sendKeySince = now();
+  }
+
+  /** The largest DATA body {@linkcode SecureChannel.sealData} accepts, in bytes. */
+  get maxBodySize(): number {
+    return this.#maxBody;
+  }
+
+  /** The nonce the next sealed record will use. */
+  get sendNonce(): number {
+    return this.#send.nonce;
+  }
+
+  /** The nonce the next opened record must have been sealed with. */
+  get receiveNonce(): number {
+    return this.#receive.nonce;
+  }
+
+  /** How many KEY_UPDATE records this side has sealed. */
+  get keyUpdatesSent(): number {
+    return this.#keyUpdatesSent;
+  }
+
+  /** How many KEY_UPDATE records this side has opened. */
+  get keyUpdatesReceived(): number {
+    return this.#keyUpdatesReceived;
+  }
+
+  /** The CLOSE the peer sent, once opened; otherwise `undefined`. */
+  get closeReceived(): CloseInfo | undefined {
+    return this.#closeReceived ?? undefined;
+  }
+
+  /** Whether a CLOSE was sealed by this side. */
+  get closeSent(): boolean {
+    return this.#sendClosed;
+  }
+
+  /** The failure that killed the channel, or `undefined` while it is usable. */
+  get failure(): ProtocolError | undefined {
+    return this.#failure ?? undefined;
+  }
+
+  /**
+   * Seals one body (one encoded batch) into a DATA record and pushes the record bytes onto
+   * `out`. When a rekey threshold is reached, a KEY_UPDATE record is pushed first.
+   *
+   * @param body The content of the record; it is copied.
+   * @param out The array that receives the record(s); a new one by default.
+   * @returns `out`.
+   * @throws {ProtocolError} `LimitExceeded` when the body is larger than
+   * {@linkcode SecureChannel.maxBodySize} or the record counter is exhausted (seal a CLOSE
+   * then), `ConnectionClosed` after {@linkcode SecureChannel.sealClose}, or the code of an
+   * earlier failure.
+   */
+  sealData(body: Uint8Array, out: Uint8Array[] = []): Uint8Array[] {
+    this.#checkSend();
+    if (body.length > this.#maxBody) {
+      throw new ProtocolError(
+        "LimitExceeded",
+        `Record body of "${body.length}" bytes exceeds the limit "${this.#maxBody}"`,
+      );
+    }
+    const inner = new Uint8Array(body.length + 1);
+    inner.set(body);
+    inner[body.length] = RecordType.Data;
+    const rekey = this.#rekeyDue();
+    this.#checkNonceRoom(rekey ? 2 : 1);
+    if (rekey) this.#pushKeyUpdate(out);
+    out.push(this.#send.encryptWithAd(EMPTY, inner));
+    this.#sendRecords++;
+    this.#sendBytes += inner.length;
+    return out;
+  }
+
+  /**
+   * Seals a KEY_UPDATE record now (the last record under the current send key) and advances
+   * the send key. {@linkcode SecureChannel.sealData} does this by itself at the thresholds.
+   *
+   * @param out The array that receives the record; a new one by default.
+   * @returns `out`.
+   * @throws {ProtocolError} As {@linkcode SecureChannel.sealData}.
+   */
+  sealKeyUpdate(out: Uint8Array[] = []): Uint8Array[] {
+    this.#checkSend();
+    this.#checkNonceRoom(1);
+    this.#pushKeyUpdate(out);
+    return out;
+  }
+
+  /**
+   * Seals an authenticated CLOSE record. Nothing can be sealed afterwards.
+   *
+   * @param code The u16 reason code (see {@linkcode CloseCode}).
+   * @param reason A short reason text, at most 123 UTF-8 bytes.
+   * @param out The array that receives the record; a new one by default.
+   * @returns `out`.
+   * @throws {RangeError} For a code outside 0..65535 or a reason over 123 bytes.
+   * @throws {ProtocolError} `ConnectionClosed` after an earlier CLOSE, `LimitExceeded` when the
+   * counter is past its limit, or the code of an earlier failure.
+   */
+  sealClose(code: number, reason = "", out: Uint8Array[] = []): Uint8Array[] {
+    if (!Number.isInteger(code) || code < 0 || code > 0xffff) {
+      throw new RangeError(
+        `Cannot use close code "${code}": it must be an integer from 0 to 65535`,
+      );
+    }
+    const reasonBytes = textEncoder.encode(reason);
+    if (reasonBytes.length > MAX_CLOSE_REASON_BYTES) {
+      throw new RangeError(
+        `Close reason of "${reasonBytes.length}" bytes exceeds the limit "${MAX_CLOSE_REASON_BYTES}"`,
+      );
+    }
+    this.#checkSend();
+    if (this.#send.nonce > MAX_RECORD_NONCE) {
+      throw new ProtocolError(
+        "LimitExceeded",
+        `Send record counter "${this.#send.nonce}" is past the limit "${MAX_RECORD_NONCE}"`,
+      );
+    }
+    const inner = new Uint8Array(reasonBytes.length + 3);
+    inner[0] = code >>> 8;
+    inner[1] = code & 0xff;
+    inner.set(reasonBytes, 2);
+    inner[inner.length - 1] = RecordType.Close;
+    out.push(this.#send.encryptWithAd(EMPTY, inner));
+    this.#sendClosed = true;
+    return out;
+  }
+
+  /**
+   * Opens one record (one packet payload).
+   *
+   * @param record The record bytes.
+   * @returns The DATA body, a KEY_UPDATE marker (already applied) or the CLOSE.
+   * @throws {ProtocolError} `AuthenticationFailed` for a record that does not authenticate
+   * (tampered, replayed, reordered, dropped, injected, reflected, or from another session),
+   * `InvalidMessage` for an authenticated record with a bad type or content,
+   * `UnexpectedMessage` for a record after CLOSE, `LimitExceeded` past the counter limit, or the
+   * code of an earlier failure. The channel is dead after any of them.
+   */
+  open(record: Uint8Array): OpenedRecord {
+    if (this.#failure !== null) throw this.#dead();
+    if (this.#closeReceived !== null) {
+      throw this.#fail(
+        new ProtocolError("UnexpectedMessage", "Received a record after the peer's CLOSE"),
+      );
+    }
+    const nonce = this.#receive.nonce;
+    if (nonce > MAX_RECORD_NONCE) {
+      throw this.#fail(
+        new ProtocolError(
+          "LimitExceeded",
+          `Receive record counter "${nonce}" is past the limit "${MAX_RECORD_NONCE}"`,
+        ),
+      );
+    }
+    if (record.length < RECORD_TAG_SIZE + 1) {
+      throw this.#fail(
+        new ProtocolError(
+          "AuthenticationFailed",
+          `Record "${nonce}" of "${record.length}" bytes is shorter than the minimum "${
+            RECORD_TAG_SIZE + 1
+          }"`,
+        ),
+      );
+    }
+    let inner: Uint8Array;
+    try {
+      inner = this.#receive.decryptWithAd(EMPTY, record);
+    } catch (cause) {
+      throw this.#fail(
+        new ProtocolError("AuthenticationFailed", `Record "${nonce}" failed authentication`, {
+          cause,
+        }),
+      );
+    }
+    const end = inner.length - 1;
+    const type = inner[end];
+    if (type === RecordType.Data) {
+      return { type: "data", body: inner.subarray(0, end) };
+    }
+    if (type === RecordType.KeyUpdate) {
+      if (end !== 0) {
+        throw this.#fail(
+          new ProtocolError(
+            "InvalidMessage",
+            `KEY_UPDATE record "${nonce}" has "${end}" content bytes, expected "0"`,
+          ),
+        );
+      }
+      this.#receive.rekey();
+      this.#keyUpdatesReceived++;
+      return KEY_UPDATE_RESULT;
+    }
+    if (type === RecordType.Close) {
+      const info = this.#parseClose(inner.subarray(0, end), nonce);
+      this.#closeReceived = info;
+      return { type: "close", code: info.code, reason: info.reason };
+    }
+    throw this.#fail(
+      new ProtocolError("InvalidMessage", `Record "${nonce}" has an unknown type "${type}"`),
+    );
+  }
+
+  /**
+   * Reports the end of the inbound stream. Returns the peer's CLOSE; without one the stream
+   * was truncated (an attacker may have cut it), which is an error and kills the channel.
+   *
+   * @returns The CLOSE the peer sent.
+   * @throws {ProtocolError} `Truncated` when no CLOSE was received, or the code of an earlier
+   * failure.
+   */
+  finish(): CloseInfo {
+    if (this.#failure !== null) throw this.#dead();
+    if (this.#closeReceived === null) {
+      throw this.#fail(
+        new ProtocolError(
+          "Truncated",
+          `Encrypted stream ended after "${this.#receive.nonce}" records without a CLOSE record`,
+        ),
+      );
+    }
+    return this.#closeReceived;
+  }
+
+  /**
+   * Kills the channel from outside (for example when the transport failed): every later call
+   * throws `reason`'s code. Does nothing when the channel is already dead.
+   *
+   * @param reason The failure.
+   */
+  abort(reason: ProtocolError): void {
+    if (this.#failure === null) this.#failure = reason;
+  }
+
+  #parseClose(content: Uint8Array, nonce: number): CloseInfo {
+    if (content.length < 2 || content.length > 2 + MAX_CLOSE_REASON_BYTES) {
+      throw this.#fail(
+        new ProtocolError(
+          "InvalidMessage",
+          `CLOSE record "${nonce}" has "${content.length}" content bytes, expected 2 to ${
+            2 + MAX_CLOSE_REASON_BYTES
+          }`,
+        ),
+      );
+    }
+    const code = (content[0]! << 8) | content[1]!;
+    let reason: string;
+    try {
+      reason = textDecoder.decode(content.subarray(2));
+    } catch (cause) {
+      throw this.#fail(
+        new ProtocolError(
+          "InvalidMessage",
+          `CLOSE record "${nonce}" has a reason that is not UTF-8`,
+          {
+            cause,
+          },
+        ),
+      );
+    }
+    return { code, reason };
+  }
+
+  #rekeyDue(): boolean {
+    return this.#sendRecords >= this.#rekeyAfterRecords ||
+      this.#sendBytes >= this.#rekeyAfterBytes ||
+      this.#now() - this.#sendKeySince >= this.#rekeyAfterMs;
+  }
+
+  #pushKeyUpdate(out: Uint8Array[]): void {
+    out.push(this.#send.encryptWithAd(EMPTY, KEY_UPDATE_INNER));
+    this.#send.rekey();
+    this.#keyUpdatesSent++;
+    this.#sendRecords = 0;
+    this.#sendBytes = 0;
+    this.#sendKeySince = this.#now();
+  }
+
+  #checkSend(): void {
+    if (this.#failure !== null) throw this.#dead();
+    if (this.#sendClosed) {
+      throw new ProtocolError("ConnectionClosed", "Cannot seal a record after CLOSE");
+    }
+  }
+
+  #checkNonceRoom(records: number): void {
+    // Nonces up to MAX_RECORD_NONCE - 1 for DATA and KEY_UPDATE; MAX_RECORD_NONCE is for CLOSE.
+    if (this.#send.nonce + records > MAX_RECORD_NONCE) {
+      throw new ProtocolError(
+        "LimitExceeded",
+        `Send record counter "${this.#send.nonce}" reached the limit "${MAX_RECORD_NONCE}"; seal a CLOSE`,
+      );
+    }
+  }
+
+  #fail(error: ProtocolError): ProtocolError {
+    if (this.#failure === null) this.#failure = error;
+    return error;
+  }
+
+  #dead(): ProtocolError {
+    const failure = this.#failure!;
+    return new ProtocolError(
+      failure.code,
+      `The secure channel is dead after an earlier failure: ${failure.message}`,
+      { cause: failure },
+    );
+  }
+}

@@ -1,0 +1,638 @@
+/**
+ * Sans-I/O session handshake drivers: {@linkcode ClientHandshake} and
+ * {@linkcode ServerHandshake} consume packet payloads and produce packet payloads until they
+ * hold a {@linkcode HandshakeResult}: a {@linkcode SecureChannel} (or `null` in plaintext mode),
+ * the negotiated features and what is known about the peer.
+ *
+ * Message flow (one message per packet):
+ *
+ * ```text
+ * client -> server   hello (mode, pattern, suite, client params) || Noise message 1 (empty payload)
+ * server -> client   Noise message 2, payload = server params        (plaintext: a server hello)
+ * client -> server   Noise message 3, empty payload                   (XX and XXpsk3 only)
+ * ```
+ *
+ * The hello bytes up to the end of the client's parameters are bound into the Noise prologue.
+ * The server never tells the client why it refused: it throws and the caller closes.
+ *
+ * @module
+ */
+
+import { ProtocolError } from "../errors.ts";
+import { SecureChannel } from "./channel.ts";
+import { type CryptoProvider, defaultProvider } from "./crypto.ts";
+import {
+  decodeHello,
+  decodeParams,
+  encodeHello,
+  encodeParams,
+  type HandshakeParams,
+  helloPrologue,
+  type PatternName,
+} from "./hello.ts";
+import { constantTimeEqual, fingerprint, type KeyPair } from "./keys.ts";
+import { HandshakeState } from "./noise/handshake_state.ts";
+import {
+  type ClientPolicy,
+  type ClientSecurityOptions,
+  PATTERN_INFO,
+  protocolName,
+  resolveClientPolicy,
+  resolveServerPolicy,
+  type ServerPolicy,
+  type ServerSecurityOptions,
+} from "./policy.ts";
+import type { SecureChannelOptions } from "./channel.ts";
+
+/** The largest handshake packet payload accepted: the Noise message limit plus a hello. */
+export const MAX_HANDSHAKE_PAYLOAD: number = 65535 + 6 + 1024;
+
+const EMPTY = new Uint8Array(0);
+
+/** The outcome of a successful handshake. */
+export interface HandshakeResult {
+  /** The encrypted record channel, or `null` in plaintext mode. */
+  channel: SecureChannel | null;
+  /** The Noise pattern that ran, or `"plaintext"`. */
+  pattern: PatternName | "plaintext";
+  /** The negotiated features: the intersection of both sides' bitmaps (0x1 lz4, 0x2 zstd). */
+  features: number;
+  /** The largest record body the peer accepts, when it announced one. */
+  remoteMaxMessageSize?: number;
+  /** The peer's static public key, when the pattern has one. */
+  remoteStaticKey?: Uint8Array;
+  /**
+   * The Noise handshake hash `h`: equal on both sides of an untampered handshake. Compare it
+   * out of band (or bind it in an application protocol) to detect a man in the middle of NN or
+   * unpinned XX.
+   */
+  handshakeHash?: Uint8Array;
+  /**
+   * Whether the peer's static key was checked against configured trust. Client: a pinned
+   * server key (NK, IK, KK, XX with `serverKeys`) or a known-servers entry. Server: the client
+   * key passed `clientKeys` and `authorize`. A client that gets `false` should log a warning.
+   */
+  pinned: boolean;
+}
+
+/** A handshake driver: fed received packet payloads, it returns payloads to send. */
+export interface HandshakeDriver {
+  /** Whether the handshake finished successfully. */
+  readonly isComplete: boolean;
+  /** The handshake time limit in milliseconds, from the options. */
+  readonly timeoutMs: number;
+  /**
+   * Returns the payloads to send first (the client's hello; nothing for the server).
+   *
+   * @returns Packet payloads to send.
+   */
+  start(): Uint8Array[];
+  /**
+   * Processes one received packet payload.
+   *
+   * @param payload The packet payload.
+   * @returns Packet payloads to send (possibly none).
+   */
+  receive(payload: Uint8Array): Promise<Uint8Array[]>;
+  /**
+   * The result, once complete.
+   *
+   * @returns The result.
+   */
+  result(): HandshakeResult;
+  /** Ends the handshake as failed (for example on a timeout); later calls throw. */
+  abort(reason: ProtocolError): void;
+}
+
+function asHandshakeError(error: unknown, message: string): ProtocolError {
+  if (
+    error instanceof ProtocolError &&
+    (error.code === "HandshakeFailed" || error.code === "PolicyViolation")
+  ) {
+    return error;
+  }
+  return new ProtocolError("HandshakeFailed", message, { cause: error });
+}
+
+function checkSize(payload: Uint8Array): void {
+  if (payload.length > MAX_HANDSHAKE_PAYLOAD) {
+    throw new ProtocolError(
+      "HandshakeFailed",
+      `Handshake packet of "${payload.length}" bytes exceeds the limit "${MAX_HANDSHAKE_PAYLOAD}"`,
+    );
+  }
+}
+
+function isMember(set: readonly Uint8Array[], key: Uint8Array): boolean {
+  let found = false;
+  for (const candidate of set) {
+    const equal = constantTimeEqual(candidate, key);
+    found = found || equal;
+  }
+  return found;
+}
+
+/** The state shared by both drivers: turn-taking, terminal failure, the result. */
+class DriverCore {
+  state: "start" | "wait" | "done" | "failed" = "start";
+  failure: ProtocolError | undefined;
+  out: HandshakeResult | undefined;
+  busy = false;
+
+  async receive(
+    payload: Uint8Array,
+    step: (payload: Uint8Array) => Promise<Uint8Array[]>,
+  ): Promise<Uint8Array[]> {
+    this.check();
+    if (this.state !== "wait" || this.busy) {
+      throw this.fail(
+        new ProtocolError("HandshakeFailed", "Received a handshake packet out of turn"),
+      );
+    }
+    this.busy = true;
+    try {
+      checkSize(payload);
+      const out = await step(payload);
+      this.check();
+      return out;
+    } catch (error) {
+      throw this.fail(asHandshakeError(error, "Handshake failed"));
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  result(): HandshakeResult {
+    this.check();
+    if (this.out === undefined) {
+      throw new ProtocolError("HandshakeFailed", "Handshake is not complete");
+    }
+    return this.out;
+  }
+
+  abort(reason: ProtocolError): void {
+    if (this.state !== "done" && this.state !== "failed") this.fail(reason);
+  }
+
+  check(): void {
+    if (this.failure !== undefined) {
+      throw new ProtocolError(
+        this.failure.code,
+        `The handshake failed earlier: ${this.failure.message}`,
+        { cause: this.failure },
+      );
+    }
+  }
+
+  fail(error: ProtocolError): ProtocolError {
+    if (this.failure === undefined) {
+      this.failure = error;
+      this.state = "failed";
+      this.out?.channel?.abort(error);
+      this.out = undefined;
+    }
+    return error;
+  }
+
+  finish(
+    hs: HandshakeState | undefined,
+    initiator: boolean,
+    local: number,
+    remote: HandshakeParams,
+    pattern: PatternName | "plaintext",
+    pinned: boolean,
+    channelOptions: SecureChannelOptions | undefined,
+  ): void {
+    let channel: SecureChannel | null = null;
+    if (hs !== undefined) {
+      const [c1, c2] = hs.split();
+      channel = new SecureChannel(
+        initiator ? { send: c1, receive: c2 } : { send: c2, receive: c1 },
+        channelOptions,
+      );
+    }
+    const result: HandshakeResult = {
+      channel,
+      pattern,
+      features: local & remote.features,
+      pinned,
+    };
+    if (remote.maxMessageSize !== undefined) result.remoteMaxMessageSize = remote.maxMessageSize;
+    if (hs !== undefined) {
+      result.handshakeHash = hs.handshakeHash.slice();
+      const rs = hs.remoteStaticKey;
+      if (rs !== undefined) result.remoteStaticKey = rs.slice();
+    }
+    this.out = result;
+    this.state = "done";
+  }
+}
+
+/**
+ * The client side of the session handshake (sans-I/O). Call
+ * {@linkcode ClientHandshake.start}, send what it returns, then pass every received packet
+ * payload to {@linkcode ClientHandshake.receive} and send what it returns, until
+ * {@linkcode ClientHandshake.isComplete}.
+ *
+ * @example Run a handshake in memory
+ * ```ts
+ * import { ClientHandshake, generateKeyPair, ServerHandshake } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const serverKey = generateKeyPair();
+ * const client = new ClientHandshake({ serverKeys: [serverKey.publicKey] }); // NK
+ * const server = new ServerHandshake({ staticKey: serverKey });
+ *
+ * let toServer = client.start();
+ * while (!client.isComplete || !server.isComplete) {
+ *   const toClient: Uint8Array[] = [];
+ *   for (const payload of toServer) toClient.push(...await server.receive(payload));
+ *   toServer = [];
+ *   for (const payload of toClient) toServer.push(...await client.receive(payload));
+ * }
+ * const c = client.result();
+ * const s = server.result();
+ * assert.equal(c.pattern, "NK");
+ * assert.ok(c.pinned);
+ * assert.deepEqual(c.handshakeHash, s.handshakeHash);
+ *
+ * const [record] = c.channel!.sealData(new Uint8Array([1, 2, 3]));
+ * const opened = s.channel!.open(record!);
+ * assert.equal(opened.type, "data");
+ * ```
+ */
+export class ClientHandshake implements HandshakeDriver {
+  readonly #core = new DriverCore();
+  readonly #policy: ClientPolicy;
+  readonly #provider: CryptoProvider;
+  readonly #channelOptions: SecureChannelOptions | undefined;
+  #hs: HandshakeState | undefined;
+
+  /** The handshake time limit in milliseconds. */
+  readonly timeoutMs: number;
+
+  /** Whether the handshake finished successfully. */
+  get isComplete(): boolean {
+    return this.#core.state === "done";
+  }
+
+  /**
+   * Processes one received packet payload.
+   *
+   * @param payload The packet payload.
+   * @returns Packet payloads to send (possibly none).
+   * @throws {ProtocolError} `HandshakeFailed` or `PolicyViolation`; the driver is dead afterwards.
+   */
+  receive(payload: Uint8Array): Promise<Uint8Array[]> {
+    return this.#core.receive(payload, (p) => this.#step(p));
+  }
+
+  /**
+   * The result, once complete.
+   *
+   * @returns The result.
+   * @throws {ProtocolError} `HandshakeFailed` before completion or after a failure.
+   */
+  result(): HandshakeResult {
+    return this.#core.result();
+  }
+
+  /**
+   * Ends the handshake as failed (for example on a timeout); later calls throw `reason`'s code.
+   *
+   * @param reason The failure.
+   */
+  abort(reason: ProtocolError): void {
+    this.#core.abort(reason);
+  }
+
+  /**
+   * Validates the options and chooses the pattern.
+   *
+   * @param options The client's security options.
+   * @throws {TypeError} For malformed keys or options the chosen mode cannot enforce.
+   * @throws {RangeError} For out-of-range numbers.
+   */
+  constructor(options: ClientSecurityOptions = {}) {
+    this.#policy = resolveClientPolicy(options);
+    this.#provider = options.provider ?? defaultProvider();
+    this.#channelOptions = options.channel;
+    this.timeoutMs = this.#policy.timeoutMs;
+  }
+
+  /** The pattern this client runs, or `"plaintext"`. */
+  get pattern(): PatternName | "plaintext" {
+    return this.#policy.pattern ?? "plaintext";
+  }
+
+  /**
+   * Builds the first packet payload: the hello, followed by the first Noise message.
+   *
+   * @returns The payloads to send (one).
+   * @throws {ProtocolError} `HandshakeFailed` when called twice or after a failure.
+   */
+  start(): Uint8Array[] {
+    this.#core.check();
+    if (this.#core.state !== "start") {
+      throw this.#core.fail(
+        new ProtocolError("HandshakeFailed", "The handshake was already started"),
+      );
+    }
+    const policy = this.#policy;
+    const params: HandshakeParams = { features: policy.features };
+    if (policy.maxMessageSize !== undefined) params.maxMessageSize = policy.maxMessageSize;
+    this.#core.state = "wait";
+    if (policy.mode === "plaintext") return [encodeHello("plaintext", undefined, params)];
+    try {
+      const pattern = policy.pattern!;
+      const facts = PATTERN_INFO[pattern];
+      const header = encodeHello("noise", pattern, params);
+      let s: KeyPair | undefined = policy.staticKey;
+      if (facts.clientStatic && s === undefined) s = this.#provider.generateKeyPair();
+      const hs = new HandshakeState({
+        protocolName: protocolName(pattern),
+        initiator: true,
+        prologue: helloPrologue(header),
+        ...(s === undefined ? {} : { s: s.privateKey }),
+        ...(facts.serverKnown ? { rs: policy.pins[0]! } : {}),
+        ...(policy.psk === undefined ? {} : { psks: [policy.psk] }),
+        provider: this.#provider,
+      });
+      this.#hs = hs;
+      const message = hs.writeMessage(EMPTY);
+      const first = new Uint8Array(header.length + message.length);
+      first.set(header);
+      first.set(message, header.length);
+      return [first];
+    } catch (error) {
+      throw this.#core.fail(asHandshakeError(error, "Writing the client hello failed"));
+    }
+  }
+
+  async #step(payload: Uint8Array): Promise<Uint8Array[]> {
+    const policy = this.#policy;
+    if (policy.mode === "plaintext") {
+      const hello = decodeHello(payload);
+      if (hello.mode !== "plaintext" || hello.rest.length !== 0) {
+        throw new ProtocolError("HandshakeFailed", "Expected a plaintext server hello");
+      }
+      this.#core.finish(
+        undefined,
+        true,
+        policy.features,
+        hello.params,
+        "plaintext",
+        false,
+        undefined,
+      );
+      return [];
+    }
+    const hs = this.#hs!;
+    const pattern = policy.pattern!;
+    const params = decodeParams(hs.readMessage(payload));
+    let pinned = PATTERN_INFO[pattern].serverKnown;
+    let remember: Uint8Array | undefined;
+    if (!pinned) {
+      const rs = hs.remoteStaticKey;
+      if (rs !== undefined && policy.pins.length > 0) {
+        if (!isMember(policy.pins, rs)) {
+          throw new ProtocolError(
+            "HandshakeFailed",
+            `Server key "${
+              fingerprint(rs)
+            }" matches none of the "${policy.pins.length}" pinned keys`,
+          );
+        }
+        pinned = true;
+      } else if (rs !== undefined && policy.knownServers !== undefined) {
+        const { store, name } = policy.knownServers;
+        const known = await store.get(name);
+        if (known !== undefined) {
+          if (!constantTimeEqual(known, rs)) {
+            throw new ProtocolError(
+              "HandshakeFailed",
+              `Server "${name}" presented key "${fingerprint(rs)}" but "${
+                fingerprint(known)
+              }" is known for it`,
+            );
+          }
+          pinned = true;
+        } else {
+          remember = rs.slice();
+        }
+      }
+    }
+    const out: Uint8Array[] = [];
+    if (!hs.isComplete) out.push(hs.writeMessage(EMPTY));
+    if (remember !== undefined) {
+      await policy.knownServers!.store.set(policy.knownServers!.name, remember);
+    }
+    this.#core.finish(hs, true, policy.features, params, pattern, pinned, this.#channelOptions);
+    return out;
+  }
+}
+
+/**
+ * The server side of the session handshake (sans-I/O). Pass every received packet payload to
+ * {@linkcode ServerHandshake.receive} and send what it returns, until
+ * {@linkcode ServerHandshake.isComplete}. On any error, close the connection without a reply.
+ *
+ * @example Refuse a mode the policy does not allow
+ * ```ts
+ * import { ClientHandshake, generateKeyPair, ServerHandshake } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const server = new ServerHandshake({ staticKey: generateKeyPair(), accept: ["XX"] });
+ * const client = new ClientHandshake({ pattern: "NN" });
+ * await assert.rejects(server.receive(client.start()[0]!), { code: "PolicyViolation" });
+ * ```
+ */
+export class ServerHandshake implements HandshakeDriver {
+  readonly #core = new DriverCore();
+  readonly #policy: ServerPolicy;
+  readonly #provider: CryptoProvider;
+  readonly #channelOptions: SecureChannelOptions | undefined;
+  #hs: HandshakeState | undefined;
+  #pattern: PatternName | undefined;
+  #pinned = false;
+
+  /** The handshake time limit in milliseconds. */
+  readonly timeoutMs: number;
+
+  /** Whether the handshake finished successfully. */
+  get isComplete(): boolean {
+    return this.#core.state === "done";
+  }
+
+  /**
+   * Processes one received packet payload.
+   *
+   * @param payload The packet payload.
+   * @returns Packet payloads to send (possibly none).
+   * @throws {ProtocolError} `HandshakeFailed` or `PolicyViolation`; the driver is dead afterwards.
+   */
+  receive(payload: Uint8Array): Promise<Uint8Array[]> {
+    return this.#core.receive(payload, (p) => this.#step(p));
+  }
+
+  /**
+   * The result, once complete.
+   *
+   * @returns The result.
+   * @throws {ProtocolError} `HandshakeFailed` before completion or after a failure.
+   */
+  result(): HandshakeResult {
+    return this.#core.result();
+  }
+
+  /**
+   * Ends the handshake as failed (for example on a timeout); later calls throw `reason`'s code.
+   *
+   * @param reason The failure.
+   */
+  abort(reason: ProtocolError): void {
+    this.#core.abort(reason);
+  }
+
+  /**
+   * Validates the options.
+   *
+   * @param options The server's security options.
+   * @throws {TypeError} For malformed keys or a pattern the configuration cannot run or enforce.
+   * @throws {RangeError} For out-of-range numbers.
+   */
+  constructor(options: ServerSecurityOptions) {
+    this.#policy = resolveServerPolicy(options);
+    this.#provider = options.provider ?? defaultProvider();
+    this.#channelOptions = options.channel;
+    this.timeoutMs = this.#policy.timeoutMs;
+    this.#core.state = "wait";
+  }
+
+  /** The patterns (or `"plaintext"`) this server accepts. */
+  get accepted(): (PatternName | "plaintext")[] {
+    return [...this.#policy.accept];
+  }
+
+  /**
+   * The server sends nothing first.
+   *
+   * @returns An empty array.
+   */
+  start(): Uint8Array[] {
+    this.#core.check();
+    return [];
+  }
+
+  #params(): HandshakeParams {
+    const params: HandshakeParams = { features: this.#policy.features };
+    if (this.#policy.maxMessageSize !== undefined) {
+      params.maxMessageSize = this.#policy.maxMessageSize;
+    }
+    return params;
+  }
+
+  async #authorize(hs: HandshakeState): Promise<void> {
+    const policy = this.#policy;
+    if (!policy.mutual) return;
+    const rs = hs.remoteStaticKey;
+    if (rs === undefined) {
+      throw new ProtocolError("HandshakeFailed", "The client sent no static key");
+    }
+    if (policy.clientKeys !== undefined && !isMember(policy.clientKeys, rs)) {
+      throw new ProtocolError("HandshakeFailed", `Client key "${fingerprint(rs)}" is not allowed`);
+    }
+    if (policy.authorize !== undefined) {
+      let allowed: boolean;
+      try {
+        allowed = await policy.authorize(rs.slice());
+      } catch (cause) {
+        throw new ProtocolError(
+          "HandshakeFailed",
+          `Authorizing client key "${fingerprint(rs)}" failed`,
+          {
+            cause,
+          },
+        );
+      }
+      if (allowed !== true) {
+        throw new ProtocolError(
+          "HandshakeFailed",
+          `Client key "${fingerprint(rs)}" was not authorized`,
+        );
+      }
+    }
+    this.#pinned = true;
+  }
+
+  async #step(payload: Uint8Array): Promise<Uint8Array[]> {
+    const policy = this.#policy;
+    if (this.#hs === undefined) {
+      const hello = decodeHello(payload);
+      const mode = hello.mode === "plaintext" ? "plaintext" : hello.pattern!;
+      if (!policy.accept.has(mode)) {
+        throw new ProtocolError("PolicyViolation", `The server does not accept "${mode}"`);
+      }
+      if (hello.mode === "plaintext") {
+        if (hello.rest.length !== 0) {
+          throw new ProtocolError("HandshakeFailed", "Plaintext hello has trailing bytes");
+        }
+        const reply = encodeHello("plaintext", undefined, this.#params());
+        this.#core.finish(
+          undefined,
+          false,
+          policy.features,
+          hello.params,
+          "plaintext",
+          false,
+          undefined,
+        );
+        return [reply];
+      }
+      const pattern = hello.pattern!;
+      const facts = PATTERN_INFO[pattern];
+      const hs = new HandshakeState({
+        protocolName: protocolName(pattern),
+        initiator: false,
+        prologue: helloPrologue(hello.header),
+        ...(facts.serverStatic ? { s: policy.staticKey!.privateKey } : {}),
+        ...(facts.clientKnown ? { rs: policy.clientKeys![0]! } : {}),
+        ...(policy.psk === undefined ? {} : { psks: [policy.psk] }),
+        provider: this.#provider,
+      });
+      this.#hs = hs;
+      this.#pattern = pattern;
+      this.#clientParams = hello.params;
+      const first = hs.readMessage(hello.rest);
+      if (first.length !== 0) {
+        throw new ProtocolError("HandshakeFailed", "The first handshake message carries a payload");
+      }
+      if (hs.remoteStaticKey !== undefined) await this.#authorize(hs);
+      const reply = hs.writeMessage(encodeParams(this.#params()));
+      if (hs.isComplete) this.#complete(hs);
+      return [reply];
+    }
+    const hs = this.#hs;
+    const last = hs.readMessage(payload);
+    if (last.length !== 0) {
+      throw new ProtocolError("HandshakeFailed", "The last handshake message carries a payload");
+    }
+    await this.#authorize(hs);
+    this.#complete(hs);
+    return [];
+  }
+
+  #clientParams: HandshakeParams = { features: 0 };
+
+  #complete(hs: HandshakeState): void {
+    this.#core.finish(
+      hs,
+      false,
+      this.#policy.features,
+      this.#clientParams,
+      this.#pattern!,
+      this.#pinned,
+      this.#channelOptions,
+    );
+  }
+}

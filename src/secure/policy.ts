@@ -1,0 +1,385 @@
+/**
+ * Handshake policy: which configuration maps to which Noise pattern, and the checks of remote
+ * static keys (client pins, server allow-list and `authorize` callback). Every security option
+ * either takes effect or makes construction throw: nothing is silently ignored, and there is
+ * never a fallback from one mode to another.
+ *
+ * @module
+ */
+
+import type { CryptoProvider } from "./crypto.ts";
+import type { SecureChannelOptions } from "./channel.ts";
+import { KNOWN_FEATURES, type PatternName } from "./hello.ts";
+import type { KeyPair } from "./keys.ts";
+import type { KnownServers } from "./known_servers.ts";
+
+/** The default handshake time limit: 5 seconds. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
+
+/** The length of a pre-shared key and of X25519 keys. */
+export const KEY_SIZE = 32;
+
+/** Options shared by both sides. */
+export interface CommonSecurityOptions {
+  /**
+   * `false` selects plaintext mode: no encryption at all. It works only when the other side also
+   * explicitly disabled encryption (default `true`).
+   */
+  encryption?: boolean;
+  /** The feature bitmap to announce: 0x1 lz4, 0x2 zstd (default 0). */
+  features?: number;
+  /** The largest record body this side accepts, announced to the peer (not announced by default). */
+  maxMessageSize?: number;
+  /** Options of the resulting {@linkcode SecureChannel} (rekey thresholds, clock, record size). */
+  channel?: SecureChannelOptions;
+  /** The crypto provider (default: native when available). */
+  provider?: CryptoProvider;
+  /** The handshake must finish within this many milliseconds (default 5000). */
+  handshakeTimeoutMs?: number;
+}
+
+/** Trust on first use: remember the first server key seen under a name, then require it. */
+export interface TrustOnFirstUse {
+  /** Where known server keys are kept. */
+  store: KnownServers;
+  /** The name the server is known by (for example `host:port`). */
+  name: string;
+}
+
+/** The client's security options. */
+export interface ClientSecurityOptions extends CommonSecurityOptions {
+  /**
+   * The pattern to run. Without it: a `psk` gives NNpsk0 (no keys) or XXpsk3; one pinned server
+   * key gives NK; otherwise XX. NN, IK, KK and IKpsk2 are used only when named here.
+   */
+  pattern?: PatternName;
+  /** The client's static key pair (its identity for XX, IK, KK). XX generates one if absent. */
+  staticKey?: KeyPair;
+  /** Pinned server public keys (32 bytes each): one gives NK, several XX with a set check. */
+  serverKeys?: readonly Uint8Array[];
+  /** A 32-byte pre-shared key (selects a psk pattern). */
+  psk?: Uint8Array;
+  /** Trust on first use, for XX without pins. */
+  knownServers?: TrustOnFirstUse;
+}
+
+/** Decides whether a client's static public key may connect. */
+export type Authorizer = (remoteStaticKey: Uint8Array) => boolean | Promise<boolean>;
+
+/** The server's security options. */
+export interface ServerSecurityOptions extends CommonSecurityOptions {
+  /**
+   * The patterns the server accepts. Default: with a `psk`, XXpsk3 and IKpsk2 (or NNpsk0 without
+   * a static key); with mutual authentication, XX and IK; otherwise NK, XX and IK. NN, KK and
+   * NNpsk0 must be listed explicitly. With `encryption: false`, only plaintext is accepted.
+   */
+  accept?: readonly PatternName[];
+  /** The server's static key pair: required for every pattern but NN and NNpsk0. */
+  staticKey?: KeyPair;
+  /**
+   * Client public keys allowed to connect (mutual authentication). With exactly one key, KK may
+   * be accepted.
+   */
+  clientKeys?: readonly Uint8Array[];
+  /** Called with the client's static public key (mutual authentication); `true` admits it. */
+  authorize?: Authorizer;
+  /** A 32-byte pre-shared key (the server then accepts only psk patterns). */
+  psk?: Uint8Array;
+}
+
+/** Facts about the patterns this library runs. */
+export interface PatternInfo {
+  /** Noise messages in the handshake (2 or 3). */
+  messages: 2 | 3;
+  /** Whether the server has a static key. */
+  serverStatic: boolean;
+  /** Whether the client knows the server key before the handshake. */
+  serverKnown: boolean;
+  /** Whether the client has and sends (or pre-shares) a static key. */
+  clientStatic: boolean;
+  /** Whether the server knows the client key before the handshake (KK). */
+  clientKnown: boolean;
+  /** Whether a psk is mixed in. */
+  psk: boolean;
+}
+
+/** Per-pattern facts. */
+export const PATTERN_INFO: Readonly<Record<PatternName, PatternInfo>> = Object.freeze({
+  NN: info(2, false, false, false, false, false),
+  NK: info(2, true, true, false, false, false),
+  XX: info(3, true, false, true, false, false),
+  IK: info(2, true, true, true, false, false),
+  KK: info(2, true, true, true, true, false),
+  NNpsk0: info(2, false, false, false, false, true),
+  XXpsk3: info(3, true, false, true, false, true),
+  IKpsk2: info(2, true, true, true, false, true),
+});
+
+function info(
+  messages: 2 | 3,
+  serverStatic: boolean,
+  serverKnown: boolean,
+  clientStatic: boolean,
+  clientKnown: boolean,
+  psk: boolean,
+): PatternInfo {
+  return { messages, serverStatic, serverKnown, clientStatic, clientKnown, psk };
+}
+
+/** The Noise protocol name of a pattern in the suite `25519_ChaChaPoly_SHA256`. */
+export function protocolName(pattern: PatternName): string {
+  return `Noise_${pattern}_25519_ChaChaPoly_SHA256`;
+}
+
+/** A client configuration after validation. */
+export interface ClientPolicy {
+  /** Plaintext or Noise. */
+  mode: "plaintext" | "noise";
+  /** The pattern, in noise mode. */
+  pattern?: PatternName;
+  /** The client's static key, when configured. */
+  staticKey?: KeyPair;
+  /** Pinned server keys. */
+  pins: readonly Uint8Array[];
+  /** The pre-shared key, for psk patterns. */
+  psk?: Uint8Array;
+  /** Trust on first use, when configured. */
+  knownServers?: TrustOnFirstUse;
+  /** The feature bitmap to announce. */
+  features: number;
+  /** The largest record body to announce. */
+  maxMessageSize?: number;
+  /** The handshake time limit. */
+  timeoutMs: number;
+}
+
+/** A server configuration after validation. */
+export interface ServerPolicy {
+  /** The accepted patterns, or `"plaintext"` alone. */
+  accept: ReadonlySet<PatternName | "plaintext">;
+  /** The server's static key. */
+  staticKey?: KeyPair;
+  /** The allow-list of client keys. */
+  clientKeys?: readonly Uint8Array[];
+  /** The authorization callback. */
+  authorize?: Authorizer;
+  /** Whether client keys are checked (allow-list or callback). */
+  mutual: boolean;
+  /** The pre-shared key, for psk patterns. */
+  psk?: Uint8Array;
+  /** The feature bitmap to announce. */
+  features: number;
+  /** The largest record body to announce. */
+  maxMessageSize?: number;
+  /** The handshake time limit. */
+  timeoutMs: number;
+}
+
+function checkKey(what: string, key: unknown): Uint8Array {
+  if (!(key instanceof Uint8Array) || key.length !== KEY_SIZE) {
+    throw new TypeError(
+      `${what} must be a ${KEY_SIZE}-byte Uint8Array, got "${
+        key instanceof Uint8Array ? `${key.length} bytes` : typeof key
+      }"`,
+    );
+  }
+  return key;
+}
+
+function checkKeyPair(what: string, pair: KeyPair | undefined): KeyPair | undefined {
+  if (pair === undefined) return undefined;
+  checkKey(`${what} public key`, pair.publicKey);
+  checkKey(`${what} private key`, pair.privateKey);
+  return pair;
+}
+
+function checkCommon(options: CommonSecurityOptions): {
+  features: number;
+  maxMessageSize?: number;
+  timeoutMs: number;
+} {
+  const features = options.features ?? 0;
+  if (!Number.isInteger(features) || features < 0 || (features & ~KNOWN_FEATURES) !== 0) {
+    throw new RangeError(
+      `Cannot announce features "${features}": only the bits 0x1 (lz4) and 0x2 (zstd) are defined`,
+    );
+  }
+  const timeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) {
+    throw new RangeError(
+      `Cannot use handshake timeout "${timeoutMs}": it must be a positive integer`,
+    );
+  }
+  const out: { features: number; maxMessageSize?: number; timeoutMs: number } = {
+    features,
+    timeoutMs,
+  };
+  if (options.maxMessageSize !== undefined) {
+    const max = options.maxMessageSize;
+    if (!Number.isInteger(max) || max < 1 || max > 0xffff_ffff) {
+      throw new RangeError(
+        `Cannot use max message size "${max}": it must be an integer from 1 to 4294967295`,
+      );
+    }
+    out.maxMessageSize = max;
+  }
+  return out;
+}
+
+/**
+ * Validates client options and chooses the pattern.
+ *
+ * @param options The client options.
+ * @returns The validated policy.
+ * @throws {TypeError} For keys of the wrong size or options that the chosen mode cannot enforce.
+ */
+export function resolveClientPolicy(options: ClientSecurityOptions): ClientPolicy {
+  const common = checkCommon(options);
+  const pins = (options.serverKeys ?? []).map((key, i) => checkKey(`Server key ${i}`, key));
+  const staticKey = checkKeyPair("Client static", options.staticKey);
+  const psk = options.psk === undefined ? undefined : checkKey("Pre-shared key", options.psk);
+  const tofu = options.knownServers;
+  if (options.encryption === false) {
+    const set = [
+      options.pattern !== undefined && "pattern",
+      pins.length > 0 && "serverKeys",
+      staticKey !== undefined && "staticKey",
+      psk !== undefined && "psk",
+      tofu !== undefined && "knownServers",
+    ].filter(Boolean);
+    if (set.length > 0) {
+      throw new TypeError(
+        `Cannot use "${
+          set.join('", "')
+        }" with encryption disabled: plaintext mode cannot enforce them`,
+      );
+    }
+    return { mode: "plaintext", pins, ...common };
+  }
+  let pattern = options.pattern;
+  if (pattern === undefined) {
+    if (psk !== undefined) {
+      pattern = pins.length === 0 && staticKey === undefined && tofu === undefined
+        ? "NNpsk0"
+        : "XXpsk3";
+    } else if (pins.length === 1 && staticKey === undefined && tofu === undefined) {
+      pattern = "NK";
+    } else {
+      pattern = "XX";
+    }
+  }
+  const facts = PATTERN_INFO[pattern];
+  if (facts === undefined) throw new TypeError(`Unknown handshake pattern "${pattern}"`);
+  if (facts.psk !== (psk !== undefined)) {
+    throw new TypeError(
+      facts.psk
+        ? `Pattern "${pattern}" needs a psk`
+        : `Pattern "${pattern}" cannot use the configured psk; choose a psk pattern`,
+    );
+  }
+  if (facts.serverKnown && pins.length !== 1) {
+    throw new TypeError(`Pattern "${pattern}" needs exactly one server key, got "${pins.length}"`);
+  }
+  if (!facts.serverStatic && pins.length > 0) {
+    throw new TypeError(`Pattern "${pattern}" cannot check the configured server keys`);
+  }
+  if (facts.clientKnown && staticKey === undefined) {
+    throw new TypeError(`Pattern "${pattern}" needs the client's staticKey`);
+  }
+  if (pattern.startsWith("IK") && staticKey === undefined) {
+    throw new TypeError(`Pattern "${pattern}" needs the client's staticKey`);
+  }
+  if (!facts.clientStatic && staticKey !== undefined) {
+    throw new TypeError(`Pattern "${pattern}" cannot send the configured client staticKey`);
+  }
+  if (tofu !== undefined && (facts.serverKnown || !facts.serverStatic || pins.length > 0)) {
+    throw new TypeError(
+      `Trust on first use needs XX or XXpsk3 without serverKeys, not "${pattern}"`,
+    );
+  }
+  const policy: ClientPolicy = { mode: "noise", pattern, pins, ...common };
+  if (staticKey !== undefined) policy.staticKey = staticKey;
+  if (psk !== undefined) policy.psk = psk;
+  if (tofu !== undefined) policy.knownServers = tofu;
+  return policy;
+}
+
+/**
+ * Validates server options and computes the accepted patterns.
+ *
+ * @param options The server options.
+ * @returns The validated policy.
+ * @throws {TypeError} For keys of the wrong size or a pattern the configuration cannot run or
+ * enforce.
+ */
+export function resolveServerPolicy(options: ServerSecurityOptions): ServerPolicy {
+  const common = checkCommon(options);
+  const staticKey = checkKeyPair("Server static", options.staticKey);
+  const clientKeys = options.clientKeys?.map((key, i) => checkKey(`Client key ${i}`, key));
+  const authorize = options.authorize;
+  if (authorize !== undefined && typeof authorize !== "function") {
+    throw new TypeError("The authorize option must be a function");
+  }
+  const psk = options.psk === undefined ? undefined : checkKey("Pre-shared key", options.psk);
+  const mutual = clientKeys !== undefined || authorize !== undefined;
+  if (options.encryption === false) {
+    const set = [
+      options.accept !== undefined && "accept",
+      staticKey !== undefined && "staticKey",
+      clientKeys !== undefined && "clientKeys",
+      authorize !== undefined && "authorize",
+      psk !== undefined && "psk",
+    ].filter(Boolean);
+    if (set.length > 0) {
+      throw new TypeError(
+        `Cannot use "${
+          set.join('", "')
+        }" with encryption disabled: plaintext mode cannot enforce them`,
+      );
+    }
+    return { accept: new Set(["plaintext"]), mutual: false, ...common };
+  }
+  let accept: readonly PatternName[];
+  if (options.accept !== undefined) {
+    if (options.accept.length === 0) throw new TypeError("The accept list is empty");
+    accept = options.accept;
+  } else if (psk !== undefined) {
+    if (staticKey !== undefined) accept = ["XXpsk3", "IKpsk2"];
+    else if (!mutual) accept = ["NNpsk0"];
+    else throw new TypeError("Mutual authentication needs the server's staticKey");
+  } else if (staticKey !== undefined) {
+    accept = mutual ? ["XX", "IK"] : ["NK", "XX", "IK"];
+  } else {
+    throw new TypeError(
+      "A server needs a staticKey, a psk, or an explicit accept list (NN must be listed to be used)",
+    );
+  }
+  for (const pattern of accept) {
+    const facts = PATTERN_INFO[pattern];
+    if (facts === undefined) throw new TypeError(`Unknown handshake pattern "${pattern}"`);
+    if (facts.serverStatic && staticKey === undefined) {
+      throw new TypeError(`Pattern "${pattern}" needs the server's staticKey`);
+    }
+    if (facts.psk !== (psk !== undefined)) {
+      throw new TypeError(
+        facts.psk
+          ? `Pattern "${pattern}" needs a psk`
+          : `Pattern "${pattern}" cannot use the configured psk; accept only psk patterns`,
+      );
+    }
+    if (mutual && !facts.clientStatic) {
+      throw new TypeError(
+        `Pattern "${pattern}" cannot authenticate clients, but clientKeys or authorize is set`,
+      );
+    }
+    if (facts.clientKnown && clientKeys?.length !== 1) {
+      throw new TypeError(`Pattern "${pattern}" needs exactly one entry in clientKeys`);
+    }
+  }
+  const policy: ServerPolicy = { accept: new Set(accept), mutual, ...common };
+  if (staticKey !== undefined) policy.staticKey = staticKey;
+  if (clientKeys !== undefined) policy.clientKeys = clientKeys;
+  if (authorize !== undefined) policy.authorize = authorize;
+  if (psk !== undefined) policy.psk = psk;
+  return policy;
+}
