@@ -87,8 +87,8 @@ export { Dispatcher, registerStandardHandlers } from "./src/protocol/dispatcher.
 export type { DispatchContext, Handler, HandlerContext } from "./src/protocol/dispatcher.ts";
 
 export {
-  ConfigError,
   configEnvNames,
+  ConfigError,
   configWarnings,
   createConfig,
   defaultConfig,

@@ -1,10 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import {
-  PacketDecoder,
-  PacketDecoderStream,
-  PacketEncoderStream,
-} from "../src/core/codec.ts";
+import { PacketDecoder, PacketDecoderStream, PacketEncoderStream } from "../src/core/codec.ts";
 import { encodePacket, encodePackets, HEADER_SIZE, type Packet } from "../src/core/packet.ts";
 import { ProtocolError } from "../src/errors.ts";
 
@@ -51,8 +47,10 @@ Deno.test("PacketDecoder rejects an oversized header before buffering any payloa
   const decoder = new PacketDecoder();
   const header = new Uint8Array([0x4e, 0x50, 0x52, 0x4f, 2, 0xff, 0xff, 0xff, 0xff]);
   assert.deepEqual(decoder.push(header.subarray(0, 8)), []);
-  assert.throws(() => decoder.push(header.subarray(8)), (e) =>
-    e instanceof ProtocolError && e.code === "OversizedPacket");
+  assert.throws(
+    () => decoder.push(header.subarray(8)),
+    (e) => e instanceof ProtocolError && e.code === "OversizedPacket",
+  );
   // Dead after an error.
   assert.throws(() => decoder.push(new Uint8Array(1)), ProtocolError);
 });
@@ -60,8 +58,10 @@ Deno.test("PacketDecoder rejects an oversized header before buffering any payloa
 Deno.test("PacketDecoder rejects garbage such as an HTTP request at once", () => {
   const decoder = new PacketDecoder();
   const http = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-  assert.throws(() => decoder.push(http), (e) =>
-    e instanceof ProtocolError && e.code === "InvalidHeader");
+  assert.throws(
+    () => decoder.push(http),
+    (e) => e instanceof ProtocolError && e.code === "InvalidHeader",
+  );
 });
 
 Deno.test("PacketDecoder memory grows with received bytes, not with the claimed length", () => {
@@ -70,7 +70,10 @@ Deno.test("PacketDecoder memory grows with received bytes, not with the claimed 
   decoder.push(header);
   decoder.push(new Uint8Array(10));
   assert.equal(decoder.bufferedBytes, HEADER_SIZE + 10);
-  assert.throws(() => decoder.finish(), (e) => e instanceof ProtocolError && e.code === "Truncated");
+  assert.throws(
+    () => decoder.finish(),
+    (e) => e instanceof ProtocolError && e.code === "Truncated",
+  );
 });
 
 Deno.test("PacketDecoder copies small payloads and returns large ones as views", () => {

@@ -62,7 +62,12 @@ Deno.test("a throwing handler fails only its own message", async () => {
     d.dispatch(custom("BAD_ASYNC")),
     d.dispatch(custom("GOOD")),
   ]);
-  assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "rejected", "fulfilled"]);
+  assert.deepEqual(results.map((r) => r.status), [
+    "fulfilled",
+    "rejected",
+    "rejected",
+    "fulfilled",
+  ]);
   assert.equal(calls, 2);
 });
 
@@ -104,10 +109,13 @@ Deno.test("numbered requests get numbered responses and errors, never rejections
 
 Deno.test("handlers see the context signal", async () => {
   const controller = new AbortController();
-  const d = new Dispatcher().register("WAIT", (_m, ctx) =>
-    new Promise<Message>((_resolve, reject) => {
-      ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true });
-    }));
+  const d = new Dispatcher().register(
+    "WAIT",
+    (_m, ctx) =>
+      new Promise<Message>((_resolve, reject) => {
+        ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true });
+      }),
+  );
   const pending = d.dispatch(custom("WAIT"), { signal: controller.signal });
   controller.abort(new Error("cancelled"));
   await assert.rejects(pending, /cancelled/);

@@ -103,11 +103,16 @@ Deno.test("unknown tags decode to unknown; malformed bodies are InvalidMessage",
   // Invalid UTF-8.
   assert.equal(errorCode(() => decodeMessage(new Uint8Array([0x03, 1, 0xff]))), "InvalidMessage");
   // Non-minimal LEB128.
-  assert.equal(errorCode(() => decodeMessage(new Uint8Array([0x13, 0x81, 0x00]))), "InvalidMessage");
+  assert.equal(
+    errorCode(() => decodeMessage(new Uint8Array([0x13, 0x81, 0x00]))),
+    "InvalidMessage",
+  );
   // Id 0 and ids beyond 2^53 - 1.
   assert.equal(errorCode(() => decodeMessage(new Uint8Array([0x13, 0x00]))), "InvalidMessage");
   assert.equal(
-    errorCode(() => decodeMessage(new Uint8Array([0x13, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]))),
+    errorCode(() =>
+      decodeMessage(new Uint8Array([0x13, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]))
+    ),
     "InvalidMessage",
   );
   // Nested numbered messages.
@@ -131,8 +136,7 @@ Deno.test("invalid messages are refused at encoding with built-in errors", () =>
   assert.throws(() => encodeMessage({ type: "cancel", id: 2 ** 53 }), RangeError);
   assert.throws(() => encodeMessage({ type: "error", id: 1, code: -1, text: "" }), RangeError);
   assert.throws(
-    () =>
-      encodeMessage({ type: "request", id: 1, message: { type: "cancel", id: 1 } }),
+    () => encodeMessage({ type: "request", id: 1, message: { type: "cancel", id: 1 } }),
     TypeError,
   );
   assert.throws(() => encodeMessage({ type: "unknown", tag: 0x01 }), TypeError);
