@@ -211,3 +211,40 @@ export type { PatternName } from "./src/secure/hello.ts";
 export { KnownServersFile, MemoryKnownServers } from "./src/secure/known_servers.ts";
 export type { KnownServers } from "./src/secure/known_servers.ts";
 export { SecureStream } from "./src/secure/stream.ts";
+
+export { Connection, RemoteError } from "./src/service/connection.ts";
+export type { ConnectionOptions, RequestOptions, SessionInfo } from "./src/service/connection.ts";
+export { formatAddr, serve } from "./src/service/daemon.ts";
+export type { ServeOptions, Server } from "./src/service/daemon.ts";
+export { connect } from "./src/service/client.ts";
+export type { Client, ClientStatus, ConnectOptions } from "./src/service/client.ts";
+export { FrameReader } from "./src/service/frame_reader.ts";
+export type { FrameReaderOptions } from "./src/service/frame_reader.ts";
+
+export { compress, decompress, initCompression } from "./src/compression/compress.ts";
+export type {
+  CompressOptions,
+  DecompressOptions,
+  InitCompressionOptions,
+} from "./src/compression/compress.ts";
+export {
+  compressionFeatureBits,
+  CompressionPolicy,
+  createDecompressor,
+  DEFAULT_COMPRESSION_THRESHOLD,
+  DEFAULT_MAX_ENTROPY,
+  DEFAULT_MIN_SAVINGS,
+  localCompressionBits,
+  negotiateCompression,
+  planCompression,
+  sampleEntropy,
+} from "./src/compression/policy.ts";
+export type {
+  CompressionPlan,
+  CompressionPolicyOptions,
+  CompressionSettings,
+  CompressionStats,
+  DecompressorOptions,
+} from "./src/compression/policy.ts";
+export { inspectZstd } from "./src/compression/zstd.ts";
+export type { ZstdFrameInfo } from "./src/compression/zstd.ts";

@@ -122,7 +122,7 @@ for (const target of targets) {
   const rand = prng(
     seed ^ [...target.name].reduce((h, c) => Math.imul(h, 31) + c.charCodeAt(0), 7),
   );
-  const pool = target.seeds.map((s) => s.slice());
+  const pool: Uint8Array[] = target.seeds.map((s) => s.slice());
   const deadline = performance.now() + perTargetMs;
   let execs = 0;
   let slowest = 0;

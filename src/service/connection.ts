@@ -1,0 +1,1163 @@
+/**
+ * A live protocol connection over a `Deno.Conn` after its handshake: the pipeline of
+ * docs/PROTOCOL.md and DESIGN.md section 4, with backpressure, ordered replies, numbered
+ * requests, heartbeats and graceful close.
+ *
+ * Reading: {@linkcode FrameReader} reads batches of packets; each packet is opened (secure mode)
+ * and decoded into messages synchronously, then messages are handled. Writing: messages queued
+ * during one turn are encoded into one batch per record and written with ONE `conn.write`.
+ *
+ * @module
+ */
+
+import {
+  type BodyCompressor,
+  type BodyDecompressor,
+  decodeBatch,
+  encodeBatch,
+  encodedMessageSize,
+  ErrorCodes,
+  type Message,
+} from "../core/message.ts";
+import { encodePackets, HEADER_SIZE, MAX_PAYLOAD_SIZE, type Packet } from "../core/packet.ts";
+import { ProtocolError } from "../errors.ts";
+import { logger } from "../log.ts";
+import type { Dispatcher, HandlerContext } from "../protocol/dispatcher.ts";
+import type { SecureChannel } from "../secure/channel.ts";
+import type { FrameReader } from "./frame_reader.ts";
+
+const log = logger("connection");
+
+/** What both sides learned in the handshake. */
+export interface SessionInfo {
+  /** The encrypted record channel, or `null` in plaintext mode. */
+  channel: SecureChannel | null;
+  /** The Noise pattern that ran, or `"plaintext"`. */
+  pattern: string;
+  /** The negotiated feature bitmap (0x1 lz4, 0x2 zstd). */
+  features: number;
+  /** The peer's static public key, when the pattern has one. */
+  remoteStaticKey?: Uint8Array;
+  /** The Noise handshake hash (equal on both sides unless tampered with). */
+  handshakeHash?: Uint8Array;
+  /** Whether the peer's key was checked against configured trust. */
+  pinned: boolean;
+}
+
+/** Options of a {@linkcode Connection}. */
+export interface ConnectionOptions {
+  /** `"client"` or `"server"`: which side of the session this is. */
+  role: "client" | "server";
+  /** Handles incoming requests and un-numbered messages; without it they are delivered to `receive()`. */
+  dispatcher?: Dispatcher;
+  /** The packet payload limit, also the largest record (default 16 MiB). */
+  maxPayloadSize?: number;
+  /**
+   * The most requests handled at once (default 32). At the limit the connection stops reading
+   * its socket, so TCP pushes back on the peer; replies keep flowing, so it never deadlocks.
+   */
+  backpressureLimit?: number;
+  /** The most bytes queued for writing before reading pauses and `send` throws (default 8 MiB). */
+  maxOutboundBytes?: number;
+  /** The most received messages waiting in `receive()` before reading pauses (default 1024). */
+  maxReceiveQueue?: number;
+  /** Send a Ping after this long without receiving anything; 3 missed means dead (0 disables). */
+  heartbeatIntervalMs?: number;
+  /** Close after this long without application messages in either direction (0 disables). */
+  idleTimeoutMs?: number;
+  /** The default time limit of `request()` (default 30000 ms). */
+  responseTimeoutMs?: number;
+  /** Close when a write makes no progress for this long (default 30000 ms; 0 disables). */
+  writeTimeoutMs?: number;
+  /** Compresses outgoing message bodies (only with negotiated compression). */
+  compressor?: BodyCompressor;
+  /** Decompresses incoming bodies; without it compressed bodies are a `PolicyViolation`. */
+  decompressor?: BodyDecompressor;
+  /** A numeric id for logs (default: a counter). */
+  id?: number;
+}
+
+/** Options of {@linkcode Connection.request}. */
+export interface RequestOptions {
+  /** Abandons the request: it rejects with `Cancelled` and the peer is sent a `cancel`. */
+  signal?: AbortSignal;
+  /** The time limit in milliseconds (default: the connection's `responseTimeoutMs`). */
+  timeoutMs?: number;
+}
+
+/**
+ * The peer answered a numbered request with an `error` message.
+ *
+ * @example Inspect a remote error
+ * ```ts
+ * import { RemoteError } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new RemoteError(1, 'No handler is registered for opcode "X"');
+ * assert.equal(error.remoteCode, 1);
+ * assert.equal(error.code, "UnexpectedMessage");
+ * ```
+ */
+export class RemoteError extends ProtocolError {
+  /** The error code the peer sent (see `ErrorCodes`). */
+  readonly remoteCode: number;
+
+  /**
+   * Creates the error.
+   *
+   * @param remoteCode The code the peer sent.
+   * @param text The text the peer sent.
+   */
+  constructor(remoteCode: number, text: string) {
+    super(
+      remoteCode === ErrorCodes.UnknownOpcode ? "UnexpectedMessage" : remoteCodeToLocal(remoteCode),
+      `Peer answered with error ${remoteCode}: ${text}`,
+    );
+    this.name = "RemoteError";
+    this.remoteCode = remoteCode;
+  }
+}
+
+function remoteCodeToLocal(code: number): ProtocolError["code"] {
+  switch (code) {
+    case ErrorCodes.Cancelled:
+      return "Cancelled";
+    case ErrorCodes.DeadlineExceeded:
+      return "Timeout";
+    case ErrorCodes.ShuttingDown:
+      return "ConnectionClosed";
+    default:
+      return "UnexpectedMessage";
+  }
+}
+
+interface PendingRequest {
+  resolve(message: Message): void;
+  reject(error: unknown): void;
+  deadline: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+interface InFlight {
+  controller: AbortController;
+  deadline: number;
+}
+
+interface ReplySlot {
+  done: boolean;
+  reply: Message | null;
+}
+
+let nextConnectionId = 1;
+const EMPTY_QUEUE: Message[] = [];
+const RECORD_TARGET = 256 * 1024;
+
+/**
+ * One side of an established session. Created by the daemon for each accepted client and by the
+ * client for its server; also usable directly over any `Deno.Conn` after a handshake.
+ */
+export class Connection implements AsyncDisposable {
+  /** A numeric id, for logs. */
+  readonly id: number;
+  /** The session facts from the handshake. */
+  readonly session: SessionInfo;
+
+  readonly #conn: Deno.Conn;
+  readonly #reader: FrameReader;
+  readonly #role: "client" | "server";
+  readonly #dispatcher: Dispatcher | undefined;
+  readonly #maxPayload: number;
+  readonly #backpressureLimit: number;
+  readonly #maxOutbound: number;
+  readonly #maxReceive: number;
+  readonly #heartbeatMs: number;
+  readonly #idleMs: number;
+  readonly #responseMs: number;
+  readonly #writeTimeoutMs: number;
+  readonly #compressor: BodyCompressor | undefined;
+  readonly #decompressor: BodyDecompressor | undefined;
+  readonly #channel: SecureChannel | null;
+
+  // Outbound.
+  #outbox: Message[] = [];
+  #outboxBytes = 0;
+  #writingBytes = 0;
+  #flushScheduled = false;
+  #writing = false;
+  #writeStartedAt = 0;
+  #flushWaiters: (() => void)[] = [];
+
+  // Inbound.
+  #pending: Message[] = EMPTY_QUEUE;
+  #pendingIndex = 0;
+  #inflight = new Map<number, InFlight>();
+  #inflightCount = 0;
+  #slots: ReplySlot[] = [];
+  #slotHead = 0;
+  #receiveQueue: Message[] = [];
+  #receiveWaiters: ((value: Message | null) => void)[] = [];
+  #capacityWaiter: (() => void) | null = null;
+
+  // Requests we sent.
+  #requests = new Map<number, PendingRequest>();
+  #nextRequestId = 1;
+  #fifo: number[] = [];
+  #fifoTimer: ReturnType<typeof setTimeout> | undefined;
+
+  // Liveness.
+  #lastReceived = performance.now();
+  #lastActivity = performance.now();
+  #pingSentAt = 0;
+  #missedPings = 0;
+  #rtt: number | undefined;
+  #watchdog: ReturnType<typeof setInterval> | undefined;
+  #tickMs = 0;
+  #lastTick = 0;
+
+  // Lifecycle.
+  #closing = false;
+  #closed = false;
+  #error: ProtocolError | undefined;
+  #closedPromise: Promise<ProtocolError | undefined>;
+  #resolveClosed!: (error: ProtocolError | undefined) => void;
+  #readLoopDone: Promise<void>;
+
+  /**
+   * Starts a connection over an established session.
+   *
+   * @param conn The transport connection (the connection takes ownership).
+   * @param reader The frame reader that ran the handshake over `conn`.
+   * @param session What the handshake established.
+   * @param options Limits, timeouts, the dispatcher and compression.
+   */
+  constructor(
+    conn: Deno.Conn,
+    reader: FrameReader,
+    session: SessionInfo,
+    options: ConnectionOptions,
+  ) {
+    this.id = options.id ?? nextConnectionId++;
+    this.session = session;
+    this.#conn = conn;
+    this.#reader = reader;
+    this.#role = options.role;
+    this.#dispatcher = options.dispatcher;
+    this.#channel = session.channel;
+    this.#maxPayload = options.maxPayloadSize ?? MAX_PAYLOAD_SIZE;
+    this.#backpressureLimit = positive("backpressureLimit", options.backpressureLimit, 32);
+    this.#maxOutbound = positive("maxOutboundBytes", options.maxOutboundBytes, 8 * 1024 * 1024);
+    this.#maxReceive = positive("maxReceiveQueue", options.maxReceiveQueue, 1024);
+    this.#heartbeatMs = nonNegative("heartbeatIntervalMs", options.heartbeatIntervalMs, 0);
+    this.#idleMs = nonNegative("idleTimeoutMs", options.idleTimeoutMs, 0);
+    this.#responseMs = positive("responseTimeoutMs", options.responseTimeoutMs, 30_000);
+    this.#writeTimeoutMs = nonNegative("writeTimeoutMs", options.writeTimeoutMs, 30_000);
+    this.#compressor = options.compressor;
+    this.#decompressor = options.decompressor;
+    this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
+
+    const tick = minPositive(
+      this.#heartbeatMs,
+      this.#idleMs,
+      this.#writeTimeoutMs,
+    );
+    if (tick > 0) {
+      this.#tickMs = Math.max(10, Math.min(tick / 4, 1000));
+      this.#lastTick = performance.now();
+      this.#watchdog = setInterval(() => this.#onTick(), this.#tickMs);
+    }
+    // Packets that arrived together with the end of the handshake come first.
+    const early = reader.takeQueued();
+    this.#readLoopDone = this.#readLoop(early);
+  }
+
+  /** The peer's transport address. */
+  get remoteAddr(): Deno.Addr {
+    return this.#conn.remoteAddr;
+  }
+
+  /** This side's transport address. */
+  get localAddr(): Deno.Addr {
+    return this.#conn.localAddr;
+  }
+
+  /** The peer's static public key, when the session has one. */
+  get remoteStaticKey(): Uint8Array | undefined {
+    return this.session.remoteStaticKey;
+  }
+
+  /** The Noise handshake hash, when the session is encrypted. */
+  get handshakeHash(): Uint8Array | undefined {
+    return this.session.handshakeHash;
+  }
+
+  /**
+   * The compressor of outgoing bodies, when the peers negotiated compression (a
+   * `CompressionPolicy`, whose `stats` count what it did).
+   */
+  get compressor(): BodyCompressor | undefined {
+    return this.#compressor;
+  }
+
+  /** The last measured heartbeat round-trip time in milliseconds. */
+  get rtt(): number | undefined {
+    return this.#rtt;
+  }
+
+  /** Requests being handled for the peer right now. */
+  get inflight(): number {
+    return this.#inflightCount;
+  }
+
+  /** Bytes queued or being written. */
+  get outboundBytes(): number {
+    return this.#outboxBytes + this.#writingBytes;
+  }
+
+  /** Whether the connection is closed or closing. */
+  get isClosed(): boolean {
+    return this.#closing || this.#closed;
+  }
+
+  /**
+   * Resolves when the connection is closed: with `undefined` after a clean close, or with the
+   * error that closed it. Never rejects.
+   */
+  get closed(): Promise<ProtocolError | undefined> {
+    return this.#closedPromise;
+  }
+
+  /**
+   * Queues a message for the peer. It is written with everything else queued in the same turn,
+   * in one write.
+   *
+   * @param message The message.
+   * @throws {ProtocolError} `ConnectionClosed` after close, `LimitExceeded` when more than
+   * `maxOutboundBytes` are waiting (the peer is not reading), `OversizedPacket` for a message
+   * larger than the packet limit.
+   * @throws {TypeError} For an invalid message.
+   */
+  send(message: Message): void {
+    if (this.#closing || this.#closed) throw this.#closedError();
+    this.#enqueue(message, true);
+  }
+
+  /**
+   * Resolves when everything queued so far has been written to the socket.
+   *
+   * @param signal Stops waiting (rejects with `Cancelled`).
+   */
+  flush(signal?: AbortSignal): Promise<void> {
+    if (this.#outbox.length === 0 && !this.#writing) return Promise.resolve();
+    return withSignal(
+      new Promise<void>((resolve) => this.#flushWaiters.push(resolve)),
+      signal,
+      "Flush",
+    );
+  }
+
+  /**
+   * Sends a numbered request and resolves with the message of the peer's response.
+   *
+   * @param message The request (an un-numbered message).
+   * @param options A signal and a time limit.
+   * @returns The response's message.
+   * @throws {RemoteError} When the peer answered with an error message.
+   * @throws {ProtocolError} `Timeout`, `Cancelled`, `ConnectionClosed` (the connection closed
+   * before the answer: the request is never resent), `LimitExceeded`.
+   */
+  async request(message: Message, options?: RequestOptions): Promise<Message> {
+    if (this.#closing || this.#closed) throw this.#closedError();
+    const signal = options?.signal;
+    if (signal?.aborted) {
+      throw new ProtocolError("Cancelled", "Request was cancelled before it was sent", {
+        cause: signal.reason,
+      });
+    }
+    const timeoutMs = options?.timeoutMs ?? this.#responseMs;
+    if (!(timeoutMs > 0)) {
+      throw new RangeError(`Cannot use request timeout "${timeoutMs}": it must be positive`);
+    }
+    if (this.#outboxBytes + this.#writingBytes > this.#maxOutbound) {
+      // Backpressure: wait (within the request's own time limit) until the peer reads.
+      await this.#waitForOutbound(timeoutMs, signal);
+    }
+    return await this.#request(message, timeoutMs, signal);
+  }
+
+  async #waitForOutbound(timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    while (this.#outboxBytes + this.#writingBytes > this.#maxOutbound) {
+      if (this.#closing || this.#closed) throw this.#closedError();
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw new ProtocolError(
+          "Timeout",
+          `Request could not be written within ${timeoutMs} ms: the peer is not reading`,
+        );
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.flush(signal),
+        new Promise((resolve) => (timer = setTimeout(resolve, left))),
+      ]).finally(() => clearTimeout(timer));
+    }
+  }
+
+  #request(
+    message: Message,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Message> {
+    const id = this.#nextRequestId++;
+    const request: Message = { type: "request", id, deadline: Math.ceil(timeoutMs), message };
+    return new Promise<Message>((resolve, reject) => {
+      const pending: PendingRequest = {
+        resolve,
+        reject,
+        deadline: performance.now() + timeoutMs,
+        timer: undefined,
+        signal,
+        onAbort: undefined,
+      };
+      try {
+        this.#enqueue(request, false);
+      } catch (error) {
+        reject(error);
+        return;
+      }
+      this.#requests.set(id, pending);
+      if (timeoutMs === this.#responseMs) {
+        // Same timeout for all: deadlines are in order, one timer serves the whole queue.
+        this.#fifo.push(id);
+        if (this.#fifoTimer === undefined) this.#armFifo();
+      } else {
+        pending.timer = setTimeout(() => this.#timeoutRequest(id, timeoutMs), timeoutMs);
+      }
+      if (signal !== undefined) {
+        pending.onAbort = () => {
+          if (!this.#requests.has(id)) return;
+          this.#settleRequest(id);
+          reject(
+            new ProtocolError("Cancelled", `Request ${id} was cancelled`, { cause: signal.reason }),
+          );
+          if (!this.#closing && !this.#closed) this.#enqueue({ type: "cancel", id }, false);
+        };
+        signal.addEventListener("abort", pending.onAbort, { once: true });
+      }
+    });
+  }
+
+  /**
+   * Receives the next message not taken by a dispatcher or a pending request.
+   *
+   * @param signal Stops waiting (rejects with `Cancelled`).
+   * @returns The message, or `null` once the connection is closed.
+   */
+  receive(signal?: AbortSignal): Promise<Message | null> {
+    if (this.#receiveQueue.length > 0) {
+      const message = this.#receiveQueue.shift()!;
+      if (this.#receiveQueue.length < this.#maxReceive) this.#wakeReader();
+      return Promise.resolve(message);
+    }
+    if (this.#closed || this.#closing) return Promise.resolve(null);
+    return withSignal(
+      new Promise<Message | null>((resolve) => this.#receiveWaiters.push(resolve)),
+      signal,
+      "Receive",
+    );
+  }
+
+  /** Iterates over received messages until the connection closes. */
+  async *[Symbol.asyncIterator](): AsyncIterator<Message> {
+    for (;;) {
+      const message = await this.receive();
+      if (message === null) return;
+      yield message;
+    }
+  }
+
+  /**
+   * Sends a Ping and resolves with the round-trip time in milliseconds when the Pong arrives.
+   *
+   * @param options A signal and a time limit (default: the response timeout).
+   * @returns The round-trip time in milliseconds.
+   */
+  async ping(options?: RequestOptions): Promise<number> {
+    const started = performance.now();
+    // A numbered ping is answered by the peer's dispatcher or by the connection itself.
+    await this.request({ type: "ping" }, options);
+    return performance.now() - started;
+  }
+
+  /**
+   * Closes gracefully: stops reading, lets requests already received finish and be answered,
+   * writes everything queued, sends an authenticated CLOSE (or a `disconnect` in plaintext
+   * mode), then closes the socket. After `timeoutMs` it closes at once.
+   *
+   * @param reason A short reason sent to the peer (secure mode).
+   * @param timeoutMs How long to wait for in-flight work (default 10000 ms).
+   */
+  async close(reason = "closed", timeoutMs = 10_000): Promise<void> {
+    if (this.#closed) return;
+    if (this.#closing) {
+      await this.#closedPromise;
+      return;
+    }
+    this.#closing = true;
+    const timer = setTimeout(() => this.#destroy(undefined), timeoutMs);
+    try {
+      await this.#drainInflight();
+      if (!this.#closed) {
+        if (this.#channel === null) {
+          this.#enqueue({ type: "disconnect" }, false);
+        }
+        await this.#flushNow();
+        if (this.#channel !== null && !this.#closed && this.#channel.failure === undefined) {
+          await this.#writeAll(encodePackets(
+            this.#channel.sealClose(0, reason).map((payload) => ({ version: 2, payload })),
+          ));
+        }
+      }
+    } catch {
+      // Closing anyway.
+    } finally {
+      clearTimeout(timer);
+      this.#destroy(undefined);
+    }
+    await this.#readLoopDone;
+  }
+
+  /** Closes at once, without waiting for anything. */
+  abort(error?: ProtocolError): void {
+    this.#destroy(error);
+  }
+
+  /** Closes gracefully (see {@linkcode Connection.close}). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Reading
+
+  async #readLoop(early: Packet[]): Promise<void> {
+    try {
+      if (early.length > 0) this.#onPackets(early);
+      for (;;) {
+        await this.#drainPending();
+        if (this.#closing || this.#closed) return;
+        if (this.#mustPause()) {
+          await new Promise<void>((resolve) => (this.#capacityWaiter = resolve));
+          continue;
+        }
+        const packets = await this.#reader.read();
+        if (packets === null) {
+          this.#onEnd();
+          return;
+        }
+        this.#lastReceived = performance.now();
+        this.#missedPings = 0;
+        this.#onPackets(packets);
+      }
+    } catch (error) {
+      if (this.#closing && !this.#closed && isClosedSocket(error)) {
+        return;
+      }
+      this.#destroy(toProtocolError(error));
+    }
+  }
+
+  #mustPause(): boolean {
+    return this.#inflightCount >= this.#backpressureLimit ||
+      this.#outboxBytes + this.#writingBytes > this.#maxOutbound ||
+      this.#receiveQueue.length >= this.#maxReceive;
+  }
+
+  #wakeReader(): void {
+    const waiter = this.#capacityWaiter;
+    if (waiter !== null && !this.#mustPause()) {
+      this.#capacityWaiter = null;
+      waiter();
+    }
+  }
+
+  #onPackets(packets: Packet[]): void {
+    for (const packet of packets) {
+      let body: Uint8Array;
+      if (this.#channel !== null) {
+        const opened = this.#channel.open(packet.payload);
+        if (opened.type === "key_update") continue;
+        if (opened.type === "close") {
+          log.debug("Connection {id} received CLOSE {code} {reason}", {
+            id: this.id,
+            code: opened.code,
+            reason: opened.reason,
+          });
+          this.#onPeerClose();
+          return;
+        }
+        body = opened.body;
+      } else {
+        body = packet.payload;
+      }
+      const messages = decodeBatch(body, {
+        ...(this.#decompressor === undefined ? {} : { decompressor: this.#decompressor }),
+      });
+      if (this.#pendingIndex < this.#pending.length) {
+        this.#pending.push(...messages);
+      } else {
+        this.#pending = messages;
+        this.#pendingIndex = 0;
+      }
+    }
+  }
+
+  /** Handles decoded messages while there is capacity; the rest waits (bounded by one read). */
+  async #drainPending(): Promise<void> {
+    while (this.#pendingIndex < this.#pending.length) {
+      if (this.#closed) return;
+      if (this.#mustPause()) {
+        await new Promise<void>((resolve) => (this.#capacityWaiter = resolve));
+        continue;
+      }
+      const message = this.#pending[this.#pendingIndex]!;
+      this.#pending[this.#pendingIndex++] = undefined as unknown as Message;
+      this.#onMessage(message);
+    }
+    this.#pending = EMPTY_QUEUE;
+    this.#pendingIndex = 0;
+  }
+
+  #onMessage(message: Message): void {
+    switch (message.type) {
+      case "pong":
+        if (this.#pingSentAt > 0) {
+          this.#rtt = performance.now() - this.#pingSentAt;
+          this.#pingSentAt = 0;
+        }
+        return;
+      case "ping":
+        if (this.#dispatcher?.has("PING")) break;
+        this.#enqueue({ type: "pong" }, false);
+        return;
+      case "response":
+      case "error": {
+        this.#lastActivity = performance.now();
+        const pending = this.#requests.get(message.id);
+        if (pending === undefined) return; // Late answer to a cancelled or timed-out request.
+        this.#settleRequest(message.id);
+        if (message.type === "response") pending.resolve(message.message);
+        else pending.reject(new RemoteError(message.code, message.text));
+        return;
+      }
+      case "cancel": {
+        const inflight = this.#inflight.get(message.id);
+        inflight?.controller.abort(
+          new ProtocolError("Cancelled", `Peer cancelled request ${message.id}`),
+        );
+        return;
+      }
+      case "disconnect":
+        this.#onPeerClose();
+        return;
+      case "request":
+        this.#lastActivity = performance.now();
+        this.#handleRequest(message);
+        return;
+    }
+    this.#lastActivity = performance.now();
+    if (this.#dispatcher === undefined) {
+      this.#deliver(message);
+      return;
+    }
+    this.#handleOrdered(message);
+  }
+
+  #deliver(message: Message): void {
+    const waiter = this.#receiveWaiters.shift();
+    if (waiter !== undefined) waiter(message);
+    else this.#receiveQueue.push(message);
+  }
+
+  #context(signal: AbortSignal): HandlerContext {
+    const ctx: HandlerContext = { signal, remoteAddr: this.#conn.remoteAddr };
+    if (this.session.remoteStaticKey !== undefined) {
+      ctx.remoteStaticKey = this.session.remoteStaticKey;
+    }
+    return ctx;
+  }
+
+  #handleRequest(message: Extract<Message, { type: "request" }>): void {
+    const dispatcher = this.#dispatcher;
+    if (dispatcher === undefined || (message.message.type === "ping" && !dispatcher.has("PING"))) {
+      if (message.message.type === "ping") {
+        this.#enqueue({ type: "response", id: message.id, message: { type: "pong" } }, false);
+      } else {
+        this.#enqueue({
+          type: "error",
+          id: message.id,
+          code: ErrorCodes.UnknownOpcode,
+          text: "This side handles no requests",
+        }, false);
+      }
+      return;
+    }
+    const controller = new AbortController();
+    const ctx = this.#context(controller.signal);
+    const reply = dispatcher.handle(message, ctx);
+    if (!(reply instanceof Promise)) {
+      this.#enqueue(reply, false);
+      return;
+    }
+    const entry: InFlight = {
+      controller,
+      deadline: message.deadline === undefined ? Infinity : performance.now() + message.deadline,
+    };
+    this.#inflight.set(message.id, entry);
+    this.#inflightCount++;
+    reply.then((answer) => {
+      this.#inflight.delete(message.id);
+      this.#inflightCount--;
+      if (this.#closed) return;
+      if (controller.signal.aborted && answer.type === "error") {
+        const reason = controller.signal.reason;
+        answer = {
+          type: "error",
+          id: message.id,
+          code: reason instanceof ProtocolError && reason.code === "Timeout"
+            ? ErrorCodes.DeadlineExceeded
+            : ErrorCodes.Cancelled,
+          text: reason instanceof Error ? reason.message : "Request was cancelled",
+        };
+      }
+      this.#enqueue(answer, false);
+      this.#wakeReader();
+    });
+  }
+
+  #handleOrdered(message: Message): void {
+    let reply: Message | Promise<Message>;
+    const ctx = this.#context(NEVER_ABORTED);
+    try {
+      reply = this.#dispatcher!.handle(message, ctx);
+    } catch (error) {
+      this.#handlerFailed(message, error);
+      if (this.#slots.length > this.#slotHead) this.#pushSlot(true, null);
+      return;
+    }
+    if (!(reply instanceof Promise)) {
+      if (this.#slots.length === this.#slotHead) this.#enqueue(reply, false);
+      else this.#pushSlot(true, reply);
+      return;
+    }
+    const slot = this.#pushSlot(false, null);
+    this.#inflightCount++;
+    reply.then(
+      (answer) => {
+        slot.reply = answer;
+      },
+      (error) => this.#handlerFailed(message, error),
+    ).finally(() => {
+      slot.done = true;
+      this.#inflightCount--;
+      this.#releaseSlots();
+      this.#wakeReader();
+    });
+  }
+
+  #pushSlot(done: boolean, reply: Message | null): ReplySlot {
+    const slot: ReplySlot = { done, reply };
+    this.#slots.push(slot);
+    return slot;
+  }
+
+  #releaseSlots(): void {
+    const slots = this.#slots;
+    while (this.#slotHead < slots.length && slots[this.#slotHead]!.done) {
+      const reply = slots[this.#slotHead]!.reply;
+      this.#slotHead++;
+      if (reply !== null && !this.#closed) this.#enqueue(reply, false);
+    }
+    if (this.#slotHead === slots.length) {
+      this.#slots = [];
+      this.#slotHead = 0;
+    }
+  }
+
+  #handlerFailed(message: Message, error: unknown): void {
+    log.warn("Connection {id}: handler for a {type} message failed: {error}", {
+      id: this.id,
+      type: message.type,
+      error,
+    });
+  }
+
+  #onPeerClose(): void {
+    // The peer will send nothing more: answer what we have, then close.
+    if (!this.#closing && !this.#closed) void this.close("peer closed");
+  }
+
+  #onEnd(): void {
+    if (this.#closed) return;
+    if (this.#channel !== null && this.#channel.closeReceived === undefined && !this.#closing) {
+      this.#channel.finish(); // Throws Truncated: end of stream without CLOSE.
+    }
+    if (!this.#closing) this.#destroy(undefined);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Writing
+
+  #enqueue(message: Message, checkLimit: boolean): void {
+    const size = encodedMessageSize(message);
+    if (size + 8 > this.#maxPayload - (this.#channel === null ? 0 : 17)) {
+      throw new ProtocolError(
+        "OversizedPacket",
+        `Message of ${size} bytes exceeds the packet limit "${this.#maxPayload}"`,
+      );
+    }
+    if (checkLimit && this.#outboxBytes + this.#writingBytes + size > this.#maxOutbound) {
+      throw new ProtocolError(
+        "LimitExceeded",
+        `More than "${this.#maxOutbound}" bytes are waiting to be written: the peer is not reading`,
+      );
+    }
+    if (this.#closed) return;
+    this.#outbox.push(message);
+    this.#outboxBytes += size + 8;
+    if (message.type !== "ping" && message.type !== "pong") this.#lastActivity = performance.now();
+    if (!this.#flushScheduled && !this.#writing) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => void this.#flushNow().catch(() => {}));
+    }
+  }
+
+  async #flushNow(): Promise<void> {
+    this.#flushScheduled = false;
+    if (this.#writing) {
+      await this.flush();
+      return;
+    }
+    this.#writing = true;
+    try {
+      while (this.#outbox.length > 0 && !this.#closed) {
+        const messages = this.#outbox;
+        const bytes = this.#outboxBytes;
+        this.#outbox = [];
+        this.#outboxBytes = 0;
+        this.#writingBytes = bytes;
+        const data = this.#encode(messages, bytes);
+        await this.#writeAll(data);
+        this.#writingBytes = 0;
+        this.#wakeReader();
+      }
+    } catch (error) {
+      this.#destroy(toProtocolError(error));
+    } finally {
+      this.#writing = false;
+      this.#writingBytes = 0;
+      const waiters = this.#flushWaiters;
+      this.#flushWaiters = [];
+      for (const waiter of waiters) waiter();
+    }
+  }
+
+  #encode(messages: Message[], approxBytes: number): Uint8Array {
+    const options = this.#compressor === undefined ? undefined : { compressor: this.#compressor };
+    const groups: Message[][] = approxBytes <= RECORD_TARGET ? [messages] : splitBySize(messages);
+    const payloads: Uint8Array[] = [];
+    for (const group of groups) {
+      const batch = encodeBatch(group, options);
+      if (this.#channel === null) payloads.push(batch);
+      else this.#channel.sealData(batch, payloads);
+    }
+    if (payloads.length === 1) {
+      const payload = payloads[0]!;
+      const out = new Uint8Array(HEADER_SIZE + payload.length);
+      out[0] = 0x4e;
+      out[1] = 0x50;
+      out[2] = 0x52;
+      out[3] = 0x4f;
+      out[4] = 2;
+      new DataView(out.buffer).setUint32(5, payload.length);
+      out.set(payload, HEADER_SIZE);
+      return out;
+    }
+    return encodePackets(payloads.map((payload) => ({ version: 2, payload })), {
+      maxPayloadSize: this.#maxPayload,
+    });
+  }
+
+  async #writeAll(data: Uint8Array): Promise<void> {
+    this.#writeStartedAt = performance.now();
+    let offset = 0;
+    try {
+      while (offset < data.length) {
+        offset += await this.#conn.write(offset === 0 ? data : data.subarray(offset));
+        this.#writeStartedAt = performance.now();
+      }
+    } catch (cause) {
+      throw new ProtocolError("ConnectionClosed", "Connection failed while writing", { cause });
+    } finally {
+      this.#writeStartedAt = 0;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Timers
+
+  #armFifo(): void {
+    const head = this.#fifo.find((id) => this.#requests.has(id));
+    if (head === undefined) {
+      this.#fifo = [];
+      this.#fifoTimer = undefined;
+      return;
+    }
+    const wait = Math.max(0, this.#requests.get(head)!.deadline - performance.now());
+    this.#fifoTimer = setTimeout(() => this.#onFifoTimer(), wait + 1);
+  }
+
+  #onFifoTimer(): void {
+    this.#fifoTimer = undefined;
+    const now = performance.now();
+    let i = 0;
+    for (; i < this.#fifo.length; i++) {
+      const id = this.#fifo[i]!;
+      const pending = this.#requests.get(id);
+      if (pending === undefined) continue;
+      if (pending.deadline > now) break;
+      this.#timeoutRequest(id, this.#responseMs);
+    }
+    this.#fifo = this.#fifo.slice(i);
+    if (this.#fifo.length > 0 && !this.#closed) this.#armFifo();
+  }
+
+  #timeoutRequest(id: number, timeoutMs: number): void {
+    const pending = this.#requests.get(id);
+    if (pending === undefined) return;
+    this.#settleRequest(id);
+    pending.reject(
+      new ProtocolError("Timeout", `Request ${id} got no answer within ${timeoutMs} ms`),
+    );
+    if (!this.#closing && !this.#closed) this.#enqueue({ type: "cancel", id }, false);
+  }
+
+  #settleRequest(id: number): void {
+    const pending = this.#requests.get(id);
+    if (pending === undefined) return;
+    this.#requests.delete(id);
+    if (pending.timer !== undefined) clearTimeout(pending.timer);
+    if (pending.onAbort !== undefined) {
+      pending.signal?.removeEventListener("abort", pending.onAbort);
+    }
+    if (this.#requests.size === 0 && this.#fifoTimer !== undefined) {
+      clearTimeout(this.#fifoTimer);
+      this.#fifoTimer = undefined;
+      this.#fifo = [];
+    }
+  }
+
+  #onTick(): void {
+    if (this.#closed) return;
+    const now = performance.now();
+    const late = now - this.#lastTick - this.#tickMs;
+    this.#lastTick = now;
+    if (late > this.#tickMs) {
+      // The event loop was blocked (a CPU-bound burst): that time says nothing about the peer,
+      // so it does not count towards any timeout.
+      this.#lastReceived += late;
+      this.#lastActivity += late;
+      if (this.#writeStartedAt > 0) this.#writeStartedAt += late;
+      return;
+    }
+    if (
+      this.#writeTimeoutMs > 0 && this.#writeStartedAt > 0 &&
+      now - this.#writeStartedAt > this.#writeTimeoutMs
+    ) {
+      this.#destroy(
+        new ProtocolError("Timeout", `Write made no progress for ${this.#writeTimeoutMs} ms`),
+      );
+      return;
+    }
+    if (
+      this.#idleMs > 0 && now - this.#lastActivity > this.#idleMs && this.#inflightCount === 0 &&
+      this.#requests.size === 0
+    ) {
+      log.debug("Connection {id} idle for {ms} ms: closing", { id: this.id, ms: this.#idleMs });
+      void this.close("idle timeout");
+      return;
+    }
+    if (this.#heartbeatMs > 0 && now - this.#lastReceived >= this.#heartbeatMs) {
+      const missed = Math.floor((now - this.#lastReceived) / this.#heartbeatMs);
+      if (missed > 3) {
+        this.#destroy(new ProtocolError("Timeout", `Peer missed ${missed - 1} heartbeats`));
+        return;
+      }
+      if (missed > this.#missedPings && !this.#closing) {
+        this.#missedPings = missed;
+        this.#pingSentAt = now;
+        this.#enqueue({ type: "ping" }, false);
+      }
+    }
+    for (const [id, entry] of this.#inflight) {
+      if (entry.deadline < now) {
+        entry.controller.abort(new ProtocolError("Timeout", `Request ${id} passed its deadline`));
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Lifecycle
+
+  async #drainInflight(): Promise<void> {
+    // Handle what was already received, then wait for handlers and ordered replies.
+    while (
+      (this.#pendingIndex < this.#pending.length || this.#inflightCount > 0) && !this.#closed
+    ) {
+      if (this.#pendingIndex < this.#pending.length && !this.#mustPause()) {
+        const message = this.#pending[this.#pendingIndex]!;
+        this.#pending[this.#pendingIndex++] = undefined as unknown as Message;
+        this.#onMessage(message);
+        continue;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  }
+
+  #closedError(): ProtocolError {
+    return new ProtocolError("ConnectionClosed", "Connection is closed", {
+      ...(this.#error === undefined ? {} : { cause: this.#error }),
+    });
+  }
+
+  #destroy(error: ProtocolError | undefined): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closing = true;
+    this.#error = error;
+    if (error !== undefined) {
+      log.debug("Connection {id} closed: {error}", { id: this.id, error: error.message });
+      if (this.#channel !== null && error.code !== "AuthenticationFailed") {
+        this.#channel.abort(error);
+      }
+    }
+    if (this.#watchdog !== undefined) clearInterval(this.#watchdog);
+    if (this.#fifoTimer !== undefined) clearTimeout(this.#fifoTimer);
+    this.#fifoTimer = undefined;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed.
+    }
+    const failure = error ??
+      new ProtocolError("ConnectionClosed", "Connection closed before the answer");
+    for (const [id, pending] of this.#requests) {
+      this.#requests.delete(id);
+      if (pending.timer !== undefined) clearTimeout(pending.timer);
+      if (pending.onAbort !== undefined) {
+        pending.signal?.removeEventListener("abort", pending.onAbort);
+      }
+      pending.reject(
+        new ProtocolError(
+          "ConnectionClosed",
+          `Connection closed before request ${id} was answered`,
+          {
+            cause: failure,
+          },
+        ),
+      );
+    }
+    this.#fifo = [];
+    for (const entry of this.#inflight.values()) {
+      entry.controller.abort(new ProtocolError("ConnectionClosed", "Connection closed"));
+    }
+    for (const waiter of this.#receiveWaiters.splice(0)) waiter(null);
+    const capacity = this.#capacityWaiter;
+    this.#capacityWaiter = null;
+    capacity?.();
+    for (const waiter of this.#flushWaiters.splice(0)) waiter();
+    this.#resolveClosed(error);
+  }
+}
+
+const NEVER_ABORTED: AbortSignal = new AbortController().signal;
+
+function splitBySize(messages: Message[]): Message[][] {
+  const groups: Message[][] = [];
+  let group: Message[] = [];
+  let size = 0;
+  for (const message of messages) {
+    const n = encodedMessageSize(message) + 8;
+    if (group.length > 0 && size + n > RECORD_TARGET) {
+      groups.push(group);
+      group = [];
+      size = 0;
+    }
+    group.push(message);
+    size += n;
+  }
+  if (group.length > 0) groups.push(group);
+  return groups;
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!(value > 0) || !Number.isFinite(value)) {
+    throw new RangeError(`Cannot use ${name} "${value}": it must be a positive number`);
+  }
+  return value;
+}
+
+function nonNegative(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!(value >= 0) || !Number.isFinite(value)) {
+    throw new RangeError(`Cannot use ${name} "${value}": it must be zero or a positive number`);
+  }
+  return value;
+}
+
+function minPositive(...values: number[]): number {
+  let min = 0;
+  for (const v of values) if (v > 0 && (min === 0 || v < min)) min = v;
+  return min;
+}
+
+function isClosedSocket(error: unknown): boolean {
+  return error instanceof ProtocolError && error.code === "ConnectionClosed";
+}
+
+/** Wraps anything thrown into a ProtocolError. */
+export function toProtocolError(error: unknown): ProtocolError {
+  if (error instanceof ProtocolError) return error;
+  return new ProtocolError("Internal", `Unexpected failure: ${String(error)}`, { cause: error });
+}
+
+function withSignal<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+  what: string,
+): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) {
+    return Promise.reject(
+      new ProtocolError("Cancelled", `${what} was cancelled`, { cause: signal.reason }),
+    );
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () =>
+      reject(new ProtocolError("Cancelled", `${what} was cancelled`, { cause: signal.reason }));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}

@@ -1,0 +1,349 @@
+/**
+ * The daemon: accepts connections, runs their handshakes within a time limit, and serves each
+ * one with a {@linkcode Connection} bound to a dispatcher, under connection, handshake and
+ * backpressure limits, with graceful shutdown.
+ *
+ * @module
+ */
+
+import type { NetworkConfig, NetworkConfigInput } from "../config.ts";
+import { ProtocolError } from "../errors.ts";
+import { logger } from "../log.ts";
+import type { Dispatcher } from "../protocol/dispatcher.ts";
+import type { CompressionSettings } from "../compression/policy.ts";
+import { generateKeyPair, type KeyPair } from "../secure/keys.ts";
+import type { ServerSecurityOptions } from "../secure/policy.ts";
+import { createTransport } from "../transport/mod.ts";
+import type { TlsServerOptions } from "../transport/tls.ts";
+import type { Listener, Transport } from "../transport/types.ts";
+import { Connection } from "./connection.ts";
+import {
+  compressionFromConfig,
+  defaultAccept,
+  establish,
+  serverSecurityFromConfig,
+  withAddress,
+} from "./session.ts";
+
+const log = logger("daemon");
+
+/** Options of {@linkcode serve}. */
+export interface ServeOptions {
+  /**
+   * The configuration (a complete one, or a partial one completed with defaults). Its `server`,
+   * `transport`, `security` and `compression` sections apply.
+   */
+  config?: NetworkConfig | NetworkConfigInput;
+  /** The listen address; overrides `config.server.address`. */
+  address?: string;
+  /** A transport to use instead of the one `config.transport.kind` names. */
+  transport?: Transport;
+  /** Certificate and key for `transport.kind = "tls"` (overrides the config's paths). */
+  tls?: TlsServerOptions;
+  /**
+   * Security options; override what the configuration gives (for example a `staticKey` object
+   * or an `authorize` callback).
+   */
+  security?: ServerSecurityOptions;
+  /** Compression settings; override the configuration's `compression` section. */
+  compression?: CompressionSettings;
+  /** Aborting it starts a graceful shutdown. */
+  signal?: AbortSignal;
+}
+
+/** A running daemon. */
+export interface Server extends AsyncDisposable {
+  /** The address it listens on (the real port when port 0 was asked for). */
+  readonly addr: Deno.Addr;
+  /** The server's static public key (secure mode), for clients to pin. */
+  readonly publicKey: Uint8Array | undefined;
+  /** The open connections (handshake finished). */
+  readonly connections: ReadonlySet<Connection>;
+  /** Connections still in their handshake. */
+  readonly handshaking: number;
+  /** Resolves when the server has stopped and every connection is closed. */
+  readonly finished: Promise<void>;
+  /**
+   * Stops accepting, lets every connection answer what it already received, sends CLOSE,
+   * flushes and closes; after `timeoutMs` (default: `server.shutdown_timeout`) it closes the
+   * rest at once.
+   *
+   * @param timeoutMs The drain time limit.
+   */
+  shutdown(timeoutMs?: number): Promise<void>;
+}
+
+/**
+ * Starts a daemon that serves `dispatcher`.
+ *
+ * The daemon enforces `server.max_connections` (more are closed at accept time),
+ * `server.max_handshakes` (connections still handshaking), `server.connection_timeout` (the
+ * handshake limit), `server.idle_timeout`, `server.heartbeat_interval` and
+ * `server.backpressure_limit` (requests handled at once per connection; at the limit it stops
+ * reading that socket).
+ *
+ * @example Serve PING and ECHO over TCP and shut down
+ * ```ts
+ * import { connect, Dispatcher, registerStandardHandlers, serve } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const dispatcher = registerStandardHandlers(new Dispatcher());
+ * await using server = await serve({ address: "127.0.0.1:0" }, dispatcher);
+ * const { port } = server.addr as Deno.NetAddr;
+ * await using client = await connect({
+ *   address: `127.0.0.1:${port}`,
+ *   security: { serverKeys: [server.publicKey!] },
+ * });
+ * assert.deepEqual(await client.request({ type: "echo", text: "hi" }), { type: "echo", text: "hi" });
+ * ```
+ *
+ * @param options Configuration, address, transport and security.
+ * @param dispatcher The handlers.
+ * @returns The running server.
+ * @throws {ProtocolError} `ConfigError` for an invalid configuration or address, `TlsError` for
+ * unusable TLS settings.
+ */
+export async function serve(options: ServeOptions, dispatcher: Dispatcher): Promise<Server> {
+  const config = withAddress(options.config, "server", options.address);
+  const address = config.server.address;
+  let generated: KeyPair | undefined;
+  if (
+    config.transport.encryptionEnabled && config.security.staticKeyPath === "" &&
+    options.security?.staticKey === undefined
+  ) {
+    generated = generateKeyPair();
+    log.info("No static key configured: generated one for this run");
+  }
+  const fromConfig = await serverSecurityFromConfig(config, generated);
+  const security: ServerSecurityOptions = { ...fromConfig, ...options.security };
+  if (options.security?.accept === undefined && fromConfig.accept !== undefined) {
+    // The configured list was computed without the caller's keys: recompute it with them.
+    security.accept = config.security.allowUnauthenticated && config.security.pattern !== "NN"
+      ? [...defaultAccept(security), "NN"]
+      : fromConfig.accept;
+  }
+  const compression = options.compression ?? compressionFromConfig(config);
+  const transport = options.transport ?? transportFromConfig(config, options.tls);
+  const listener = await transport.listen(address);
+  const server = new DaemonServer(listener, config, security, compression, dispatcher);
+  if (options.signal !== undefined) {
+    const signal = options.signal;
+    if (signal.aborted) void server.shutdown();
+    else {
+      const onAbort = () => void server.shutdown();
+      signal.addEventListener("abort", onAbort, { once: true });
+      void server.finished.then(() => signal.removeEventListener("abort", onAbort));
+    }
+  }
+  log.info("Listening on {addr} ({transport})", {
+    addr: formatAddr(listener.addr),
+    transport: transport.kind,
+  });
+  return server;
+}
+
+function transportFromConfig(config: NetworkConfig, tls?: TlsServerOptions): Transport {
+  const t = config.transport;
+  switch (t.kind) {
+    case "tcp":
+      return createTransport("tcp");
+    case "unix":
+      return createTransport("unix", { mode: t.unixSocketMode });
+    case "tls": {
+      const server: TlsServerOptions = tls ?? {
+        cert: { path: t.tlsCertPath },
+        key: { path: t.tlsKeyPath },
+        alpnProtocols: t.tlsAlpn,
+      };
+      if (tls === undefined && (t.tlsCertPath === "" || t.tlsKeyPath === "")) {
+        throw new ProtocolError(
+          "ConfigError",
+          "TLS transport needs transport.tls_cert_path and transport.tls_key_path",
+        );
+      }
+      return createTransport("tls", { server });
+    }
+  }
+}
+
+/** Formats an address for logs and the CLI. */
+export function formatAddr(addr: Deno.Addr): string {
+  if ("path" in addr) return addr.path ?? "(unnamed socket)";
+  if (!("hostname" in addr)) return `vsock:${addr.cid}:${addr.port}`;
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  return `${host}:${addr.port}`;
+}
+
+class DaemonServer implements Server {
+  readonly addr: Deno.Addr;
+  readonly publicKey: Uint8Array | undefined;
+  readonly finished: Promise<void>;
+  readonly #listener: Listener;
+  readonly #config: NetworkConfig;
+  readonly #security: ServerSecurityOptions;
+  readonly #compression: CompressionSettings;
+  readonly #dispatcher: Dispatcher;
+  readonly #connections = new Set<Connection>();
+  readonly #handshaking = new Set<Deno.Conn>();
+  #stopping = false;
+  #shutdownPromise: Promise<void> | undefined;
+  #acceptLoop: Promise<void>;
+  #resolveFinished!: () => void;
+
+  constructor(
+    listener: Listener,
+    config: NetworkConfig,
+    security: ServerSecurityOptions,
+    compression: CompressionSettings,
+    dispatcher: Dispatcher,
+  ) {
+    this.#listener = listener;
+    this.addr = listener.addr;
+    this.#config = config;
+    this.#security = security;
+    this.#compression = compression;
+    this.#dispatcher = dispatcher;
+    this.publicKey = security.encryption === false ? undefined : security.staticKey?.publicKey;
+    this.finished = new Promise((resolve) => (this.#resolveFinished = resolve));
+    this.#acceptLoop = this.#accept();
+  }
+
+  get connections(): ReadonlySet<Connection> {
+    return this.#connections;
+  }
+
+  get handshaking(): number {
+    return this.#handshaking.size;
+  }
+
+  async #accept(): Promise<void> {
+    const { maxConnections, maxHandshakes } = this.#config.server;
+    for (;;) {
+      let conn: Deno.Conn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (!this.#stopping) log.error("Accept failed: {error}", { error });
+        return;
+      }
+      if (this.#stopping) {
+        closeQuietly(conn);
+        continue;
+      }
+      const total = this.#connections.size + this.#handshaking.size;
+      if (total >= maxConnections || this.#handshaking.size >= maxHandshakes) {
+        log.warn("Refused a connection from {peer}: {open} open, {handshaking} handshaking", {
+          peer: formatAddr(conn.remoteAddr),
+          open: this.#connections.size,
+          handshaking: this.#handshaking.size,
+        });
+        closeQuietly(conn);
+        continue;
+      }
+      void this.#serveOne(conn);
+    }
+  }
+
+  async #serveOne(conn: Deno.Conn): Promise<void> {
+    const server = this.#config.server;
+    this.#handshaking.add(conn);
+    const controller = new AbortController();
+    // The transport read cannot be cancelled: closing the socket ends it.
+    const timer = setTimeout(() => {
+      controller.abort(new ProtocolError("Timeout", "Handshake took too long"));
+      closeQuietly(conn);
+    }, server.connectionTimeout);
+    let established;
+    try {
+      established = await establish(
+        conn,
+        "server",
+        this.#security,
+        this.#compression,
+        this.#config.transport.maxPayloadSize,
+        controller.signal,
+      );
+    } catch (error) {
+      log.info("Handshake with {peer} failed: {error}", {
+        peer: safeAddr(conn),
+        error: error instanceof Error ? error.message : String(error),
+      });
+      closeQuietly(conn);
+      return;
+    } finally {
+      clearTimeout(timer);
+      this.#handshaking.delete(conn);
+    }
+    if (this.#stopping) {
+      closeQuietly(conn);
+      return;
+    }
+    const connection = new Connection(conn, established.reader, established.session, {
+      role: "server",
+      dispatcher: this.#dispatcher,
+      maxPayloadSize: this.#config.transport.maxPayloadSize,
+      backpressureLimit: server.backpressureLimit,
+      heartbeatIntervalMs: server.heartbeatInterval,
+      idleTimeoutMs: server.idleTimeout,
+      writeTimeoutMs: 3 * server.heartbeatInterval,
+      ...established.compression,
+    });
+    this.#connections.add(connection);
+    log.debug("Connection {id} from {peer} ({pattern})", {
+      id: connection.id,
+      peer: safeAddr(conn),
+      pattern: established.session.pattern,
+    });
+    const error = await connection.closed;
+    this.#connections.delete(connection);
+    if (error !== undefined) {
+      log.info("Connection {id} closed: {error}", { id: connection.id, error: error.message });
+    }
+  }
+
+  shutdown(timeoutMs?: number): Promise<void> {
+    this.#shutdownPromise ??= this.#shutdown(timeoutMs ?? this.#config.server.shutdownTimeout);
+    return this.#shutdownPromise;
+  }
+
+  async #shutdown(timeoutMs: number): Promise<void> {
+    this.#stopping = true;
+    this.#listener.close();
+    await this.#acceptLoop;
+    for (const conn of this.#handshaking) closeQuietly(conn);
+    const closing = [...this.#connections].map((c) => c.close("server shutting down", timeoutMs));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled(closing),
+      new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs + 100))),
+    ]);
+    clearTimeout(timer);
+    for (const connection of this.#connections) connection.abort();
+    // Let the per-connection tasks observe their close.
+    while (this.#connections.size > 0 || this.#handshaking.size > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    log.info("Server on {addr} stopped", { addr: formatAddr(this.addr) });
+    this.#resolveFinished();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.shutdown();
+  }
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+function safeAddr(conn: Deno.Conn): string {
+  try {
+    return formatAddr(conn.remoteAddr);
+  } catch {
+    return "unknown peer";
+  }
+}

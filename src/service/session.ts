@@ -1,0 +1,252 @@
+/**
+ * Session set-up shared by the daemon and the client: running the handshake over a fresh
+ * connection, planning compression, and turning configuration into security options.
+ *
+ * @module
+ */
+
+import { encodePackets } from "../core/packet.ts";
+import { createConfig, type NetworkConfig, type NetworkConfigInput } from "../config.ts";
+import { ProtocolError } from "../errors.ts";
+import {
+  type CompressionSettings,
+  localCompressionBits,
+  planCompression,
+} from "../compression/policy.ts";
+import type { HandshakeResult } from "../secure/handshake.ts";
+import { clientHandshake, type HandshakeIO, serverHandshake } from "../secure/handshake_runner.ts";
+import { decodeKey, type KeyPair, readKeyFile } from "../secure/keys.ts";
+import type { ClientSecurityOptions, ServerSecurityOptions } from "../secure/policy.ts";
+import { FrameReader } from "./frame_reader.ts";
+import type { ConnectionOptions, SessionInfo } from "./connection.ts";
+
+/** A connection whose handshake finished. */
+export interface EstablishedSession {
+  /** The frame reader that ran the handshake (it may hold early packets). */
+  reader: FrameReader;
+  /** What the handshake established. */
+  session: SessionInfo;
+  /** The compressor and decompressor the peers agreed on. */
+  compression: Pick<ConnectionOptions, "compressor" | "decompressor">;
+}
+
+/** Writes all of `data` to `conn`. */
+export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let offset = 0;
+  try {
+    while (offset < data.length) offset += await conn.write(data.subarray(offset));
+  } catch (cause) {
+    throw new ProtocolError("ConnectionClosed", "Connection failed while writing", { cause });
+  }
+}
+
+function handshakeIO(conn: Deno.Conn, reader: FrameReader): HandshakeIO {
+  return {
+    readPacket: () => reader.readPacket(),
+    writePackets: (payloads) =>
+      writeAll(conn, encodePackets(payloads.map((payload) => ({ version: 2, payload })))),
+  };
+}
+
+/**
+ * Runs one side of the handshake over `conn` and plans compression. On failure the caller
+ * closes `conn` (which also stops a pending read).
+ *
+ * @param conn The fresh transport connection.
+ * @param role Which side this is.
+ * @param security The security options of that side.
+ * @param compression The compression settings.
+ * @param maxPayloadSize The packet limit.
+ * @param signal Cancels the handshake.
+ * @returns The established session.
+ */
+export async function establish(
+  conn: Deno.Conn,
+  role: "client" | "server",
+  security: ClientSecurityOptions | ServerSecurityOptions,
+  compression: CompressionSettings,
+  maxPayloadSize: number,
+  signal?: AbortSignal,
+): Promise<EstablishedSession> {
+  const reader = new FrameReader(conn, { maxPayloadSize });
+  const io = handshakeIO(conn, reader);
+  const features = localCompressionBits(compression);
+  const options = { ...security, features, ...(signal === undefined ? {} : { signal }) };
+  const result: HandshakeResult = role === "client"
+    ? await clientHandshake(io, options as ClientSecurityOptions)
+    : await serverHandshake(io, options as ServerSecurityOptions);
+  const plan = planCompression(compression, result.features, maxPayloadSize);
+  const session: SessionInfo = {
+    channel: result.channel,
+    pattern: result.pattern,
+    features: result.features,
+    pinned: result.pinned,
+  };
+  if (result.remoteStaticKey !== undefined) session.remoteStaticKey = result.remoteStaticKey;
+  if (result.handshakeHash !== undefined) session.handshakeHash = result.handshakeHash;
+  const chosen: Pick<ConnectionOptions, "compressor" | "decompressor"> = {};
+  if (plan.compressor !== undefined) chosen.compressor = plan.compressor;
+  if (plan.decompressor !== undefined) chosen.decompressor = plan.decompressor;
+  return { reader, session, compression: chosen };
+}
+
+/**
+ * The compression settings of a configuration.
+ *
+ * @param config The configuration.
+ * @returns The settings.
+ */
+export function compressionFromConfig(config: NetworkConfig): CompressionSettings {
+  const c = config.compression;
+  return {
+    enabled: c.enabled,
+    algorithm: c.algorithm,
+    accept: c.accept,
+    threshold: c.threshold,
+    level: c.level,
+  };
+}
+
+async function readPsk(path: string): Promise<Uint8Array> {
+  let text: string;
+  try {
+    text = (await Deno.readTextFile(path)).trim();
+  } catch (cause) {
+    throw new ProtocolError("ConfigError", `Cannot read the pre-shared key file "${path}"`, {
+      cause,
+    });
+  }
+  const line = text.split(/\r?\n/).find((l) => l.trim() !== "" && !l.trim().startsWith("#"));
+  try {
+    return decodeKey((line ?? "").replace(/^psk:\s*/, "").trim());
+  } catch (cause) {
+    throw new ProtocolError(
+      "ConfigError",
+      `Pre-shared key file "${path}" does not hold a base64url 32-byte key`,
+      { cause },
+    );
+  }
+}
+
+async function readStaticKey(path: string): Promise<KeyPair> {
+  try {
+    return await readKeyFile(path);
+  } catch (cause) {
+    if (cause instanceof ProtocolError) throw cause;
+    throw new ProtocolError("ConfigError", `Cannot read the static key file "${path}"`, { cause });
+  }
+}
+
+/**
+ * The server's security options from a configuration: `security.static_key_path` (a key is
+ * generated for this run when empty and `generateKey` is set), `allowed_keys`, `psk_path`,
+ * `pattern`/`allow_unauthenticated`, `transport.encryption_enabled` and the handshake timeout.
+ *
+ * @param config The configuration.
+ * @param generated A key to use when no key file is configured.
+ * @returns The server security options.
+ */
+export async function serverSecurityFromConfig(
+  config: NetworkConfig,
+  generated?: KeyPair,
+): Promise<ServerSecurityOptions> {
+  const s = config.security;
+  const options: ServerSecurityOptions = {
+    encryption: config.transport.encryptionEnabled,
+    handshakeTimeoutMs: config.server.connectionTimeout,
+    maxMessageSize: config.transport.maxPayloadSize,
+    channel: {
+      rekeyAfterRecords: s.rekeyAfterRecords,
+      rekeyAfterBytes: s.rekeyAfterBytes,
+      rekeyAfterMs: s.rekeyAfterMs,
+      maxRecordSize: config.transport.maxPayloadSize,
+    },
+  };
+  if (!config.transport.encryptionEnabled) return options;
+  if (s.staticKeyPath !== "") options.staticKey = await readStaticKey(s.staticKeyPath);
+  else if (generated !== undefined) options.staticKey = generated;
+  if (s.allowedKeys.length > 0) options.clientKeys = s.allowedKeys.map(decodeKey);
+  if (s.pskPath !== "") options.psk = await readPsk(s.pskPath);
+  if (s.pattern !== "XX" || s.allowUnauthenticated) {
+    options.accept = s.allowUnauthenticated && s.pattern !== "NN"
+      ? [...defaultAccept(options), "NN"]
+      : [s.pattern];
+  }
+  return options;
+}
+
+/**
+ * The patterns a server accepts when none are configured: with a psk, XXpsk3 and IKpsk2; with
+ * mutual authentication (an allow-list or an authorizer), XX and IK; otherwise NK, XX and IK.
+ *
+ * @param options The server security options.
+ * @returns The accepted patterns.
+ */
+export function defaultAccept(
+  options: ServerSecurityOptions,
+): NonNullable<ServerSecurityOptions["accept"]> {
+  if (options.psk !== undefined) return ["XXpsk3", "IKpsk2"];
+  if (options.clientKeys !== undefined || options.authorize !== undefined) return ["XX", "IK"];
+  return ["NK", "XX", "IK"];
+}
+
+/**
+ * The client's security options from a configuration: `security.server_keys` (pins),
+ * `static_key_path`, `psk_path`, `pattern`, `transport.encryption_enabled` and the handshake
+ * timeout.
+ *
+ * @param config The configuration.
+ * @returns The client security options.
+ */
+export async function clientSecurityFromConfig(
+  config: NetworkConfig,
+): Promise<ClientSecurityOptions> {
+  const s = config.security;
+  const options: ClientSecurityOptions = {
+    encryption: config.transport.encryptionEnabled,
+    handshakeTimeoutMs: config.client.connectionTimeout,
+    maxMessageSize: config.transport.maxPayloadSize,
+    channel: {
+      rekeyAfterRecords: s.rekeyAfterRecords,
+      rekeyAfterBytes: s.rekeyAfterBytes,
+      rekeyAfterMs: s.rekeyAfterMs,
+      maxRecordSize: config.transport.maxPayloadSize,
+    },
+  };
+  if (!config.transport.encryptionEnabled) return options;
+  if (s.serverKeys.length > 0) options.serverKeys = s.serverKeys.map(decodeKey);
+  if (s.staticKeyPath !== "") options.staticKey = await readStaticKey(s.staticKeyPath);
+  if (s.pskPath !== "") options.psk = await readPsk(s.pskPath);
+  // The configured pattern is the server's default; a client picks NK/XX from its pins unless
+  // the configuration names a pattern that needs explicit selection.
+  if (s.pattern === "NN" || s.pattern === "IK" || s.pattern === "KK" || s.pattern === "IKpsk2") {
+    options.pattern = s.pattern;
+  }
+  return options;
+}
+
+/**
+ * Completes a configuration, applying an address override to one section before validation
+ * (so that, say, a Unix socket path replaces the TCP default).
+ *
+ * @param config A complete or partial configuration.
+ * @param section The section the address belongs to.
+ * @param address The address override.
+ * @returns The validated configuration.
+ */
+export function withAddress(
+  config: NetworkConfig | NetworkConfigInput | undefined,
+  section: "server" | "client",
+  address: string | undefined,
+): NetworkConfig {
+  const input: NetworkConfigInput = { ...(config ?? {}) };
+  if (address !== undefined) {
+    input[section] = { ...input[section], address };
+    // A Unix socket path is both ends' address: the TCP default of the other section is void.
+    if (input.transport?.kind === "unix") {
+      const other = section === "server" ? "client" : "server";
+      if (input[other]?.address === undefined) input[other] = { ...input[other], address };
+    }
+  }
+  return createConfig(input);
+}

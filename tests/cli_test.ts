@@ -1,0 +1,122 @@
+import assert from "node:assert/strict";
+import { main } from "../src/cli/main.ts";
+import { parseConfig } from "../src/config.ts";
+import { readKeyFile } from "../src/secure/keys.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+
+/** Reads lines from a stream until one matches, returning every line read so far. */
+async function readUntil(
+  reader: ReadableStreamDefaultReader<string>,
+  pattern: RegExp,
+  timeoutMs: number,
+): Promise<string[]> {
+  const lines: string[] = [];
+  let buffer = "";
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    const parts = buffer.split("\n");
+    buffer = parts.pop()!;
+    lines.push(...parts);
+    if (parts.some((line) => pattern.test(line))) return lines;
+  }
+  throw new Error(`No line matched ${pattern}; got:\n${lines.join("\n")}${buffer}`);
+}
+
+Deno.test("deno task serve starts, answers npro ping, and exits 0 on SIGINT", async () => {
+  const child = new Deno.Command("deno", {
+    args: ["task", "serve"],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", RUST_BACKTRACE: "0" },
+  }).spawn();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stderrText = child.stderr.pipeThrough(new TextDecoderStream());
+  const stderrDone = Array.fromAsync(stderrText);
+  let exited = false;
+  try {
+    const lines = await readUntil(stdout, /server key fingerprint/, 30_000);
+    assert.ok(lines.some((l) => l.includes("listening on 127.0.0.1:9000")), lines.join("\n"));
+    const key = lines.find((l) => l.startsWith("npro: server key "))!.split(" ")[3]!;
+    const ping = await new Deno.Command("deno", {
+      args: ["task", "npro", "ping", "--server-key", key, "--count", "2"],
+      cwd: root,
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1", RUST_BACKTRACE: "0" },
+    }).output();
+    const pingOut = new TextDecoder().decode(ping.stdout);
+    assert.equal(ping.code, 0, new TextDecoder().decode(ping.stderr));
+    assert.equal(pingOut.match(/pong from 127\.0\.0\.1:9000/g)?.length, 2, pingOut);
+    child.kill("SIGINT");
+    const status = await child.status;
+    exited = true;
+    assert.equal(status.code, 0);
+    const rest = await readUntil(stdout, /npro: stopped/, 10_000);
+    assert.ok(rest.length > 0);
+  } finally {
+    if (!exited) {
+      child.kill("SIGKILL");
+      await child.status;
+    }
+    await stdout.cancel();
+    await stderrDone;
+  }
+});
+
+Deno.test("npro keygen writes a 0600 key file that reads back", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/server.key`;
+    assert.equal(await main(["keygen", "--out", path]), 0);
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+    const pair = await readKeyFile(path);
+    assert.equal(pair.publicKey.length, 32);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("npro cert writes a certificate and a 0600 key", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const code = await main([
+      "cert",
+      "--name",
+      "localhost",
+      "--cert-out",
+      `${dir}/cert.pem`,
+      "--key-out",
+      `${dir}/key.pem`,
+    ]);
+    assert.equal(code, 0);
+    assert.match(await Deno.readTextFile(`${dir}/cert.pem`), /BEGIN CERTIFICATE/);
+    assert.equal((await Deno.stat(`${dir}/key.pem`)).mode! & 0o777, 0o600);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("npro config example prints TOML that parses to the defaults; bad commands fail", async () => {
+  const lines: string[] = [];
+  const original = console.log;
+  console.log = (line: string) => lines.push(line);
+  try {
+    assert.equal(await main(["config", "example"]), 0);
+  } finally {
+    console.log = original;
+  }
+  assert.ok(parseConfig(lines.join("\n")));
+  const error = console.error;
+  console.error = () => {};
+  try {
+    assert.equal(await main(["nope"]), 2);
+    assert.equal(await main(["config", "check", "/nonexistent/npro.toml"]), 1);
+  } finally {
+    console.error = error;
+  }
+});

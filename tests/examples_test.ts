@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+
+const root = new URL("..", import.meta.url).pathname;
+const env = { NO_COLOR: "1", RUST_BACKTRACE: "0" };
+
+/** Runs an example with the permissions its header documents and returns its output. */
+async function run(file: string, permissions: string[], args: string[] = []): Promise<string> {
+  const { code, stdout, stderr } = await new Deno.Command("deno", {
+    args: ["run", ...permissions, `examples/${file}`, ...args],
+    cwd: root,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const out = new TextDecoder().decode(stdout);
+  assert.equal(code, 0, `${file} failed:\n${out}\n${new TextDecoder().decode(stderr)}`);
+  return out;
+}
+
+Deno.test("example: echo server and echo client", async () => {
+  const server = new Deno.Command("deno", {
+    args: ["run", "--allow-net=127.0.0.1", "examples/echo_server.ts", "127.0.0.1:0"],
+    cwd: root,
+    env,
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let stopped = false;
+  try {
+    let text = "";
+    while (!text.includes("\n")) {
+      const { value, done } = await lines.read();
+      if (done) break;
+      text += value;
+    }
+    const match = /listening (\S+) key (\S+)/.exec(text);
+    assert.ok(match, text);
+    const out = await run("echo_client.ts", ["--allow-net=127.0.0.1"], [
+      match[1]!,
+      match[2]!,
+      "hi",
+    ]);
+    assert.match(out, /echo: hi/);
+    assert.match(out, /ping: \d+\.\d+ ms/);
+    server.kill("SIGINT");
+    assert.equal((await server.status).code, 0);
+    stopped = true;
+  } finally {
+    if (!stopped) {
+      server.kill("SIGKILL");
+      await server.status;
+    }
+    await lines.cancel();
+  }
+});
+
+Deno.test("example: a custom handler with async work", async () => {
+  const out = await run("custom_handler.ts", ["--allow-net=127.0.0.1"]);
+  assert.match(out, /apple: 3/);
+  assert.match(out, /pear: 0/);
+  assert.match(out, /kiwi: failed/);
+});
+
+Deno.test("example: Unix socket", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/npro.sock`;
+  try {
+    const out = await run(
+      "unix_socket.ts",
+      [`--allow-read=${path}`, `--allow-write=${path}`, `--allow-net=unix:${path}`],
+      [path],
+    );
+    assert.match(out, /echo: over a unix socket/);
+    assert.match(out, /socket mode: 600/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("example: TLS with a generated certificate", async () => {
+  const out = await run("tls.ts", ["--allow-net=127.0.0.1,localhost"]);
+  assert.match(out, /echo: over TLS \+ Noise/);
+});
+
+Deno.test("example: a client with reconnection", async () => {
+  const out = await run("reconnecting_client.ts", ["--allow-net=127.0.0.1"]);
+  assert.match(out, /in flight: Connection closed before request 1 was answered/);
+  assert.match(out, /status: reconnecting/);
+  assert.match(out, /echo: back again/);
+  assert.match(out, /status: closed/);
+});

@@ -1,0 +1,160 @@
+import assert from "node:assert/strict";
+import { connect, type ConnectOptions } from "../src/service/client.ts";
+import { serve, type ServeOptions, type Server } from "../src/service/daemon.ts";
+import { encodePacket } from "../src/core/packet.ts";
+import { generateKeyPair } from "../src/secure/keys.ts";
+import { generateSelfSignedCert } from "../src/transport/certs.ts";
+import type { NetworkConfigInput } from "../src/config.ts";
+import {
+  add,
+  portOf,
+  readUntilClosed,
+  sumOf,
+  testDispatcher,
+  waitFor,
+  writeAll,
+} from "./_service_helpers.ts";
+
+/** How to reach a server over one transport, for the daemon, the client and a raw attacker. */
+interface Fixture {
+  name: string;
+  server(config: NetworkConfigInput): ServeOptions;
+  client(server: Server, config: NetworkConfigInput): ConnectOptions;
+  raw(server: Server): Promise<Deno.Conn>;
+}
+
+const cert = await generateSelfSignedCert({
+  commonName: "localhost",
+  altNames: ["localhost", "127.0.0.1"],
+  days: 1,
+});
+const dir = await Deno.makeTempDir();
+let socketCount = 0;
+
+const fixtures: Fixture[] = [
+  {
+    name: "TCP",
+    server: (config) => ({ address: "127.0.0.1:0", config }),
+    client: (server, config) => ({ address: `127.0.0.1:${portOf(server.addr)}`, config }),
+    raw: (server) => Deno.connect({ hostname: "127.0.0.1", port: portOf(server.addr) }),
+  },
+  {
+    name: "Unix",
+    server: (config) => ({
+      address: `${dir}/s${socketCount++}.sock`,
+      config: { ...config, transport: { ...config.transport, kind: "unix" } },
+    }),
+    client: (server, config) => ({
+      address: (server.addr as Deno.UnixAddr).path,
+      config: { ...config, transport: { ...config.transport, kind: "unix" } },
+    }),
+    raw: (server) => Deno.connect({ transport: "unix", path: (server.addr as Deno.UnixAddr).path }),
+  },
+  {
+    name: "TLS",
+    server: (config) => ({
+      address: "127.0.0.1:0",
+      config: { ...config, transport: { ...config.transport, kind: "tls" } },
+      tls: { cert: cert.certPem, key: cert.keyPem },
+    }),
+    client: (server, config) => ({
+      address: `localhost:${portOf(server.addr)}`,
+      config: { ...config, transport: { ...config.transport, kind: "tls" } },
+      tls: { caCerts: [cert.certPem] },
+    }),
+    raw: (server) =>
+      Deno.connectTls({
+        hostname: "localhost",
+        port: portOf(server.addr),
+        caCerts: [cert.certPem],
+        alpnProtocols: ["npro/2"],
+      }),
+  },
+];
+
+for (const fx of fixtures) {
+  Deno.test(`${fx.name}: request/reply in every security mode`, async (t) => {
+    const serverKey = generateKeyPair();
+    const clientKey = generateKeyPair();
+    const psk = crypto.getRandomValues(new Uint8Array(32));
+    const modes: [
+      string,
+      ServeOptions["security"],
+      ConnectOptions["security"],
+      NetworkConfigInput,
+    ][] = [
+      ["NK", { staticKey: serverKey }, { serverKeys: [serverKey.publicKey] }, {}],
+      ["XX unpinned", { staticKey: serverKey }, {}, {}],
+      [
+        "XX mutual",
+        { staticKey: serverKey, authorize: (k) => k.every((b, i) => b === clientKey.publicKey[i]) },
+        { staticKey: clientKey, serverKeys: [serverKey.publicKey, generateKeyPair().publicKey] },
+        {},
+      ],
+      ["IK", { staticKey: serverKey }, {
+        pattern: "IK",
+        staticKey: clientKey,
+        serverKeys: [serverKey.publicKey],
+      }, {}],
+      ["XXpsk3", { staticKey: serverKey, psk }, { pattern: "XXpsk3", psk }, {}],
+      ["NN", { accept: ["NN"] }, { pattern: "NN" }, {}],
+      ["plaintext", {}, {}, { transport: { encryptionEnabled: false } }],
+    ];
+    for (const [name, serverSecurity, clientSecurity, config] of modes) {
+      await t.step(name, async () => {
+        await using server = await serve(
+          { ...fx.server(config), ...(serverSecurity ? { security: serverSecurity } : {}) },
+          testDispatcher(),
+        );
+        await using client = await connect({
+          ...fx.client(server, config),
+          ...(clientSecurity ? { security: clientSecurity } : {}),
+          autoReconnect: false,
+        });
+        assert.equal(sumOf(await client.request(add(40, 2))), 42);
+        const big = "z".repeat(200_000);
+        assert.deepEqual(await client.request({ type: "echo", text: big }), {
+          type: "echo",
+          text: big,
+        });
+      });
+    }
+  });
+
+  Deno.test(`${fx.name}: bad input closes only its own connection`, async (t) => {
+    const key = generateKeyPair();
+    await using server = await serve(
+      { ...fx.server({ server: { connectionTimeout: 300 } }), security: { staticKey: key } },
+      testDispatcher(),
+    );
+    await using good = await connect({
+      ...fx.client(server, {}),
+      security: { serverKeys: [key.publicKey] },
+    });
+    const attacks: [string, Uint8Array][] = [
+      ["garbage", new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n")],
+      ["4 GiB header", new Uint8Array([0x4e, 0x50, 0x52, 0x4f, 2, 0xff, 0xff, 0xff, 0xff])],
+      [
+        "truncated frame",
+        encodePacket({ version: 2, payload: new Uint8Array(64) }).subarray(0, 30),
+      ],
+    ];
+    for (const [name, bytes] of attacks) {
+      await t.step(name, async () => {
+        const conn = await fx.raw(server);
+        await writeAll(conn, bytes);
+        await readUntilClosed(conn, 3000);
+        conn.close();
+        assert.equal(sumOf(await good.request(add(1, 2))), 3);
+      });
+    }
+    await waitFor(() => server.handshaking === 0 && server.connections.size === 1);
+  });
+}
+
+Deno.test({
+  name: "clean up the socket directory",
+  fn: async () => {
+    await Deno.remove(dir, { recursive: true });
+  },
+});
