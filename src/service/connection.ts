@@ -157,6 +157,23 @@ const RECORD_TARGET = 256 * 1024;
 /**
  * One side of an established session. Created by the daemon for each accepted client and by the
  * client for its server; also usable directly over any `Deno.Conn` after a handshake.
+ *
+ * @example Inspect the connection behind a client
+ * ```ts
+ * import { connect, Dispatcher, registerStandardHandlers, serve } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * await using server = await serve({ address: "127.0.0.1:0" }, registerStandardHandlers(new Dispatcher()));
+ * const { port } = server.addr as Deno.NetAddr;
+ * await using client = await connect({
+ *   address: `127.0.0.1:${port}`,
+ *   security: { serverKeys: [server.publicKey!] },
+ * });
+ * const connection = client.connection!;
+ * assert.equal(connection.session.pattern, "NK");
+ * assert.deepEqual(connection.remoteStaticKey, server.publicKey);
+ * assert.ok((await connection.ping()) >= 0);
+ * ```
  */
 export class Connection implements AsyncDisposable {
   /** A numeric id, for logs. */

@@ -25,6 +25,29 @@ export interface FrameReaderOptions {
  * Reads batches of packets from a connection. The payloads of a batch are views into the read
  * buffer and stay valid only until the next call to {@linkcode FrameReader.read}: process them
  * (decrypt, decode) before reading again.
+ *
+ * @example Read packets from a socket
+ * ```ts
+ * import { encodePackets, FrameReader } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * const server = await listener.accept();
+ * await client.write(encodePackets([
+ *   { version: 2, payload: new Uint8Array([1]) },
+ *   { version: 2, payload: new Uint8Array([2]) },
+ * ]));
+ * client.close();
+ * const reader = new FrameReader(server);
+ * const packets = [];
+ * for (let batch = await reader.read(); batch !== null; batch = await reader.read()) {
+ *   packets.push(...batch.map((p) => p.payload[0]));
+ * }
+ * assert.deepEqual(packets, [1, 2]);
+ * server.close();
+ * listener.close();
+ * ```
  */
 export class FrameReader {
   readonly #conn: Deno.Conn;

@@ -16,7 +16,11 @@ import {
 import type { HandshakeResult } from "../secure/handshake.ts";
 import { clientHandshake, type HandshakeIO, serverHandshake } from "../secure/handshake_runner.ts";
 import { decodeKey, type KeyPair, readKeyFile } from "../secure/keys.ts";
-import type { ClientSecurityOptions, ServerSecurityOptions } from "../secure/policy.ts";
+import type {
+  ClientSecurityOptions,
+  CommonSecurityOptions,
+  ServerSecurityOptions,
+} from "../secure/policy.ts";
 import { FrameReader } from "./frame_reader.ts";
 import type { ConnectionOptions, SessionInfo } from "./connection.ts";
 
@@ -107,6 +111,22 @@ export function compressionFromConfig(config: NetworkConfig): CompressionSetting
   };
 }
 
+/** The options both sides take from `transport` and `security`. */
+function commonSecurity(config: NetworkConfig, handshakeTimeoutMs: number): CommonSecurityOptions {
+  const s = config.security;
+  return {
+    encryption: config.transport.encryptionEnabled,
+    handshakeTimeoutMs,
+    maxMessageSize: config.transport.maxPayloadSize,
+    channel: {
+      rekeyAfterRecords: s.rekeyAfterRecords,
+      rekeyAfterBytes: s.rekeyAfterBytes,
+      rekeyAfterMs: s.rekeyAfterMs,
+      maxRecordSize: config.transport.maxPayloadSize,
+    },
+  };
+}
+
 async function readPsk(path: string): Promise<Uint8Array> {
   let text: string;
   try {
@@ -151,17 +171,7 @@ export async function serverSecurityFromConfig(
   generated?: KeyPair,
 ): Promise<ServerSecurityOptions> {
   const s = config.security;
-  const options: ServerSecurityOptions = {
-    encryption: config.transport.encryptionEnabled,
-    handshakeTimeoutMs: config.server.connectionTimeout,
-    maxMessageSize: config.transport.maxPayloadSize,
-    channel: {
-      rekeyAfterRecords: s.rekeyAfterRecords,
-      rekeyAfterBytes: s.rekeyAfterBytes,
-      rekeyAfterMs: s.rekeyAfterMs,
-      maxRecordSize: config.transport.maxPayloadSize,
-    },
-  };
+  const options: ServerSecurityOptions = commonSecurity(config, config.server.connectionTimeout);
   if (!config.transport.encryptionEnabled) return options;
   if (s.staticKeyPath !== "") options.staticKey = await readStaticKey(s.staticKeyPath);
   else if (generated !== undefined) options.staticKey = generated;
@@ -202,17 +212,7 @@ export async function clientSecurityFromConfig(
   config: NetworkConfig,
 ): Promise<ClientSecurityOptions> {
   const s = config.security;
-  const options: ClientSecurityOptions = {
-    encryption: config.transport.encryptionEnabled,
-    handshakeTimeoutMs: config.client.connectionTimeout,
-    maxMessageSize: config.transport.maxPayloadSize,
-    channel: {
-      rekeyAfterRecords: s.rekeyAfterRecords,
-      rekeyAfterBytes: s.rekeyAfterBytes,
-      rekeyAfterMs: s.rekeyAfterMs,
-      maxRecordSize: config.transport.maxPayloadSize,
-    },
-  };
+  const options: ClientSecurityOptions = commonSecurity(config, config.client.connectionTimeout);
   if (!config.transport.encryptionEnabled) return options;
   if (s.serverKeys.length > 0) options.serverKeys = s.serverKeys.map(decodeKey);
   if (s.staticKeyPath !== "") options.staticKey = await readStaticKey(s.staticKeyPath);
