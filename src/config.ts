@@ -27,21 +27,14 @@
 import { parse as parseToml, stringify as stringifyToml, TomlError } from "smol-toml";
 import { ProtocolError } from "./errors.ts";
 import type { CompressionAlgorithm } from "./core/message.ts";
+import type { PatternName } from "./secure/hello.ts";
 import type { TransportKind } from "./transport/types.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Types
 
-/** The Noise handshake patterns a configuration may name. */
-export type HandshakePatternName =
-  | "NN"
-  | "NK"
-  | "XX"
-  | "IK"
-  | "KK"
-  | "NNpsk0"
-  | "XXpsk3"
-  | "IKpsk2";
+/** The Noise handshake patterns a configuration may name: the patterns the library runs. */
+export type HandshakePatternName = PatternName;
 
 /**
  * The log level names a configuration accepts (`"warning"` is accepted as a synonym of
