@@ -38,10 +38,29 @@ Deno.test("deno task serve starts, answers npro ping, and exits 0 on SIGINT", as
   const stderrText = child.stderr.pipeThrough(new TextDecoderStream());
   const stderrDone = Array.fromAsync(stderrText);
   let exited = false;
+  let daemonPid = 0;
+  const kill = () => {
+    const stops = [
+      () => daemonPid > 0 && Deno.kill(daemonPid, "SIGKILL"),
+      () => child.kill("SIGKILL"),
+    ];
+    for (const stop of stops) {
+      try {
+        stop();
+      } catch {
+        // Already gone.
+      }
+    }
+  };
+  // Never hang CI: whatever happens, both processes are gone after 60 s and the test fails.
+  const watchdog = setTimeout(kill, 60_000);
   try {
     const lines = await readUntil(stdout, /server key fingerprint/, 30_000);
     assert.ok(lines.some((l) => l.includes("listening on 127.0.0.1:9000")), lines.join("\n"));
     const key = lines.find((l) => l.startsWith("npro: server key "))!.split(" ")[3]!;
+    // `deno task` runs the daemon as its child: signal the daemon itself, by its PID (a signal
+    // to the task runner is not always forwarded before the runner exits).
+    daemonPid = Number(/pid (\d+)/.exec(lines.join("\n"))![1]);
     const ping = await new Deno.Command("deno", {
       args: ["task", "npro", "ping", "--server-key", key, "--count", "2"],
       cwd: root,
@@ -52,15 +71,16 @@ Deno.test("deno task serve starts, answers npro ping, and exits 0 on SIGINT", as
     const pingOut = new TextDecoder().decode(ping.stdout);
     assert.equal(ping.code, 0, new TextDecoder().decode(ping.stderr));
     assert.equal(pingOut.match(/pong from 127\.0\.0\.1:9000/g)?.length, 2, pingOut);
-    child.kill("SIGINT");
+    Deno.kill(daemonPid, "SIGINT");
     const status = await child.status;
     exited = true;
     assert.equal(status.code, 0);
     const rest = await readUntil(stdout, /npro: stopped/, 10_000);
     assert.ok(rest.length > 0);
   } finally {
+    clearTimeout(watchdog);
     if (!exited) {
-      child.kill("SIGKILL");
+      kill();
       await child.status;
     }
     await stdout.cancel();

@@ -72,7 +72,7 @@ async function serveCommand(argv: string[]): Promise<number> {
     ...(values.address === undefined ? {} : { address: values.address }),
     signal: controller.signal,
   }, dispatcher);
-  out(`npro: listening on ${formatAddr(server.addr)} (${config.transport.kind})`);
+  out(`npro: listening on ${formatAddr(server.addr)} (${config.transport.kind}, pid ${Deno.pid})`);
   if (server.publicKey !== undefined) {
     out(`npro: server key ${encodeKey(server.publicKey)}`);
     out(`npro: server key fingerprint ${fingerprint(server.publicKey)}`);
