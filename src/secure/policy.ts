@@ -226,6 +226,17 @@ function checkCommon(options: CommonSecurityOptions): {
   return out;
 }
 
+/** Throws for security options that plaintext mode would otherwise silently ignore. */
+function refuseInPlaintext(set: (string | false)[]): void {
+  if (set.length > 0) {
+    throw new TypeError(
+      `Cannot use "${
+        set.join('", "')
+      }" with encryption disabled: plaintext mode cannot enforce them`,
+    );
+  }
+}
+
 /**
  * Validates client options and chooses the pattern.
  *
@@ -247,13 +258,7 @@ export function resolveClientPolicy(options: ClientSecurityOptions): ClientPolic
       psk !== undefined && "psk",
       tofu !== undefined && "knownServers",
     ].filter(Boolean);
-    if (set.length > 0) {
-      throw new TypeError(
-        `Cannot use "${
-          set.join('", "')
-        }" with encryption disabled: plaintext mode cannot enforce them`,
-      );
-    }
+    refuseInPlaintext(set);
     return { mode: "plaintext", pins, ...common };
   }
   let pattern = options.pattern;
@@ -330,13 +335,7 @@ export function resolveServerPolicy(options: ServerSecurityOptions): ServerPolic
       authorize !== undefined && "authorize",
       psk !== undefined && "psk",
     ].filter(Boolean);
-    if (set.length > 0) {
-      throw new TypeError(
-        `Cannot use "${
-          set.join('", "')
-        }" with encryption disabled: plaintext mode cannot enforce them`,
-      );
-    }
+    refuseInPlaintext(set);
     return { accept: new Set(["plaintext"]), mutual: false, ...common };
   }
   let accept: readonly PatternName[];

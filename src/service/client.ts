@@ -285,17 +285,7 @@ class ReconnectingClient implements Client {
       timeoutMs: c.connectionTimeout,
       ...(signal === undefined ? {} : { signal }),
     });
-    const controller = new AbortController();
-    const onAbort = () => controller.abort(signal?.reason);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    const timer = setTimeout(() => {
-      controller.abort(new ProtocolError("Timeout", "Handshake took too long"));
-      try {
-        conn.close();
-      } catch {
-        // Already closed.
-      }
-    }, c.connectionTimeout);
+    // The handshake runner enforces client.connection_timeout (the security options carry it).
     try {
       const established = await establish(
         conn,
@@ -303,7 +293,7 @@ class ReconnectingClient implements Client {
         this.#security,
         this.#compression,
         this.#config.transport.maxPayloadSize,
-        controller.signal,
+        signal,
       );
       if (!established.session.pinned && this.#security.encryption !== false) {
         log.warn("Server at {address} is not authenticated (no pinned key)", {
@@ -328,9 +318,6 @@ class ReconnectingClient implements Client {
         // Already closed.
       }
       throw error;
-    } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", onAbort);
     }
   }
 

@@ -109,10 +109,7 @@ export class RemoteError extends ProtocolError {
    * @param text The text the peer sent.
    */
   constructor(remoteCode: number, text: string) {
-    super(
-      remoteCode === ErrorCodes.UnknownOpcode ? "UnexpectedMessage" : remoteCodeToLocal(remoteCode),
-      `Peer answered with error ${remoteCode}: ${text}`,
-    );
+    super(remoteCodeToLocal(remoteCode), `Peer answered with error ${remoteCode}: ${text}`);
     this.name = "RemoteError";
     this.remoteCode = remoteCode;
   }

@@ -247,12 +247,8 @@ class DaemonServer implements Server {
   async #serveOne(conn: Deno.Conn): Promise<void> {
     const server = this.#config.server;
     this.#handshaking.add(conn);
-    const controller = new AbortController();
-    // The transport read cannot be cancelled: closing the socket ends it.
-    const timer = setTimeout(() => {
-      controller.abort(new ProtocolError("Timeout", "Handshake took too long"));
-      closeQuietly(conn);
-    }, server.connectionTimeout);
+    // The handshake runner enforces server.connection_timeout (the security options carry it);
+    // on any failure the socket is closed here, which also ends its pending read.
     let established;
     try {
       established = await establish(
@@ -261,7 +257,6 @@ class DaemonServer implements Server {
         this.#security,
         this.#compression,
         this.#config.transport.maxPayloadSize,
-        controller.signal,
       );
     } catch (error) {
       log.info("Handshake with {peer} failed: {error}", {
@@ -271,7 +266,6 @@ class DaemonServer implements Server {
       closeQuietly(conn);
       return;
     } finally {
-      clearTimeout(timer);
       this.#handshaking.delete(conn);
     }
     if (this.#stopping) {

@@ -131,8 +131,8 @@ export class FrameReader {
 
   /**
    * Reads one packet (for the handshake). Packets of the same read that follow it stay queued
-   * and are returned by later calls or {@linkcode FrameReader.takeQueued}. Aborting `signal`
-   * does not cancel the pending read; close the connection for that.
+   * and are returned by later calls or {@linkcode FrameReader.takeQueued}. A pending read cannot
+   * be cancelled: close the connection to end it.
    *
    * @returns The packet, or `null` at end of stream.
    */
