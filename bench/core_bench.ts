@@ -9,6 +9,7 @@
  */
 
 import { PacketDecoder } from "../src/core/codec.ts";
+import { Slab } from "../src/core/slab.ts";
 import {
   decodeBatch,
   decodeMessage,
@@ -154,3 +155,30 @@ Deno.bench({
     await dispatcher.dispatch(asyncGet);
   },
 });
+
+// Why small copies go through a slab: the cost of one new ArrayBuffer in Deno.
+{
+  const big = new Uint8Array(65536);
+  const slab = new Slab();
+  Deno.bench({
+    name: "alloc new Uint8Array(64)",
+    group: "allocation",
+    baseline: true,
+    fn: () => void new Uint8Array(64),
+  });
+  Deno.bench({
+    name: "alloc slice 64 B of 64 KiB",
+    group: "allocation",
+    fn: () => void big.slice(100, 164),
+  });
+  Deno.bench({
+    name: "alloc subarray 64 B of 64 KiB (view)",
+    group: "allocation",
+    fn: () => void big.subarray(100, 164),
+  });
+  Deno.bench({
+    name: "alloc Slab.copy 64 B",
+    group: "allocation",
+    fn: () => void slab.copy(big, 100, 164),
+  });
+}
