@@ -143,7 +143,7 @@ interface Speed {
 }
 
 /** Median MB/s (10^6 bytes of uncompressed data per second) of `fn` over 5 samples. */
-function speed(fn: () => void, bytes: number, sampleMs: number): number {
+export function speed(fn: () => void, bytes: number, sampleMs: number): number {
   let iterations = 1;
   for (;;) {
     const start = performance.now();
@@ -160,7 +160,7 @@ function speed(fn: () => void, bytes: number, sampleMs: number): number {
   return samples.sort((a, b) => a - b)[2]!;
 }
 
-async function cliBench(tool: string, file: string): Promise<Speed | undefined> {
+export async function cliBench(tool: string, file: string): Promise<Speed | undefined> {
   const { code, stdout, stderr } = await new Deno.Command(tool, {
     args: ["-b1", "-i1", file],
     stdout: "piped",

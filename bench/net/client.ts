@@ -1,0 +1,437 @@
+/**
+ * The load generator of the network benchmark: connects to one server process started by
+ * `bench/net/main.ts` and runs the measures it is given, then prints one JSON line
+ * `{"figures": Figure[]}`. For `idle` it prints `{"opened": n}`, then waits for `close` on stdin.
+ *
+ * Raw kinds use a raw Deno socket with 4-byte length framing; library kinds use `connect()`.
+ * Every measure warms up first, then counts for `--seconds`.
+ *
+ * @module
+ */
+
+import {
+  ACK_ONLY,
+  type Figure,
+  fromHex,
+  isRaw,
+  lines,
+  type Measure,
+  parseArgs,
+  percentiles,
+  type ServerKind,
+  transportOf,
+  writeAll,
+} from "./common.ts";
+import {
+  type Client,
+  connect,
+  type ConnectOptions,
+  generateKeyPair,
+  type KeyPair,
+  type Message,
+} from "../../mod.ts";
+
+const args = parseArgs(Deno.args);
+const kind = args.get("kind") as ServerKind;
+const address = args.get("address")!;
+const publicKey = args.has("public-key") ? fromHex(args.get("public-key")!) : undefined;
+const certPath = args.get("cert");
+const certPem = certPath === undefined ? undefined : Deno.readTextFileSync(certPath);
+const measures = (args.get("measures") ?? "rtt").split(",") as Measure[];
+const seconds = Number(args.get("seconds") ?? 1);
+const warmSeconds = Number(args.get("warm") ?? Math.min(0.5, seconds / 2));
+const concurrency = Number(args.get("concurrency") ?? 16);
+const connections = Number(args.get("connections") ?? 10_000);
+const transport = transportOf(kind);
+
+const now = () => performance.now();
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------------------------
+// Raw client.
+
+async function rawConnect(): Promise<Deno.Conn> {
+  if (transport === "unix") return await Deno.connect({ transport: "unix", path: address });
+  const index = address.lastIndexOf(":");
+  const hostname = address.slice(0, index);
+  const port = Number(address.slice(index + 1));
+  const tcp = await Deno.connect({ hostname, port });
+  tcp.setNoDelay(true);
+  if (transport === "tcp") return tcp;
+  // As the library's TLS transport does: NODELAY on the TCP socket, then the upgrade.
+  const tls = await Deno.startTls(tcp, { hostname, caCerts: [certPem!] });
+  await tls.handshake();
+  return tls;
+}
+
+function rawFrames(count: number, size: number, ackOnly: boolean): Uint8Array {
+  const out = new Uint8Array(count * (4 + size));
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < count; i++) {
+    view.setUint32(i * (4 + size), (size | (ackOnly ? ACK_ONLY : 0)) >>> 0);
+    out.fill(i & 0xff, i * (4 + size) + 4, (i + 1) * (4 + size));
+  }
+  return out;
+}
+
+async function rawRtt(conn: Deno.Conn): Promise<Figure> {
+  const frame = rawFrames(1, 64, false);
+  const reply = new Uint8Array(4096);
+  const samples: number[] = [];
+  const warmEnd = now() + warmSeconds * 1000;
+  let end = Infinity;
+  for (;;) {
+    const started = now();
+    if (started > end) break;
+    if (end === Infinity && started > warmEnd) end = started + seconds * 1000;
+    await writeAll(conn, frame);
+    let got = 0;
+    while (got < frame.length) {
+      const n = await conn.read(reply);
+      if (n === null) throw new Error("Server closed the connection");
+      got += n;
+    }
+    if (end !== Infinity) samples.push(now() - started);
+  }
+  const { median, p99 } = percentiles(samples);
+  return {
+    measure: "rtt",
+    value: median * 1000,
+    p99: p99 * 1000,
+    unit: "µs",
+    count: samples.length,
+  };
+}
+
+/**
+ * Keeps between `window / 2` and `window` messages in flight: writes `window / 2` frames as one
+ * buffer whenever enough replies arrived. Replies are counted by bytes (`replySize` each).
+ */
+async function rawWindow(
+  conn: Deno.Conn,
+  size: number,
+  window: number,
+  ackOnly: boolean,
+): Promise<{ rate: number; count: number }> {
+  const half = Math.max(1, Math.floor(window / 2));
+  const chunk = rawFrames(half, size, ackOnly);
+  const replySize = ackOnly ? 4 : 4 + size;
+  let sent = 0;
+  let received = 0;
+  let replyBytes = 0;
+  let running = true;
+  let wake: (() => void) | null = null;
+  const writer = (async () => {
+    while (running) {
+      if (sent - received > half) {
+        await new Promise<void>((resolve) => (wake = resolve));
+        continue;
+      }
+      sent += half;
+      await writeAll(conn, chunk);
+    }
+  })();
+  const reader = (async () => {
+    const buffer = new Uint8Array(256 * 1024);
+    while (running || received < sent) {
+      const n = await conn.read(buffer);
+      if (n === null) throw new Error("Server closed the connection");
+      replyBytes += n;
+      received = Math.floor(replyBytes / replySize);
+      if (wake !== null && sent - received <= half) {
+        const resolve: () => void = wake;
+        wake = null;
+        resolve();
+      }
+    }
+  })();
+  await sleep(warmSeconds * 1000);
+  const t0 = now();
+  const r0 = received;
+  await sleep(seconds * 1000);
+  const t1 = now();
+  const r1 = received;
+  running = false;
+  const resolve = wake as (() => void) | null;
+  resolve?.();
+  await writer;
+  await reader;
+  return { rate: (r1 - r0) / ((t1 - t0) / 1000), count: r1 - r0 };
+}
+
+async function runRaw(measure: Measure): Promise<Figure> {
+  const conn = await rawConnect();
+  try {
+    switch (measure) {
+      case "rtt":
+        return await rawRtt(conn);
+      case "stream64":
+      case "request64": {
+        const { rate, count } = await rawWindow(conn, 64, 4096, false);
+        return { measure, value: rate, unit: "msg/s", count };
+      }
+      case "stream1k": {
+        const { rate, count } = await rawWindow(conn, 1024, 1024, false);
+        return { measure, value: rate, unit: "msg/s", count };
+      }
+      case "bulk64k": {
+        const { rate, count } = await rawWindow(conn, 65536, 64, true);
+        return { measure, value: (rate * 65536) / 1e6, unit: "MB/s", count };
+      }
+      case "bulk1m": {
+        const { rate, count } = await rawWindow(conn, 1 << 20, 4, true);
+        return { measure, value: (rate * (1 << 20)) / 1e6, unit: "MB/s", count };
+      }
+      default:
+        throw new TypeError(`Cannot run measure "${measure}" here`);
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Library client.
+
+const clientKey: KeyPair = generateKeyPair();
+
+function libraryOptions(pattern?: "XX"): ConnectOptions {
+  return {
+    address,
+    config: {
+      transport: { kind: transport, encryptionEnabled: kind.includes("noise") },
+      client: { autoReconnect: false },
+      logging: { logLevel: "error" },
+    },
+    ...(publicKey === undefined ? {} : {
+      security: pattern === undefined
+        ? { serverKeys: [publicKey] }
+        : { pattern, serverKeys: [publicKey], staticKey: clientKey },
+    }),
+    ...(transport === "tls" ? { tls: { caCerts: [certPem!] } } : {}),
+  };
+}
+
+function custom(command: string, size: number): Message {
+  return { type: "custom", command, payload: new Uint8Array(size).fill(7) };
+}
+
+async function libraryRtt(client: Client): Promise<Figure> {
+  const message = custom("E", 64);
+  const samples: number[] = [];
+  const warmEnd = now() + warmSeconds * 1000;
+  let end = Infinity;
+  for (;;) {
+    const started = now();
+    if (started > end) break;
+    if (end === Infinity && started > warmEnd) end = started + seconds * 1000;
+    await client.request(message);
+    if (end !== Infinity) samples.push(now() - started);
+  }
+  const { median, p99 } = percentiles(samples);
+  return {
+    measure: "rtt",
+    value: median * 1000,
+    p99: p99 * 1000,
+    unit: "µs",
+    count: samples.length,
+  };
+}
+
+/** Un-numbered messages, replies in order: between `window / 2` and `window` in flight. */
+async function libraryWindow(
+  client: Client,
+  message: Message,
+  window: number,
+): Promise<{ rate: number; count: number }> {
+  const half = Math.max(1, Math.floor(window / 2));
+  let sent = 0;
+  let received = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running || received < sent) {
+      if (running && sent - received <= half) {
+        for (let i = 0; i < half; i++) client.send(message);
+        sent += half;
+      }
+      const reply = await client.receive();
+      if (reply === null) throw new Error("Server closed the connection");
+      received++;
+    }
+  })();
+  await sleep(warmSeconds * 1000);
+  const t0 = now();
+  const r0 = received;
+  await sleep(seconds * 1000);
+  const t1 = now();
+  const r1 = received;
+  running = false;
+  await loop;
+  return { rate: (r1 - r0) / ((t1 - t0) / 1000), count: r1 - r0 };
+}
+
+/** Numbered requests: between `window / 2` and `window` promises pending. */
+async function libraryRequests(
+  client: Client,
+  message: Message,
+  window: number,
+): Promise<{ rate: number; count: number }> {
+  const half = Math.max(1, Math.floor(window / 2));
+  let inflight = 0;
+  let done = 0;
+  let running = true;
+  let failure: unknown;
+  let finish!: () => void;
+  const finished = new Promise<void>((resolve) => (finish = resolve));
+  const onDone = () => {
+    inflight--;
+    done++;
+    if (!running) {
+      if (inflight === 0) finish();
+    } else if (inflight <= half) {
+      issue();
+    }
+  };
+  const onError = (error: unknown) => {
+    failure ??= error;
+    running = false;
+    inflight--;
+    if (inflight === 0) finish();
+  };
+  const issue = () => {
+    while (running && inflight < window) {
+      inflight++;
+      client.request(message).then(onDone, onError);
+    }
+  };
+  issue();
+  await sleep(warmSeconds * 1000);
+  const t0 = now();
+  const d0 = done;
+  await sleep(seconds * 1000);
+  const t1 = now();
+  const d1 = done;
+  running = false;
+  if (inflight > 0) await finished;
+  if (failure !== undefined) throw failure;
+  return { rate: (d1 - d0) / ((t1 - t0) / 1000), count: d1 - d0 };
+}
+
+async function runLibrary(measure: Measure): Promise<Figure> {
+  const client = await connect(libraryOptions());
+  try {
+    switch (measure) {
+      case "rtt":
+        return await libraryRtt(client);
+      case "stream64": {
+        const { rate, count } = await libraryWindow(client, custom("E", 64), 4096);
+        return { measure, value: rate, unit: "msg/s", count };
+      }
+      case "stream1k": {
+        const { rate, count } = await libraryWindow(client, custom("E", 1024), 1024);
+        return { measure, value: rate, unit: "msg/s", count };
+      }
+      case "request64": {
+        const { rate, count } = await libraryRequests(client, custom("E", 64), 4096);
+        return { measure, value: rate, unit: "msg/s", count };
+      }
+      case "bulk64k": {
+        const { rate, count } = await libraryWindow(client, custom("A", 65536), 64);
+        return { measure, value: (rate * 65536) / 1e6, unit: "MB/s", count };
+      }
+      case "bulk1m": {
+        const { rate, count } = await libraryWindow(client, custom("A", 1 << 20), 4);
+        return { measure, value: (rate * (1 << 20)) / 1e6, unit: "MB/s", count };
+      }
+      default:
+        throw new TypeError(`Cannot run measure "${measure}" here`);
+    }
+  } finally {
+    await client.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshakes per second and idle connections.
+
+async function handshakes(): Promise<Figure> {
+  let done = 0;
+  let running = true;
+  const one = isRaw(kind)
+    ? async () => {
+      const index = address.lastIndexOf(":");
+      const conn = await Deno.connectTls({
+        hostname: address.slice(0, index),
+        port: Number(address.slice(index + 1)),
+        caCerts: [certPem!],
+      });
+      await conn.handshake();
+      conn.close();
+    }
+    : async () => {
+      const client = await connect(libraryOptions("XX"));
+      await client.close();
+    };
+  const workers = Array.from({ length: concurrency }, async () => {
+    while (running) {
+      await one();
+      done++;
+    }
+  });
+  await sleep(warmSeconds * 1000);
+  const t0 = now();
+  const d0 = done;
+  await sleep(seconds * 1000);
+  const t1 = now();
+  const d1 = done;
+  running = false;
+  await Promise.all(workers);
+  return {
+    measure: "handshakes",
+    value: (d1 - d0) / ((t1 - t0) / 1000),
+    unit: "handshakes/s",
+    count: d1 - d0,
+  };
+}
+
+async function idle(): Promise<void> {
+  const open: { close(): unknown }[] = [];
+  let next = 0;
+  const opener = async () => {
+    while (next < connections) {
+      next++;
+      if (isRaw(kind)) {
+        open.push(await rawConnect());
+      } else {
+        open.push(await connect(libraryOptions()));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, opener));
+  console.log(JSON.stringify({ opened: open.length }));
+  for await (const line of lines(Deno.stdin.readable)) {
+    if (line === "close") break;
+  }
+  await Promise.all(open.map(async (c) => {
+    try {
+      await c.close();
+    } catch {
+      // Closing anyway.
+    }
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+if (measures.includes("idle")) {
+  await idle();
+} else {
+  const figures: Figure[] = [];
+  for (const measure of measures) {
+    if (measure === "handshakes") figures.push(await handshakes());
+    else if (isRaw(kind)) figures.push(await runRaw(measure));
+    else figures.push(await runLibrary(measure));
+  }
+  console.log(JSON.stringify({ figures }));
+}
+Deno.exit(0);

@@ -1,0 +1,92 @@
+/**
+ * The two targets of the network benchmark that involve no network, measured in the
+ * orchestrator's process: P1 (packet codec) and P7 (compression against the `lz4` and `zstd`
+ * command-line tools on the same files).
+ *
+ * @module
+ */
+
+import { decodePacket, encodePacket } from "../../mod.ts";
+import { compress, decompress } from "../../src/compression/compress.ts";
+import { cliBench, speed, textLike } from "../compression_cli.ts";
+
+/** A target as the report shows it. */
+export interface TargetFigure {
+  /** `"P1"` ... `"P7"`. */
+  id: string;
+  /** The headline value (see `goal`). */
+  value: number | null;
+  /** What the target asks. */
+  goal: string;
+  /** Whether it is met; `null` when it could not be measured. */
+  met: boolean | null;
+  /** The figures behind the value. */
+  note?: string;
+}
+
+/** P1: a 1 MiB packet decodes without copying; `encodePacket` runs at >= 2 GiB/s. */
+export function measureCodec(quick: boolean): TargetFigure {
+  const payload = new Uint8Array(1 << 20).fill(9);
+  const encoded = encodePacket({ version: 2, payload });
+  const decoded = decodePacket(encoded);
+  const zeroCopy = decoded.payload.buffer === encoded.buffer &&
+    decoded.payload.byteOffset === encoded.byteOffset + (encoded.length - payload.length);
+  const sampleMs = quick ? 100 : 300;
+  const encodeMBs = speed(() => encodePacket({ version: 2, payload }), payload.length, sampleMs);
+  const gib = (encodeMBs * 1e6) / 2 ** 30;
+  const round = (n: number) => Math.round(n * 100) / 100;
+  return {
+    id: "P1",
+    value: round(gib),
+    goal: "decoding a 1 MiB packet is zero-copy; encodePacket(1 MiB) >= 2 GiB/s",
+    met: zeroCopy && gib >= 2,
+    note: `encode ${round(gib)} GiB/s, decode ${zeroCopy ? "zero-copy" : "copies"}`,
+  };
+}
+
+/**
+ * P7: LZ4 >= 0.4x and Zstd >= 0.5x the command-line tools' speed (`-b1`), compression and
+ * decompression, on text of 64 KiB and 1 MiB. The value is the lowest ratio of LZ4.
+ */
+export async function measureCompression(quick: boolean, dir: string): Promise<TargetFigure> {
+  // Without initCompression(), Zstd runs on node:zlib: what the library uses from 64 KiB up.
+  const sampleMs = quick ? 100 : 300;
+  const ratios: string[] = [];
+  let met = true;
+  let lowestLz4 = Infinity;
+  for (const size of [64 * 1024, 1024 * 1024]) {
+    const data = textLike(size);
+    const file = `${dir}/text_${size}.bin`;
+    await Deno.writeFile(file, data);
+    for (const [algorithm, goal] of [["lz4", 0.4], ["zstd", 0.5]] as const) {
+      const cli = await cliBench(algorithm, file);
+      if (cli === undefined) {
+        return {
+          id: "P7",
+          value: null,
+          goal: "LZ4 >= 0.4x, Zstd >= 0.5x the lz4/zstd command line (-b1) on the same text",
+          met: null,
+          note: `"${algorithm}" command not found or unusable: install lz4 and zstd`,
+        };
+      }
+      const packed = compress(data, { algorithm });
+      const c = speed(() => compress(data, { algorithm }), size, sampleMs) / cli.compress;
+      const d = speed(() => decompress(packed, { algorithm, maxSize: size }), size, sampleMs) /
+        cli.decompress;
+      if (c < goal || d < goal) met = false;
+      if (algorithm === "lz4") lowestLz4 = Math.min(lowestLz4, c, d);
+      ratios.push(
+        `${algorithm} ${size >= 1 << 20 ? "1 MiB" : "64 KiB"}: compress ${c.toFixed(2)}x, ` +
+          `decompress ${d.toFixed(2)}x`,
+      );
+    }
+  }
+  return {
+    id: "P7",
+    value: Math.round(lowestLz4 * 100) / 100,
+    goal: "LZ4 >= 0.4x, Zstd >= 0.5x the lz4/zstd command line (-b1) on the same text; " +
+      "value: the lowest LZ4 ratio",
+    met,
+    note: ratios.join("; "),
+  };
+}

@@ -1,0 +1,574 @@
+/**
+ * The side-by-side network benchmark. Starts each server in its own process and the load
+ * generator in another (the two processes share the machine's cores), on loopback only, bounded
+ * in time, and stops every process it started by its PID. Baselines are measured in the same run
+ * as the library, and every library figure is printed with its ratio to the matching baseline.
+ *
+ * ```sh
+ * deno task bench:net                 # full: 3 rounds, medians, a few minutes
+ * deno task bench:net -- --quick      # 1 round, short measures, under a minute
+ * deno task bench:net -- --json out.json
+ * ```
+ *
+ * Options: `--quick`, `--json <path>`, `--rounds <n>`, `--seconds <s>` (per measure),
+ * `--connections <n>` (idle test, default 10000), `--only <subject,...>`.
+ *
+ * The idle test needs about 10,000 file descriptors in the server and in the client process: the
+ * script starts both through `sh -c 'ulimit -n <hard limit>; exec ...'`, which raises their soft
+ * limit to the hard limit, and lowers the connection count (and says so) when the hard limit is
+ * too small.
+ *
+ * @module
+ */
+
+import {
+  type Figure,
+  lines,
+  type Measure,
+  median,
+  parseArgs,
+  type ReadyLine,
+  type ServerKind,
+  transportOf,
+} from "./common.ts";
+import { generateSelfSignedCert } from "../../mod.ts";
+import { measureCodec, measureCompression, type TargetFigure } from "./local.ts";
+
+const args = parseArgs(Deno.args);
+const quick = args.has("quick");
+const rounds = Number(args.get("rounds") ?? (quick ? 1 : 3));
+const seconds = Number(args.get("seconds") ?? (quick ? 0.5 : 2));
+const warm = Math.min(0.5, seconds / 2);
+const wantedConnections = Number(args.get("connections") ?? 10_000);
+const jsonPath = args.get("json");
+const only = args.get("only")?.split(",");
+
+const HERE = new URL(".", import.meta.url);
+const SERVER = new URL("server.ts", HERE).pathname;
+const CLIENT = new URL("client.ts", HERE).pathname;
+const ROOT = new URL("../../", HERE).pathname;
+
+await Deno.mkdir(`${ROOT}.tmp`, { recursive: true });
+const tmp = await Deno.makeTempDir({ dir: `${ROOT}.tmp`, prefix: "bench-net-" });
+const started: Deno.ChildProcess[] = [];
+const t0 = performance.now();
+const log = (text: string) =>
+  console.error(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(5)} s] ${text}`);
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+function denoArgs(script: string, extra: string[], flags: string[]): string[] {
+  return [
+    "run",
+    "--no-prompt",
+    `--allow-net=127.0.0.1,unix:${tmp}/raw-unix.sock,unix:${tmp}/lib-noise-unix.sock`,
+    `--allow-read=${tmp}`,
+    `--allow-write=${tmp}`,
+    ...flags,
+    script,
+    ...extra,
+  ];
+}
+
+/** A child process with line-wise stdout and a writer to its stdin. */
+class Child {
+  readonly process: Deno.ChildProcess;
+  readonly #lines: AsyncGenerator<string>;
+  readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
+
+  constructor(args: string[], fdLimit: boolean) {
+    const command = fdLimit
+      ? new Deno.Command("sh", {
+        args: ["-c", 'ulimit -n "$(ulimit -Hn)" && exec "$0" "$@"', "deno", ...args],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "inherit",
+      })
+      : new Deno.Command("deno", {
+        args,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "inherit",
+      });
+    this.process = command.spawn();
+    started.push(this.process);
+    this.#lines = lines(this.process.stdout);
+    this.#stdin = this.process.stdin.getWriter();
+  }
+
+  /** The next JSON line of stdout (non-JSON lines are skipped), within `timeoutMs`. */
+  async next<T>(timeoutMs: number, what: string): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`No ${what} from process ${this.process.pid} in ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    try {
+      for (;;) {
+        const next = await Promise.race([this.#lines.next(), timeout]);
+        if (next.done) throw new Error(`Process ${this.process.pid} ended before its ${what}`);
+        if (next.value.startsWith("{")) return JSON.parse(next.value) as T;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async send(line: string): Promise<void> {
+    await this.#stdin.write(new TextEncoder().encode(line + "\n"));
+  }
+
+  /** Asks politely (stdin), then kills by PID after `graceMs`. */
+  async stop(graceMs = 3000): Promise<void> {
+    try {
+      await this.send("stop");
+      await this.#stdin.close();
+    } catch {
+      // Already gone.
+    }
+    const timer = setTimeout(() => kill(this.process), graceMs);
+    await this.process.status;
+    clearTimeout(timer);
+    await this.#lines.return(undefined);
+  }
+}
+
+function kill(child: Deno.ChildProcess): void {
+  try {
+    Deno.kill(child.pid, "SIGKILL");
+  } catch {
+    // Already exited.
+  }
+}
+
+async function startServer(kind: ServerKind, fdLimit = false): Promise<[Child, ReadyLine]> {
+  const extra = ["--kind", kind, "--cert", `${tmp}/cert.pem`, "--key", `${tmp}/key.pem`];
+  extra.push("--address", transportOf(kind) === "unix" ? `${tmp}/${kind}.sock` : "127.0.0.1:0");
+  const server = new Child(denoArgs(SERVER, extra, ["--v8-flags=--expose-gc"]), fdLimit);
+  const ready = await server.next<ReadyLine>(30_000, "ready line");
+  return [server, ready];
+}
+
+function clientArgs(kind: ServerKind, ready: ReadyLine, extra: string[]): string[] {
+  return denoArgs(CLIENT, [
+    "--kind",
+    kind,
+    "--address",
+    ready.address,
+    "--cert",
+    `${tmp}/cert.pem`,
+    ...(ready.publicKey === undefined ? [] : ["--public-key", ready.publicKey]),
+    ...extra,
+  ], []);
+}
+
+async function runClient(kind: ServerKind, ready: ReadyLine, measures: Measure[]) {
+  const client = new Child(
+    clientArgs(kind, ready, [
+      "--measures",
+      measures.join(","),
+      "--seconds",
+      String(seconds),
+      "--warm",
+      String(warm),
+    ]),
+    false,
+  );
+  const limit = (measures.length * (seconds + warm) + 30) * 1000;
+  try {
+    const { figures } = await client.next<{ figures: Figure[] }>(limit, "figures");
+    return figures;
+  } finally {
+    await client.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plan
+
+interface Subject {
+  kind: ServerKind;
+  label: string;
+  baseline?: ServerKind;
+}
+
+const SUBJECTS: Subject[] = [
+  { kind: "raw-tcp", label: "raw TCP echo (baseline)" },
+  { kind: "lib-plain-tcp", label: "library, plaintext over TCP", baseline: "raw-tcp" },
+  { kind: "lib-noise-tcp", label: "library, Noise NK over TCP", baseline: "raw-tcp" },
+  { kind: "raw-unix", label: "raw Unix echo (baseline)" },
+  { kind: "lib-noise-unix", label: "library, Noise NK over Unix", baseline: "raw-unix" },
+  { kind: "raw-tls", label: "raw native TLS echo (baseline)" },
+  { kind: "lib-tls", label: "library over native TLS", baseline: "raw-tls" },
+].filter((s) => only === undefined || only.includes(s.kind)) as Subject[];
+
+const MEASURES: { measure: Measure; label: string; libraryOnly?: boolean }[] = [
+  { measure: "rtt", label: "64 B round trip, median (p99)" },
+  { measure: "stream64", label: "pipelined 64 B request/reply" },
+  { measure: "request64", label: "pipelined 64 B numbered requests" },
+  { measure: "stream1k", label: "pipelined 1 KiB request/reply" },
+  { measure: "bulk64k", label: "one-way bulk, 64 KiB messages" },
+  { measure: "bulk1m", label: "one-way bulk, 1 MiB messages" },
+];
+
+type Samples = Map<string, Figure[]>; // key: `${kind}/${measure}`
+
+async function runRound(samples: Samples, round: number): Promise<void> {
+  for (const subject of SUBJECTS) {
+    log(`round ${round}: ${subject.kind}`);
+    const [server, ready] = await startServer(subject.kind);
+    try {
+      const figures = await runClient(subject.kind, ready, MEASURES.map((m) => m.measure));
+      for (const figure of figures) add(samples, `${subject.kind}/${figure.measure}`, figure);
+    } finally {
+      await server.stop();
+    }
+  }
+  for (const kind of ["raw-tls", "lib-noise-tcp"] as const) {
+    if (only !== undefined && !only.includes("handshakes")) continue;
+    log(`round ${round}: handshakes ${kind}`);
+    const [server, ready] = await startServer(kind);
+    try {
+      const figures = await runClient(kind, ready, ["handshakes"]);
+      for (const figure of figures) add(samples, `${kind}/handshakes`, figure);
+    } finally {
+      await server.stop();
+    }
+  }
+  if (only === undefined || only.includes("idle")) {
+    for (const kind of ["raw-tcp", "lib-noise-tcp"] as const) {
+      log(`round ${round}: ${connectionCount} idle connections to ${kind}`);
+      add(samples, `${kind}/idle`, await idleMemory(kind));
+    }
+  }
+}
+
+function add(samples: Samples, key: string, figure: Figure): void {
+  const list = samples.get(key) ?? [];
+  list.push(figure);
+  samples.set(key, list);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle connections: resident memory of the server process before and after.
+
+async function hardFdLimit(): Promise<number> {
+  const output = await new Deno.Command("sh", { args: ["-c", "ulimit -Hn"], stdout: "piped" })
+    .output();
+  const text = new TextDecoder().decode(output.stdout).trim();
+  return text === "unlimited" ? Infinity : Number(text);
+}
+
+const fdLimit = await hardFdLimit();
+const connectionCount = Math.min(wantedConnections, Math.max(100, fdLimit - 200));
+
+async function idleMemory(kind: ServerKind): Promise<Figure> {
+  const [server, ready] = await startServer(kind, true);
+  let client: Child | undefined;
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const before = await server.send("rss").then(() => server.next<{ rss: number }>(10_000, "rss"));
+    client = new Child(
+      clientArgs(kind, ready, [
+        "--measures",
+        "idle",
+        "--connections",
+        String(connectionCount),
+        "--concurrency",
+        "64",
+      ]),
+      true,
+    );
+    const { opened } = await client.next<{ opened: number }>(180_000, "opened count");
+    await new Promise((resolve) => setTimeout(resolve, quick ? 1000 : 3000));
+    await server.send("rss");
+    const after = await server.next<{ rss: number; connections: number }>(10_000, "rss");
+    if (after.connections < opened) {
+      throw new Error(`Server holds ${after.connections} connections, expected ${opened}`);
+    }
+    return {
+      measure: "idle",
+      value: (after.rss - before.rss) / opened / 1024,
+      unit: "KiB/conn",
+      count: opened,
+    };
+  } finally {
+    if (client !== undefined) {
+      await client.send("close").catch(() => {});
+      await client.stop(10_000);
+    }
+    await server.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+interface Result {
+  name: string;
+  value: number;
+  unit: string;
+  baseline: number | null;
+  ratio: number | null;
+}
+
+interface Target {
+  id: string;
+  value: number | null;
+  goal: string;
+  met: boolean | null;
+  note?: string;
+}
+
+function medianOf(samples: Samples, kind: ServerKind, measure: Measure): Figure | undefined {
+  const list = samples.get(`${kind}/${measure}`);
+  if (list === undefined || list.length === 0) return undefined;
+  const value = median(list.map((f) => f.value));
+  const p99s = list.map((f) => f.p99).filter((v): v is number => v !== undefined);
+  return {
+    measure,
+    value,
+    unit: list[0]!.unit,
+    count: list.reduce((n, f) => n + f.count, 0),
+    ...(p99s.length > 0 ? { p99: median(p99s) } : {}),
+  };
+}
+
+function collect(samples: Samples): Result[] {
+  const results: Result[] = [];
+  for (const { measure, label } of MEASURES) {
+    for (const subject of SUBJECTS) {
+      const figure = medianOf(samples, subject.kind, measure);
+      if (figure === undefined) continue;
+      // Numbered requests are compared with the raw pipelined echo.
+      const base = subject.baseline === undefined
+        ? undefined
+        : medianOf(samples, subject.baseline, measure === "request64" ? "stream64" : measure);
+      const push = (name: string, value: number, baseValue: number | undefined, unit: string) =>
+        results.push({
+          name,
+          value: round(value),
+          unit,
+          baseline: baseValue === undefined ? null : round(baseValue),
+          ratio: baseValue === undefined ? null : round(value / baseValue, 3),
+        });
+      if (measure === "rtt") {
+        push(`${label.replace(" (p99)", "")}: ${subject.label}`, figure.value, base?.value, "µs");
+        push(
+          `64 B round trip, p99: ${subject.label}`,
+          figure.p99!,
+          base?.p99,
+          "µs",
+        );
+      } else {
+        push(`${label}: ${subject.label}`, figure.value, base?.value, figure.unit);
+      }
+    }
+  }
+  const tls = medianOf(samples, "raw-tls", "handshakes");
+  const xx = medianOf(samples, "lib-noise-tcp", "handshakes");
+  if (tls !== undefined) {
+    results.push({
+      name: "handshakes per second: native TLS 1.3 (baseline)",
+      value: round(tls.value),
+      unit: "handshakes/s",
+      baseline: null,
+      ratio: null,
+    });
+  }
+  if (xx !== undefined) {
+    results.push({
+      name: "handshakes per second: library, Noise XX over TCP",
+      value: round(xx.value),
+      unit: "handshakes/s",
+      baseline: tls === undefined ? null : round(tls.value),
+      ratio: tls === undefined ? null : round(xx.value / tls.value, 3),
+    });
+  }
+  const rawIdle = medianOf(samples, "raw-tcp", "idle");
+  const libIdle = medianOf(samples, "lib-noise-tcp", "idle");
+  if (rawIdle !== undefined) {
+    results.push({
+      name: `resident memory per idle connection (${connectionCount}): raw TCP (baseline)`,
+      value: round(rawIdle.value),
+      unit: "KiB",
+      baseline: null,
+      ratio: null,
+    });
+  }
+  if (libIdle !== undefined) {
+    results.push({
+      name: `resident memory per idle connection (${connectionCount}): library, Noise NK over TCP`,
+      value: round(libIdle.value),
+      unit: "KiB",
+      baseline: rawIdle === undefined ? null : round(rawIdle.value),
+      ratio: rawIdle === undefined ? null : round(libIdle.value / rawIdle.value, 3),
+    });
+  }
+  return results;
+}
+
+function round(value: number, digits = 2): number {
+  if (Math.abs(value) >= 100) return Math.round(value);
+  const factor = 10 ** digits;
+  return Math.round(value * factor) / factor;
+}
+
+function targets(samples: Samples, local: TargetFigure[]): Target[] {
+  const out: Target[] = [];
+  const ratio = (a: Figure | undefined, b: Figure | undefined, pick: (f: Figure) => number) =>
+    a === undefined || b === undefined ? null : round(pick(a) / pick(b), 3);
+  const p1 = local.find((t) => t.id === "P1");
+  if (p1 !== undefined) out.push(p1);
+
+  const rawRtt = medianOf(samples, "raw-tcp", "rtt");
+  const noiseRtt = medianOf(samples, "lib-noise-tcp", "rtt");
+  const rttMedian = ratio(noiseRtt, rawRtt, (f) => f.value);
+  const rttP99 = ratio(noiseRtt, rawRtt, (f) => f.p99!);
+  out.push({
+    id: "P2",
+    value: rttMedian,
+    goal: "Noise over TCP, 64 B round trip: median <= 1.3x raw TCP echo, p99 <= 2x",
+    met: rttMedian === null || rttP99 === null ? null : rttMedian <= 1.3 && rttP99 <= 2,
+    note: `median ${rttMedian}x, p99 ${rttP99}x`,
+  });
+
+  const rawStream = medianOf(samples, "raw-tcp", "stream64");
+  const plain = ratio(medianOf(samples, "lib-plain-tcp", "stream64"), rawStream, (f) => f.value);
+  const noise = ratio(medianOf(samples, "lib-noise-tcp", "stream64"), rawStream, (f) => f.value);
+  out.push({
+    id: "P3",
+    value: plain,
+    goal:
+      "pipelined 64 B: plaintext >= 0.5x raw TCP echo with a per-message handler, Noise >= 0.3x",
+    met: plain === null || noise === null ? null : plain >= 0.5 && noise >= 0.3,
+    note: `plaintext ${plain}x, Noise ${noise}x`,
+  });
+
+  const bulk = ratio(
+    medianOf(samples, "lib-noise-tcp", "bulk64k"),
+    medianOf(samples, "raw-tls", "bulk64k"),
+    (f) => f.value,
+  );
+  out.push({
+    id: "P4",
+    value: bulk,
+    goal: "one-way 64 KiB messages, Noise over TCP >= 1.0x native TLS",
+    met: bulk === null ? null : bulk >= 1.0,
+  });
+
+  const hs = ratio(
+    medianOf(samples, "lib-noise-tcp", "handshakes"),
+    medianOf(samples, "raw-tls", "handshakes"),
+    (f) => f.value,
+  );
+  out.push({
+    id: "P5",
+    value: hs,
+    goal: "Noise XX handshakes/s >= 1.5x native TLS handshakes/s",
+    met: hs === null ? null : hs >= 1.5,
+  });
+
+  const idle = medianOf(samples, "lib-noise-tcp", "idle");
+  out.push({
+    id: "P6",
+    value: idle === undefined ? null : round(idle.value),
+    goal: `<= 16 KiB resident memory per idle encrypted connection (${connectionCount} open)`,
+    met: idle === undefined ? null : idle.value <= 16,
+    ...(connectionCount < 10_000
+      ? {
+        note: `only ${connectionCount} connections: the file-descriptor hard limit is ${fdLimit}`,
+      }
+      : {}),
+  });
+  const p7 = local.find((t) => t.id === "P7");
+  if (p7 !== undefined) out.push(p7);
+  return out;
+}
+
+async function machine(): Promise<Record<string, unknown>> {
+  let cpu = "unknown";
+  try {
+    const info = await Deno.readTextFile("/proc/cpuinfo");
+    cpu = /model name\s*:\s*(.*)/.exec(info)?.[1] ?? cpu;
+  } catch {
+    // Not Linux.
+  }
+  return {
+    os: `${Deno.build.os} ${Deno.build.arch}`,
+    cpu,
+    cores: navigator.hardwareConcurrency,
+    fdHardLimit: fdLimit,
+  };
+}
+
+function table(results: Result[], found: Target[]): string {
+  const out: string[] = [];
+  out.push("| figure | value | unit | baseline | ratio |");
+  out.push("|---|---:|---|---:|---:|");
+  for (const r of results) {
+    out.push(
+      `| ${r.name} | ${r.value} | ${r.unit} | ${r.baseline ?? ""} | ${
+        r.ratio === null ? "" : `${r.ratio}x`
+      } |`,
+    );
+  }
+  out.push("");
+  out.push("| target | value | goal | met |");
+  out.push("|---|---:|---|---|");
+  for (const t of found) {
+    const met = t.met === null ? "not measured" : t.met ? "yes" : "**no**";
+    out.push(`| ${t.id} | ${t.value ?? ""} | ${t.goal}${t.note ? ` (${t.note})` : ""} | ${met} |`);
+  }
+  return out.join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const bail = () => {
+  for (const child of started) kill(child);
+  Deno.exit(130);
+};
+Deno.addSignalListener("SIGINT", bail);
+Deno.addSignalListener("SIGTERM", bail);
+
+try {
+  const cert = await generateSelfSignedCert({ commonName: "127.0.0.1", altNames: ["127.0.0.1"] });
+  await Deno.writeTextFile(`${tmp}/cert.pem`, cert.certPem);
+  await Deno.writeTextFile(`${tmp}/key.pem`, cert.keyPem, { mode: 0o600 });
+  const began = performance.now();
+  const samples: Samples = new Map();
+  for (let r = 1; r <= rounds; r++) await runRound(samples, r);
+  const local: TargetFigure[] = [];
+  if (only === undefined || only.includes("local")) {
+    log("codec (P1) and compression (P7), in this process");
+    local.push(measureCodec(quick), await measureCompression(quick, tmp));
+  }
+  const results = collect(samples);
+  const found = targets(samples, local);
+  console.log(table(results, found));
+  const elapsed = (performance.now() - began) / 1000;
+  console.log(
+    `\n${rounds} round(s), ${seconds} s per measure, ${elapsed.toFixed(0)} s in all; ` +
+      `medians over rounds.`,
+  );
+  if (jsonPath !== undefined) {
+    const report = {
+      machine: await machine(),
+      deno: Deno.version.deno,
+      v8: Deno.version.v8,
+      rounds,
+      secondsPerMeasure: seconds,
+      results,
+      targets: found,
+    };
+    await Deno.writeTextFile(jsonPath, JSON.stringify(report, null, 2) + "\n");
+    console.log(`wrote ${jsonPath}`);
+  }
+} finally {
+  for (const child of started) kill(child);
+  await Deno.remove(tmp, { recursive: true });
+}

@@ -1,0 +1,224 @@
+/**
+ * A server process of the network benchmark: either a raw baseline (Deno TCP, Unix or native TLS
+ * echo with 4-byte length framing) or this library's daemon (`serve()`), chosen by `--kind`.
+ *
+ * It prints one JSON {@linkcode ReadyLine} on stdout when it listens, then obeys lines on stdin:
+ * `rss` prints `{"rss": bytes, "connections": n}` after a garbage collection (when `--expose-gc`
+ * is on), `stop` shuts down. It also stops when stdin closes or after `--max-seconds`.
+ *
+ * Started by `bench/net/main.ts`; not meant to be run by hand.
+ *
+ * @module
+ */
+
+import {
+  ACK_ONLY,
+  isRaw,
+  lines,
+  MAX_RAW_FRAME,
+  parseArgs,
+  type ReadyLine,
+  type ServerKind,
+  toHex,
+  transportOf,
+  writeAll,
+} from "./common.ts";
+import { Dispatcher, type Message, serve, type Server } from "../../mod.ts";
+
+const args = parseArgs(Deno.args);
+const kind = args.get("kind") as ServerKind;
+const address = args.get("address") ?? "127.0.0.1:0";
+const maxSeconds = Number(args.get("max-seconds") ?? 900);
+const certPath = args.get("cert");
+const keyPath = args.get("key");
+
+const EMPTY = new Uint8Array(0);
+let connections = 0;
+let stop: () => Promise<void>;
+let ready: ReadyLine;
+
+// ---------------------------------------------------------------------------------------------
+// Raw baseline: one reused, adaptive read buffer per connection; every complete frame of a read
+// goes through a per-frame handler (a copy of the payload, as a real handler would produce); the
+// replies of one read are encoded into one buffer and written with one write.
+
+function handler(payload: Uint8Array): Uint8Array {
+  return payload.slice();
+}
+
+async function rawConnection(conn: Deno.Conn): Promise<void> {
+  connections++;
+  if (conn.localAddr.transport === "tcp" && "setNoDelay" in conn) {
+    (conn as Deno.TcpConn).setNoDelay(true);
+  }
+  let buffer = new Uint8Array(4096);
+  let view = new DataView(buffer.buffer);
+  let start = 0;
+  let end = 0;
+  let grow = false;
+  const replies: Uint8Array[] = [];
+  try {
+    for (;;) {
+      if (end === buffer.length || (grow && start === 0)) {
+        // Grow when the last read filled all the space it had (up to 256 KiB) or a frame needs
+        // more room; otherwise move the partial frame to the front.
+        const pending = end - start;
+        const need = pending >= 4 ? 4 + ((view.getUint32(start) & 0x7fffffff) >>> 0) : 0;
+        let size = grow && buffer.length < 256 * 1024 ? buffer.length * 2 : buffer.length;
+        if (need > size) size = need;
+        if (size > MAX_RAW_FRAME + 4) throw new RangeError(`Frame of ${need} bytes is too large`);
+        if (size > buffer.length) {
+          const next = new Uint8Array(size);
+          next.set(buffer.subarray(start, end));
+          buffer = next;
+          view = new DataView(buffer.buffer);
+        } else {
+          buffer.copyWithin(0, start, end);
+        }
+        end = pending;
+        start = 0;
+      }
+      const space = buffer.length - end;
+      const n = await conn.read(buffer.subarray(end));
+      if (n === null) break;
+      grow = n === space;
+      end += n;
+      let replyBytes = 0;
+      while (end - start >= 4) {
+        const word = view.getUint32(start);
+        const length = (word & 0x7fffffff) >>> 0;
+        if (end - start < 4 + length) break;
+        const reply = word & ACK_ONLY
+          ? EMPTY
+          : handler(buffer.subarray(start + 4, start + 4 + length));
+        replies.push(reply);
+        replyBytes += 4 + reply.length;
+        start += 4 + length;
+      }
+      if (start === end) start = end = 0;
+      if (replies.length > 0) {
+        const out = new Uint8Array(replyBytes);
+        const outView = new DataView(out.buffer);
+        let offset = 0;
+        for (const reply of replies) {
+          outView.setUint32(offset, reply.length);
+          out.set(reply, offset + 4);
+          offset += 4 + reply.length;
+        }
+        replies.length = 0;
+        await writeAll(conn, out);
+      }
+    }
+  } catch {
+    // The client went away.
+  } finally {
+    connections--;
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+function startRaw(): void {
+  const transport = transportOf(kind);
+  let listener: Deno.Listener;
+  if (transport === "unix") {
+    listener = Deno.listen({ transport: "unix", path: address });
+  } else {
+    const [hostname, port] = splitHostPort(address);
+    listener = transport === "tls"
+      ? Deno.listenTls({
+        hostname,
+        port,
+        cert: Deno.readTextFileSync(certPath!),
+        key: Deno.readTextFileSync(keyPath!),
+      })
+      : Deno.listen({ hostname, port });
+  }
+  const accepting = (async () => {
+    try {
+      for await (const conn of listener) void rawConnection(conn);
+    } catch {
+      // Listener closed.
+    }
+  })();
+  const addr = listener.addr;
+  ready = {
+    address: addr.transport === "unix"
+      ? addr.path
+      : `${(addr as Deno.NetAddr).hostname}:${(addr as Deno.NetAddr).port}`,
+    pid: Deno.pid,
+  };
+  stop = async () => {
+    listener.close();
+    await accepting;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The library's daemon: a dispatcher with an echo handler ("E": answers with the message, whose
+// payload the decoder already copied) and an ack handler ("A": answers with an empty message).
+
+const ACK: Message = { type: "custom", command: "A", payload: EMPTY };
+
+async function startLibrary(): Promise<void> {
+  const dispatcher = new Dispatcher()
+    .register("E", (message) => message)
+    .register("A", () => ACK);
+  const transport = transportOf(kind);
+  const server: Server = await serve({
+    address,
+    config: {
+      transport: { kind: transport, encryptionEnabled: kind.includes("noise") },
+      server: { maxConnections: 20_000, maxHandshakes: 1024 },
+      logging: { logLevel: "error" },
+    },
+    ...(transport === "tls" ? { tls: { cert: { path: certPath! }, key: { path: keyPath! } } } : {}),
+  }, dispatcher);
+  const addr = server.addr;
+  ready = {
+    address: addr.transport === "unix"
+      ? addr.path
+      : `${(addr as Deno.NetAddr).hostname}:${(addr as Deno.NetAddr).port}`,
+    pid: Deno.pid,
+    ...(server.publicKey === undefined ? {} : { publicKey: toHex(server.publicKey) }),
+  };
+  stop = () => server.shutdown(2000);
+  Object.defineProperty(globalThis, "benchConnections", {
+    get: () => server.connections.size,
+  });
+}
+
+function splitHostPort(value: string): [string, number] {
+  const index = value.lastIndexOf(":");
+  return [value.slice(0, index).replace(/^\[|\]$/g, ""), Number(value.slice(index + 1))];
+}
+
+function connectionCount(): number {
+  if (isRaw(kind)) return connections;
+  return (globalThis as unknown as { benchConnections: number }).benchConnections;
+}
+
+if (isRaw(kind)) startRaw();
+else await startLibrary();
+
+const deadline = setTimeout(() => {
+  console.error(`server ${kind}: ran for ${maxSeconds} s, stopping`);
+  Deno.exit(3);
+}, maxSeconds * 1000);
+console.log(JSON.stringify(ready!));
+
+for await (const line of lines(Deno.stdin.readable)) {
+  if (line === "rss") {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    for (let i = 0; i < 3; i++) gc?.();
+    console.log(JSON.stringify({ rss: Deno.memoryUsage().rss, connections: connectionCount() }));
+  } else if (line === "stop") {
+    break;
+  }
+}
+clearTimeout(deadline);
+await stop!();
+Deno.exit(0);
