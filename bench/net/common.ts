@@ -42,6 +42,10 @@ export interface Figure {
   p99?: number;
   /** How many operations the value is based on. */
   count: number;
+  /** Operations over the whole run, warm-up included (handshakes). */
+  total?: number;
+  /** Operations per second of the server process's CPU time (handshakes). */
+  perCpuSecond?: number;
 }
 
 /** The ready line a server prints on stdout. */

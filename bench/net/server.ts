@@ -4,7 +4,8 @@
  *
  * It prints one JSON {@linkcode ReadyLine} on stdout when it listens, then obeys lines on stdin:
  * `rss` prints `{"rss": bytes, "connections": n}` after a garbage collection (when `--expose-gc`
- * is on), `stop` shuts down. It also stops when stdin closes or after `--max-seconds`.
+ * is on), `cpu` prints `{"cpuMs": n}` (user and system time of all its threads so far), `stop`
+ * shuts down. It also stops when stdin closes or after `--max-seconds`.
  *
  * Started by `bench/net/main.ts`; not meant to be run by hand.
  *
@@ -23,6 +24,7 @@ import {
   transportOf,
   writeAll,
 } from "./common.ts";
+import process from "node:process";
 import { Dispatcher, type Message, serve, type Server } from "../../mod.ts";
 
 const args = parseArgs(Deno.args);
@@ -214,7 +216,10 @@ for await (const line of lines(Deno.stdin.readable)) {
   if (line === "rss") {
     const gc = (globalThis as { gc?: () => void }).gc;
     for (let i = 0; i < 3; i++) gc?.();
-    console.log(JSON.stringify({ rss: Deno.memoryUsage().rss, connections: connectionCount() }));
+    console.log(JSON.stringify({ ...Deno.memoryUsage(), connections: connectionCount() }));
+  } else if (line === "cpu") {
+    const { user, system } = process.cpuUsage();
+    console.log(JSON.stringify({ cpuMs: (user + system) / 1000 }));
   } else if (line === "stop") {
     break;
   }
