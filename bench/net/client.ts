@@ -200,7 +200,7 @@ async function runRaw(measure: Measure): Promise<Figure> {
 
 const clientKey: KeyPair = generateKeyPair();
 
-function libraryOptions(pattern?: "XX"): ConnectOptions {
+function libraryOptions(): ConnectOptions {
   return {
     address,
     config: {
@@ -208,11 +208,7 @@ function libraryOptions(pattern?: "XX"): ConnectOptions {
       client: { autoReconnect: false },
       logging: { logLevel: "error" },
     },
-    ...(publicKey === undefined ? {} : {
-      security: pattern === undefined
-        ? { serverKeys: [publicKey] }
-        : { pattern, serverKeys: [publicKey], staticKey: clientKey },
-    }),
+    ...(publicKey === undefined ? {} : { security: { serverKeys: [publicKey] } }),
     ...(transport === "tls" ? { tls: { caCerts: [certPem!] } } : {}),
   };
 }
@@ -371,19 +367,27 @@ async function tlsHandshake(): Promise<void> {
   conn.close();
 }
 
+/** An open Noise session made with the library's client handshake over a plain socket. */
+interface LeanSession {
+  conn: Deno.Conn;
+  close(): Promise<void>;
+}
+
 /**
- * One full Noise XX handshake with the library's client handshake over a plain socket, then an
- * authenticated CLOSE. The lean client keeps the load generator's own cost down, so the figure
- * is the server's capacity rather than the client's (`connect()` adds configuration and
- * reconnection machinery that a load generator does not need).
+ * Runs the library's client handshake (`XX` with a static key, or `NK`) over a plain socket.
+ * The lean client keeps the load generator's own cost down, so the figures are the server's
+ * rather than the client's (`connect()` adds configuration and reconnection machinery that a
+ * load generator does not need).
  */
-async function noiseHandshake(): Promise<void> {
+async function noiseSession(pattern: "XX" | "NK"): Promise<LeanSession> {
   const index = address.lastIndexOf(":");
   const conn = await Deno.connect({
     hostname: address.slice(0, index),
     port: Number(address.slice(index + 1)),
   });
   conn.setNoDelay(true);
+  const write = (payloads: Uint8Array[]) =>
+    writeAll(conn, encodePackets(payloads.map((payload) => ({ version: 2, payload }))));
   try {
     const decoder = new PacketDecoder();
     const queue: Packet[] = [];
@@ -397,19 +401,34 @@ async function noiseHandshake(): Promise<void> {
         }
         return queue.shift()!;
       },
-      writePackets: (payloads) =>
-        writeAll(conn, encodePackets(payloads.map((payload) => ({ version: 2, payload })))),
+      writePackets: write,
     };
-    const result = await clientHandshake(io, {
-      pattern: "XX",
-      serverKeys: [publicKey!],
-      staticKey: clientKey,
-    });
-    const close = result.channel!.sealClose(0, "bye");
-    await writeAll(conn, encodePackets(close.map((payload) => ({ version: 2, payload }))));
-  } finally {
+    const { channel } = await clientHandshake(
+      io,
+      pattern === "XX"
+        ? { pattern, serverKeys: [publicKey!], staticKey: clientKey }
+        : { pattern, serverKeys: [publicKey!] },
+    );
+    return {
+      conn,
+      async close() {
+        try {
+          await write(channel!.sealClose(0, "bye"));
+        } finally {
+          conn.close();
+        }
+      },
+    };
+  } catch (error) {
     conn.close();
+    throw error;
   }
+}
+
+/** One full Noise XX handshake, then an authenticated CLOSE. */
+async function noiseHandshake(): Promise<void> {
+  const session = await noiseSession("XX");
+  await session.close();
 }
 
 async function handshakes(): Promise<Figure> {
@@ -448,7 +467,7 @@ async function idle(): Promise<void> {
       if (isRaw(kind)) {
         open.push(await rawConnect());
       } else {
-        open.push(await connect(libraryOptions()));
+        open.push(await noiseSession("NK"));
       }
     }
   };
