@@ -398,6 +398,94 @@ Deno.test("replies to un-numbered messages keep their order with async handlers"
   for (const expected of sent) assert.deepEqual(await client.receive(), expected);
 });
 
+Deno.test("receiveBatch hands over queued replies in order; a cancelled receive loses none", async () => {
+  await using server = await serve({
+    address: LOOPBACK,
+    config: { transport: { encryptionEnabled: false } },
+  }, testDispatcher());
+  await using client = await connect({
+    address: `127.0.0.1:${portOf(server.addr)}`,
+    config: { transport: { encryptionEnabled: false } },
+  });
+  // A receive that is cancelled before anything arrives must not swallow the next message.
+  const controller = new AbortController();
+  const cancelled = client.receive(controller.signal);
+  controller.abort();
+  await assert.rejects(cancelled, (e) => e instanceof ProtocolError && e.code === "Cancelled");
+
+  const sent: Message[] = [];
+  for (let i = 0; i < 3000; i++) {
+    const message: Message = { type: "echo", text: `m${i}` };
+    sent.push(message);
+    client.send(message);
+  }
+  const received: Message[] = [];
+  let batches = 0;
+  while (received.length < sent.length) {
+    const batch = await client.receiveBatch();
+    assert.ok(batch !== null && batch.length > 0 && batch.length <= 1024);
+    received.push(...batch);
+    batches++;
+  }
+  assert.deepEqual(received, sent);
+  assert.ok(batches < sent.length / 4, `${batches} batches for ${sent.length} messages`);
+
+  // Mixed with receive(): order is kept across both forms.
+  for (let i = 0; i < 10; i++) client.send({ type: "echo", text: `n${i}` });
+  const first = await client.receive();
+  assert.deepEqual(first, { type: "echo", text: "n0" });
+  const rest: Message[] = [];
+  while (rest.length < 9) rest.push(...(await client.receiveBatch())!);
+  assert.deepEqual(rest.map((m) => m.type === "echo" ? m.text : ""), [
+    "n1",
+    "n2",
+    "n3",
+    "n4",
+    "n5",
+    "n6",
+    "n7",
+    "n8",
+    "n9",
+  ]);
+  const connection = client.connection!;
+  await client.close();
+  assert.equal(await connection.receiveBatch(), null);
+});
+
+Deno.test("a handler that reads its signal late still sees a cancel", async () => {
+  const dispatcher = testDispatcher();
+  const seen: boolean[] = [];
+  dispatcher.register("LATE", async (_message, ctx) => {
+    await new Promise((r) => setTimeout(r, 60));
+    seen.push(ctx.signal.aborted);
+    return { type: "pong" };
+  });
+  await using server = await serve({
+    address: LOOPBACK,
+    config: { transport: { encryptionEnabled: false } },
+  }, dispatcher);
+  await using client = await connect({
+    address: `127.0.0.1:${portOf(server.addr)}`,
+    config: { transport: { encryptionEnabled: false } },
+  });
+  const controller = new AbortController();
+  const pending = client.request(
+    { type: "custom", command: "LATE", payload: new Uint8Array() },
+    { signal: controller.signal },
+  );
+  await new Promise((r) => setTimeout(r, 20));
+  controller.abort();
+  await assert.rejects(pending, (e) => e instanceof ProtocolError && e.code === "Cancelled");
+  await waitFor(() => seen.length === 1, 1000, "the handler to finish");
+  assert.deepEqual(seen, [true]);
+  // A request left alone is not aborted.
+  assert.deepEqual(
+    await client.request({ type: "custom", command: "LATE", payload: new Uint8Array() }),
+    { type: "pong" },
+  );
+  assert.deepEqual(seen, [true, false]);
+});
+
 Deno.test("numbered requests complete in any order and cancel aborts the handler", async () => {
   await using server = await serve({
     address: LOOPBACK,

@@ -396,6 +396,47 @@ export function encodeBatch(
   return out;
 }
 
+/**
+ * Returns the size of an uncompressed batch entry whose body (one encoded message) is `size`
+ * bytes: the flags byte, the LEB128 length and the body.
+ *
+ * @param size The encoded message size, from {@linkcode encodedMessageSize}.
+ * @returns The entry size in bytes.
+ */
+export function batchEntrySize(size: number): number {
+  return 1 + varintSize(size) + size;
+}
+
+/**
+ * Writes `messages[start, end)` as uncompressed batch entries into `out` at `offset`, with the
+ * sizes the caller already computed (and validated) with {@linkcode encodedMessageSize}: the
+ * connection's write path sizes each message once, when it is queued, and encodes a whole
+ * flush into one buffer without intermediate copies.
+ *
+ * @param out The buffer; it must have room for every entry.
+ * @param offset Where the first entry starts.
+ * @param messages The messages.
+ * @param sizes `sizes[i]` is the encoded size of `messages[i]`.
+ * @param start The first message to write.
+ * @param end One past the last message to write.
+ * @returns The offset just past the last entry.
+ */
+export function writeBatchEntries(
+  out: Uint8Array,
+  offset: number,
+  messages: readonly Message[],
+  sizes: readonly number[],
+  start: number,
+  end: number,
+): number {
+  for (let i = start; i < end; i++) {
+    out[offset++] = 0;
+    offset = writeVarint(out, offset, sizes[i]!);
+    offset = writeMessage(out, offset, messages[i]!);
+  }
+  return offset;
+}
+
 function encodeCompressedBatch(
   messages: readonly Message[],
   compressor: BodyCompressor,
@@ -449,7 +490,8 @@ export function decodeBatch(bytes: Uint8Array, options?: DecodeBatchOptions): Me
   const decompressor = options?.decompressor;
   const out: Message[] = [];
   const reader = new Reader(bytes, 0, bytes.length);
-  while (reader.offset < reader.end) {
+  const total = bytes.length;
+  while (reader.offset < total) {
     if (out.length >= maxMessages) {
       throw new ProtocolError(
         "LimitExceeded",
@@ -467,9 +509,12 @@ export function decodeBatch(bytes: Uint8Array, options?: DecodeBatchOptions): Me
     const start = reader.take(length);
     const id = flags & COMPRESSION_FLAG_MASK;
     if (id === 0) {
-      const body = new Reader(bytes, start, start + length);
-      out.push(readMessage(body, false));
-      body.expectEnd();
+      // The same reader, bounded to the entry: no allocation per message.
+      reader.offset = start;
+      reader.end = start + length;
+      out.push(readMessage(reader, false));
+      reader.expectEnd();
+      reader.end = total;
       continue;
     }
     if (decompressor === undefined) {
@@ -679,7 +724,7 @@ function writeString(out: Uint8Array, offset: number, text: string): number {
 // Reader
 
 class Reader {
-  constructor(readonly bytes: Uint8Array, public offset: number, readonly end: number) {}
+  constructor(readonly bytes: Uint8Array, public offset: number, public end: number) {}
 
   byte(): number {
     if (this.offset >= this.end) throw truncated();

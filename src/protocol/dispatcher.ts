@@ -36,6 +36,13 @@ export type Handler = (message: Message, context: HandlerContext) => Message | P
 const NEVER_ABORTED: AbortSignal = new AbortController().signal;
 
 /**
+ * A property key that marks a complete {@linkcode HandlerContext} built for a single message
+ * (by a connection): the dispatcher hands such a context to the handler as is, instead of
+ * copying it, and may set its `requestId` and `deadline`. Not part of the public API.
+ */
+export const OWNED_CONTEXT: unique symbol = Symbol("npro.ownedContext");
+
+/**
  * Routes messages to handlers by opcode (see `opcodeOf`). Numbered requests are routed by the
  * opcode of the message they carry and answered with a numbered response or error.
  *
@@ -174,29 +181,35 @@ export class Dispatcher {
     const ctx = toHandlerContext(context);
     ctx.requestId = id;
     if (request.deadline !== undefined) ctx.deadline = request.deadline;
-    const failed = (): Message => ({
-      type: "error",
-      id,
-      code: ErrorCodes.HandlerFailed,
-      text: `Handler for opcode "${opcode}" failed`,
-    });
     let reply: Message | Promise<Message>;
     try {
       reply = handler(request.message, ctx);
     } catch {
-      return failed();
+      return handlerFailed(id, opcode);
     }
     if (reply instanceof Promise) {
       return reply.then(
-        (value) => wrapResponse(id, value, failed),
-        failed,
+        (value) => wrapResponse(id, value, opcode),
+        () => handlerFailed(id, opcode),
       );
     }
-    return wrapResponse(id, reply, failed);
+    return wrapResponse(id, reply, opcode);
   }
 }
 
+function handlerFailed(id: number, opcode: string): Message {
+  return {
+    type: "error",
+    id,
+    code: ErrorCodes.HandlerFailed,
+    text: `Handler for opcode "${opcode}" failed`,
+  };
+}
+
 function toHandlerContext(context?: DispatchContext): HandlerContext {
+  if (context !== undefined && (context as { [OWNED_CONTEXT]?: true })[OWNED_CONTEXT] === true) {
+    return context as HandlerContext;
+  }
   const ctx: HandlerContext = { signal: context?.signal ?? NEVER_ABORTED };
   if (context?.remoteStaticKey !== undefined) ctx.remoteStaticKey = context.remoteStaticKey;
   if (context?.remoteAddr !== undefined) ctx.remoteAddr = context.remoteAddr;
@@ -217,8 +230,10 @@ function checkReply(reply: Message): Message {
   return reply;
 }
 
-function wrapResponse(id: number, reply: Message, failed: () => Message): Message {
-  if (reply === null || typeof reply !== "object" || isNumbered(reply)) return failed();
+function wrapResponse(id: number, reply: Message, opcode: string): Message {
+  if (reply === null || typeof reply !== "object" || isNumbered(reply)) {
+    return handlerFailed(id, opcode);
+  }
   return { type: "response", id, message: reply };
 }
 

@@ -307,6 +307,56 @@ export class SecureChannel {
     const inner = new Uint8Array(body.length + 1);
     inner.set(body);
     inner[body.length] = RecordType.Data;
+    return this.#sealInner(inner, out);
+  }
+
+  /**
+   * Seals a DATA record like {@linkcode SecureChannel.sealData}, from an inner buffer that the
+   * caller already built: the body followed by one spare byte, which this method sets to the
+   * DATA type. It saves the copy of the body; the channel takes `inner` over (do not reuse it).
+   *
+   * @example Seal a body written in place
+   * ```ts
+   * import { CipherState } from "@npro/network-protocol/noise";
+   * import { SecureChannel } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * const k1 = new Uint8Array(32).fill(1);
+   * const k2 = new Uint8Array(32).fill(2);
+   * const alice = new SecureChannel({ send: new CipherState(k1), receive: new CipherState(k2) });
+   * const bob = new SecureChannel({ send: new CipherState(k2), receive: new CipherState(k1) });
+   *
+   * const inner = new Uint8Array(3 + 1);
+   * inner.set([1, 2, 3]);
+   * const [record] = alice.sealDataInner(inner);
+   * const opened = bob.open(record!);
+   * assert.equal(opened.type, "data");
+   * if (opened.type === "data") assert.deepEqual([...opened.body], [1, 2, 3]);
+   * ```
+   *
+   * @param inner The body and one spare byte at the end (`inner.length >= 1`).
+   * @param out The array that receives the record(s); a new one by default.
+   * @returns `out`.
+   * @throws {RangeError} When `inner` is empty.
+   * @throws {ProtocolError} As {@linkcode SecureChannel.sealData}.
+   */
+  sealDataInner(inner: Uint8Array, out: Uint8Array[] = []): Uint8Array[] {
+    this.#checkSend();
+    if (inner.length < 1) {
+      throw new RangeError("Cannot seal a DATA record: the inner buffer has no spare type byte");
+    }
+    const bodyLength = inner.length - 1;
+    if (bodyLength > this.#maxBody) {
+      throw new ProtocolError(
+        "LimitExceeded",
+        `Record body of "${bodyLength}" bytes exceeds the limit "${this.#maxBody}"`,
+      );
+    }
+    inner[bodyLength] = RecordType.Data;
+    return this.#sealInner(inner, out);
+  }
+
+  #sealInner(inner: Uint8Array, out: Uint8Array[]): Uint8Array[] {
     const rekey = this.#rekeyDue();
     this.#checkNonceRoom(rekey ? 2 : 1);
     if (rekey) this.#pushKeyUpdate(out);

@@ -88,6 +88,14 @@ export interface Client extends AsyncDisposable {
    */
   receive(signal?: AbortSignal): Promise<Message | null>;
   /**
+   * Receives every message waiting at once (see `Connection.receiveBatch`): one promise per
+   * batch instead of one per message, for streams of many messages.
+   *
+   * @param signal Stops waiting.
+   * @returns One or more messages in order, or `null` once the client is closed.
+   */
+  receiveBatch(signal?: AbortSignal): Promise<Message[] | null>;
+  /**
    * Stops new requests, waits for those in flight to finish, then closes.
    *
    * @param timeoutMs The time limit (default `client.response_timeout`).
@@ -414,13 +422,15 @@ class ReconnectingClient implements Client {
     });
   }
 
-  async request(message: Message, options?: RequestOptions): Promise<Message> {
+  request(message: Message, options?: RequestOptions): Promise<Message> {
     const connection = this.#connection;
     if (connection !== undefined && !connection.isClosed && !this.#draining) {
-      return await connection.request(message, options);
+      // The connection's promise itself: no async wrapper per request (a hot path).
+      return connection.request(message, options);
     }
-    const current = await this.#current(options?.signal, options?.timeoutMs);
-    return await current.request(message, options);
+    return this.#current(options?.signal, options?.timeoutMs).then((current) =>
+      current.request(message, options)
+    );
   }
 
   send(message: Message): void {
@@ -439,6 +449,16 @@ class ReconnectingClient implements Client {
       if (connection === undefined) return null;
       const message = await connection.receive(signal);
       if (message !== null) return message;
+    }
+  }
+
+  async receiveBatch(signal?: AbortSignal): Promise<Message[] | null> {
+    for (;;) {
+      if (this.#closed) return null;
+      const connection = this.#connection ?? await this.#current(signal).catch(() => undefined);
+      if (connection === undefined) return null;
+      const batch = await connection.receiveBatch(signal);
+      if (batch !== null) return batch;
     }
   }
 

@@ -11,6 +11,7 @@
  */
 
 import {
+  batchEntrySize,
   type BodyCompressor,
   type BodyDecompressor,
   decodeBatch,
@@ -18,11 +19,12 @@ import {
   encodedMessageSize,
   ErrorCodes,
   type Message,
+  writeBatchEntries,
 } from "../core/message.ts";
 import { encodePackets, HEADER_SIZE, MAX_PAYLOAD_SIZE, type Packet } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
-import type { Dispatcher, HandlerContext } from "../protocol/dispatcher.ts";
+import { type Dispatcher, type HandlerContext, OWNED_CONTEXT } from "../protocol/dispatcher.ts";
 import type { SecureChannel } from "../secure/channel.ts";
 import type { FrameReader } from "./frame_reader.ts";
 
@@ -137,9 +139,61 @@ interface PendingRequest {
   onAbort: (() => void) | undefined;
 }
 
-interface InFlight {
-  controller: AbortController;
-  deadline: number;
+// Set by ConnectionContext's static block: they reach its private state without exposing it
+// to handlers.
+let abortContext: (ctx: ConnectionContext, reason: unknown) => void;
+let abortReason: (ctx: ConnectionContext) => { reason: unknown } | undefined;
+
+/**
+ * The context of one message handled for the peer. The dispatcher uses it as is (no copy). For
+ * a numbered request its `signal` is created only when the handler reads it: most handlers
+ * never do, and an `AbortController` per request is one of the larger per-message costs.
+ */
+class ConnectionContext implements HandlerContext {
+  declare requestId?: number;
+  declare deadline?: number;
+  declare remoteStaticKey?: Uint8Array;
+  declare remoteAddr?: Deno.Addr;
+  #controller: AbortController | undefined = undefined;
+  #reason: unknown = undefined;
+  #aborted = false;
+  #cancellable: boolean;
+  /** When the handler's answer is no longer wanted (performance.now() time; async handlers). */
+  expiresAt = Infinity;
+
+  constructor(
+    remoteAddr: Deno.Addr | undefined,
+    remoteStaticKey: Uint8Array | undefined,
+    cancellable: boolean,
+  ) {
+    if (remoteAddr !== undefined) this.remoteAddr = remoteAddr;
+    if (remoteStaticKey !== undefined) this.remoteStaticKey = remoteStaticKey;
+    this.#cancellable = cancellable;
+  }
+
+  get [OWNED_CONTEXT](): true {
+    return true;
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#cancellable) return NEVER_ABORTED;
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#aborted) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  static {
+    abortReason = (ctx: ConnectionContext): { reason: unknown } | undefined =>
+      ctx.#aborted ? { reason: ctx.#reason } : undefined;
+    abortContext = (ctx: ConnectionContext, reason: unknown): void => {
+      if (ctx.#aborted) return;
+      ctx.#aborted = true;
+      ctx.#reason = reason;
+      ctx.#controller?.abort(reason);
+    };
+  }
 }
 
 interface ReplySlot {
@@ -150,6 +204,8 @@ interface ReplySlot {
 let nextConnectionId = 1;
 const EMPTY_QUEUE: Message[] = [];
 const RECORD_TARGET = 256 * 1024;
+/** A record is this much longer than its batch: the type byte and the 16-byte tag. */
+const RECORD_OVERHEAD = 17;
 
 /**
  * One side of an established session. Created by the daemon for each accepted client and by the
@@ -193,9 +249,15 @@ export class Connection implements AsyncDisposable {
   readonly #compressor: BodyCompressor | undefined;
   readonly #decompressor: BodyDecompressor | undefined;
   readonly #channel: SecureChannel | null;
+  readonly #remoteAddr: Deno.Addr | undefined;
 
   // Outbound.
   #outbox: Message[] = [];
+  /** `#outboxSizes[i]` is the encoded size of `#outbox[i]`, computed once when it was queued. */
+  #outboxSizes: number[] = [];
+  /** The exact size of the batch entries of the outbox. */
+  #outboxEntryBytes = 0;
+  /** What the outbox counts against `maxOutboundBytes` (8 bytes of overhead per message). */
   #outboxBytes = 0;
   #writingBytes = 0;
   #flushScheduled = false;
@@ -206,7 +268,7 @@ export class Connection implements AsyncDisposable {
   // Inbound.
   #pending: Message[] = EMPTY_QUEUE;
   #pendingIndex = 0;
-  #inflight = new Map<number, InFlight>();
+  #inflight = new Map<number, ConnectionContext>();
   #inflightCount = 0;
   #slots: ReplySlot[] = [];
   #slotHead = 0;
@@ -217,12 +279,19 @@ export class Connection implements AsyncDisposable {
   // Requests we sent.
   #requests = new Map<number, PendingRequest>();
   #nextRequestId = 1;
+  /** Ids of requests with the default timeout, in deadline order, from `#fifoHead` on. */
   #fifo: number[] = [];
+  #fifoHead = 0;
   #fifoTimer: ReturnType<typeof setTimeout> | undefined;
 
   // Liveness.
   #lastReceived = performance.now();
   #lastActivity = performance.now();
+  /** An application message came or went since the last watchdog tick (cheaper than a clock). */
+  #active = false;
+  /** performance.now() cached for the rest of the current turn (see #coarseNow). */
+  #turnNow = -1;
+  #turnUses = 0;
   #pingSentAt = 0;
   #missedPings = 0;
   #rtt: number | undefined;
@@ -259,6 +328,7 @@ export class Connection implements AsyncDisposable {
     this.#role = options.role;
     this.#dispatcher = options.dispatcher;
     this.#channel = session.channel;
+    this.#remoteAddr = remoteAddrOf(conn);
     this.#maxPayload = options.maxPayloadSize ?? MAX_PAYLOAD_SIZE;
     this.#backpressureLimit = positive("backpressureLimit", options.backpressureLimit, 32);
     this.#maxOutbound = positive("maxOutboundBytes", options.maxOutboundBytes, 8 * 1024 * 1024);
@@ -381,24 +451,48 @@ export class Connection implements AsyncDisposable {
    * @throws {ProtocolError} `Timeout`, `Cancelled`, `ConnectionClosed` (the connection closed
    * before the answer: the request is never resent), `LimitExceeded`.
    */
-  async request(message: Message, options?: RequestOptions): Promise<Message> {
-    if (this.#closing || this.#closed) throw this.#closedError();
-    const signal = options?.signal;
-    if (signal?.aborted) {
-      throw new ProtocolError("Cancelled", "Request was cancelled before it was sent", {
-        cause: signal.reason,
-      });
+  request(message: Message, options?: RequestOptions): Promise<Message> {
+    // Not an async function: one promise per request, not three (a hot path).
+    try {
+      if (this.#closing || this.#closed) throw this.#closedError();
+      const signal = options?.signal;
+      if (signal?.aborted) {
+        throw new ProtocolError("Cancelled", "Request was cancelled before it was sent", {
+          cause: signal.reason,
+        });
+      }
+      const timeoutMs = options?.timeoutMs ?? this.#responseMs;
+      if (!(timeoutMs > 0)) {
+        throw new RangeError(`Cannot use request timeout "${timeoutMs}": it must be positive`);
+      }
+      if (this.#outboxBytes + this.#writingBytes > this.#maxOutbound) {
+        // Backpressure: wait (within the request's own time limit) until the peer reads.
+        return this.#waitForOutbound(timeoutMs, signal).then(() =>
+          this.#request(message, timeoutMs, signal)
+        );
+      }
+      return this.#request(message, timeoutMs, signal);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    const timeoutMs = options?.timeoutMs ?? this.#responseMs;
-    if (!(timeoutMs > 0)) {
-      throw new RangeError(`Cannot use request timeout "${timeoutMs}": it must be positive`);
-    }
-    if (this.#outboxBytes + this.#writingBytes > this.#maxOutbound) {
-      // Backpressure: wait (within the request's own time limit) until the peer reads.
-      await this.#waitForOutbound(timeoutMs, signal);
-    }
-    return await this.#request(message, timeoutMs, signal);
   }
+
+  /**
+   * performance.now(), read at most once per 256 calls and never reused after the current
+   * microtask queue drains: stale by at most the time 256 requests take to create. Reading the
+   * clock is an op call in Deno, a visible cost per request.
+   */
+  #coarseNow(): number {
+    if (this.#turnNow >= 0 && ++this.#turnUses < 256) return this.#turnNow;
+    if (this.#turnNow < 0) queueMicrotask(this.#resetTurnNow);
+    this.#turnUses = 0;
+    this.#turnNow = performance.now();
+    return this.#turnNow;
+  }
+
+  readonly #resetTurnNow = (): void => {
+    this.#turnNow = -1;
+  };
 
   async #waitForOutbound(timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
     const deadline = performance.now() + timeoutMs;
@@ -424,13 +518,14 @@ export class Connection implements AsyncDisposable {
     timeoutMs: number,
     signal: AbortSignal | undefined,
   ): Promise<Message> {
+    if (this.#closing || this.#closed) return Promise.reject(this.#closedError());
     const id = this.#nextRequestId++;
     const request: Message = { type: "request", id, deadline: Math.ceil(timeoutMs), message };
     return new Promise<Message>((resolve, reject) => {
       const pending: PendingRequest = {
         resolve,
         reject,
-        deadline: performance.now() + timeoutMs,
+        deadline: this.#coarseNow() + timeoutMs,
         timer: undefined,
         signal,
         onAbort: undefined,
@@ -476,11 +571,123 @@ export class Connection implements AsyncDisposable {
       return Promise.resolve(message);
     }
     if (this.#closed || this.#closing) return Promise.resolve(null);
-    return withSignal(
-      new Promise<Message | null>((resolve) => this.#receiveWaiters.push(resolve)),
-      signal,
-      "Receive",
-    );
+    return this.#waitForMessage(signal, (message, resolve) => resolve(message));
+  }
+
+  /**
+   * Receives every message waiting in the receive queue at once: the batch form of
+   * {@linkcode Connection.receive}, with one promise per batch instead of one per message (all
+   * the messages of one read arrive together). The batch holds at most the receive queue's
+   * limit (`maxReceiveQueue`) of messages, in order; taking it lets reading resume.
+   *
+   * @example Receive the replies to many messages in batches
+   * ```ts
+   * import { connect, Dispatcher, type Message, serve } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * const dispatcher = new Dispatcher().register("ECHO_BYTES", (message) => message);
+   * await using server = await serve({ address: "127.0.0.1:0" }, dispatcher);
+   * const { port } = server.addr as Deno.NetAddr;
+   * await using client = await connect({
+   *   address: `127.0.0.1:${port}`,
+   *   security: { serverKeys: [server.publicKey!] },
+   * });
+   * const connection = client.connection!;
+   * for (let i = 0; i < 100; i++) {
+   *   connection.send({ type: "custom", command: "ECHO_BYTES", payload: new Uint8Array([i]) });
+   * }
+   * const received: Message[] = [];
+   * while (received.length < 100) received.push(...(await connection.receiveBatch())!);
+   * assert.deepEqual(
+   *   received.map((m) => m.type === "custom" ? m.payload[0] : -1),
+   *   [...Array(100).keys()],
+   * );
+   * ```
+   *
+   * @param signal Stops waiting (rejects with `Cancelled`).
+   * @returns One or more messages, or `null` once the connection is closed and nothing is left.
+   */
+  receiveBatch(signal?: AbortSignal): Promise<Message[] | null> {
+    if (this.#receiveQueue.length > 0) return Promise.resolve(this.#takeReceiveQueue());
+    if (this.#closed || this.#closing) return Promise.resolve(null);
+    return this.#waitForMessage<Message[]>(signal, (message, resolve, rewait) => {
+      // The first message wakes the waiter; the rest of the same read is handled
+      // synchronously before this microtask runs, so the batch holds all of them.
+      this.#receiveQueue.push(message);
+      queueMicrotask(() => {
+        if (this.#receiveQueue.length > 0) resolve(this.#takeReceiveQueue());
+        else rewait(); // Taken by a concurrent receive() in between: wait again.
+      });
+    });
+  }
+
+  #takeReceiveQueue(): Message[] {
+    const batch = this.#receiveQueue;
+    this.#receiveQueue = [];
+    this.#wakeReader();
+    return batch;
+  }
+
+  /**
+   * Waits in line for the next delivered message. `onMessage` settles the wait (it may queue
+   * the message instead and re-wait); the end of the connection resolves `null`; an abort
+   * rejects with `Cancelled` and leaves the line, so no message is delivered to a caller that
+   * stopped waiting.
+   */
+  #waitForMessage<T>(
+    signal: AbortSignal | undefined,
+    onMessage: (
+      message: Message,
+      resolve: (value: T | null) => void,
+      rewait: () => void,
+    ) => void,
+  ): Promise<T | null> {
+    if (signal?.aborted) {
+      return Promise.reject(
+        new ProtocolError("Cancelled", "Receive was cancelled", { cause: signal.reason }),
+      );
+    }
+    return new Promise<T | null>((resolve, reject) => {
+      let settled = false;
+      const onAbort = () => {
+        if (settled) return;
+        settled = true;
+        const i = this.#receiveWaiters.indexOf(waiter);
+        if (i >= 0) this.#receiveWaiters.splice(i, 1);
+        reject(new ProtocolError("Cancelled", "Receive was cancelled", { cause: signal?.reason }));
+      };
+      const finish = (value: T | null) => {
+        if (settled) return;
+        settled = true;
+        signal?.removeEventListener("abort", onAbort);
+        resolve(value);
+      };
+      const rewait = () => {
+        if (settled) return;
+        if (this.#closed || this.#closing) finish(null);
+        else this.#receiveWaiters.push(waiter);
+      };
+      const waiter = (message: Message | null) => {
+        if (message === null) {
+          // Closed: a batch waiter may still have queued messages to hand over.
+          if (this.#receiveQueue.length > 0) onMessageQueued();
+          else finish(null);
+          return;
+        }
+        if (settled) {
+          // Aborted after being picked: keep the message for the next caller.
+          this.#receiveQueue.unshift(message);
+          return;
+        }
+        onMessage(message, finish, rewait);
+      };
+      const onMessageQueued = () => {
+        const message = this.#receiveQueue.shift()!;
+        onMessage(message, finish, rewait);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#receiveWaiters.push(waiter);
+    });
   }
 
   /** Iterates over received messages until the connection closes. */
@@ -658,7 +865,7 @@ export class Connection implements AsyncDisposable {
         return;
       case "response":
       case "error": {
-        this.#lastActivity = performance.now();
+        this.#active = true;
         const pending = this.#requests.get(message.id);
         if (pending === undefined) return; // Late answer to a cancelled or timed-out request.
         this.#settleRequest(message.id);
@@ -668,20 +875,23 @@ export class Connection implements AsyncDisposable {
       }
       case "cancel": {
         const inflight = this.#inflight.get(message.id);
-        inflight?.controller.abort(
-          new ProtocolError("Cancelled", `Peer cancelled request ${message.id}`),
-        );
+        if (inflight !== undefined) {
+          abortContext(
+            inflight,
+            new ProtocolError("Cancelled", `Peer cancelled request ${message.id}`),
+          );
+        }
         return;
       }
       case "disconnect":
         this.#onPeerClose();
         return;
       case "request":
-        this.#lastActivity = performance.now();
+        this.#active = true;
         this.#handleRequest(message);
         return;
     }
-    this.#lastActivity = performance.now();
+    this.#active = true;
     if (this.#dispatcher === undefined) {
       this.#deliver(message);
       return;
@@ -693,14 +903,6 @@ export class Connection implements AsyncDisposable {
     const waiter = this.#receiveWaiters.shift();
     if (waiter !== undefined) waiter(message);
     else this.#receiveQueue.push(message);
-  }
-
-  #context(signal: AbortSignal): HandlerContext {
-    const ctx: HandlerContext = { signal, remoteAddr: this.#conn.remoteAddr };
-    if (this.session.remoteStaticKey !== undefined) {
-      ctx.remoteStaticKey = this.session.remoteStaticKey;
-    }
-    return ctx;
   }
 
   #handleRequest(message: Extract<Message, { type: "request" }>): void {
@@ -718,25 +920,22 @@ export class Connection implements AsyncDisposable {
       }
       return;
     }
-    const controller = new AbortController();
-    const ctx = this.#context(controller.signal);
+    const ctx = new ConnectionContext(this.#remoteAddr, this.session.remoteStaticKey, true);
     const reply = dispatcher.handle(message, ctx);
     if (!(reply instanceof Promise)) {
       this.#enqueue(reply, false);
       return;
     }
-    const entry: InFlight = {
-      controller,
-      deadline: message.deadline === undefined ? Infinity : performance.now() + message.deadline,
-    };
-    this.#inflight.set(message.id, entry);
+    if (message.deadline !== undefined) ctx.expiresAt = performance.now() + message.deadline;
+    this.#inflight.set(message.id, ctx);
     this.#inflightCount++;
     reply.then((answer) => {
       this.#inflight.delete(message.id);
       this.#inflightCount--;
       if (this.#closed) return;
-      if (controller.signal.aborted && answer.type === "error") {
-        const reason = controller.signal.reason;
+      const aborted = abortReason(ctx);
+      if (aborted !== undefined && answer.type === "error") {
+        const reason = aborted.reason;
         answer = {
           type: "error",
           id: message.id,
@@ -753,7 +952,7 @@ export class Connection implements AsyncDisposable {
 
   #handleOrdered(message: Message): void {
     let reply: Message | Promise<Message>;
-    const ctx = this.#context(NEVER_ABORTED);
+    const ctx = new ConnectionContext(this.#remoteAddr, this.session.remoteStaticKey, false);
     try {
       reply = this.#dispatcher!.handle(message, ctx);
     } catch (error) {
@@ -826,7 +1025,7 @@ export class Connection implements AsyncDisposable {
 
   #enqueue(message: Message, checkLimit: boolean): void {
     const size = encodedMessageSize(message);
-    if (size + 8 > this.#maxPayload - (this.#channel === null ? 0 : 17)) {
+    if (size + 8 > this.#maxPayload - (this.#channel === null ? 0 : RECORD_OVERHEAD)) {
       throw new ProtocolError(
         "OversizedPacket",
         `Message of ${size} bytes exceeds the packet limit "${this.#maxPayload}"`,
@@ -840,8 +1039,10 @@ export class Connection implements AsyncDisposable {
     }
     if (this.#closed) return;
     this.#outbox.push(message);
+    this.#outboxSizes.push(size);
+    this.#outboxEntryBytes += batchEntrySize(size);
     this.#outboxBytes += size + 8;
-    if (message.type !== "ping" && message.type !== "pong") this.#lastActivity = performance.now();
+    if (message.type !== "ping" && message.type !== "pong") this.#active = true;
     if (!this.#flushScheduled && !this.#writing) {
       this.#flushScheduled = true;
       queueMicrotask(() => void this.#flushNow().catch(() => {}));
@@ -858,11 +1059,14 @@ export class Connection implements AsyncDisposable {
     try {
       while (this.#outbox.length > 0 && !this.#closed) {
         const messages = this.#outbox;
-        const bytes = this.#outboxBytes;
+        const sizes = this.#outboxSizes;
+        const entryBytes = this.#outboxEntryBytes;
+        this.#writingBytes = this.#outboxBytes;
         this.#outbox = [];
+        this.#outboxSizes = [];
+        this.#outboxEntryBytes = 0;
         this.#outboxBytes = 0;
-        this.#writingBytes = bytes;
-        const data = this.#encode(messages, bytes);
+        const data = this.#encode(messages, sizes, entryBytes);
         await this.#writeAll(data);
         this.#writingBytes = 0;
         this.#wakeReader();
@@ -878,24 +1082,60 @@ export class Connection implements AsyncDisposable {
     }
   }
 
-  #encode(messages: Message[], approxBytes: number): Uint8Array {
-    const options = this.#compressor === undefined ? undefined : { compressor: this.#compressor };
-    const groups: Message[][] = approxBytes <= RECORD_TARGET ? [messages] : splitBySize(messages);
-    const payloads: Uint8Array[] = [];
-    for (const group of groups) {
-      const batch = encodeBatch(group, options);
-      if (this.#channel === null) payloads.push(batch);
-      else this.#channel.sealData(batch, payloads);
+  /**
+   * Encodes queued messages into the bytes of one write: one packet per group of at most
+   * RECORD_TARGET bytes (and never more than the packet limit), each a plain batch or one
+   * sealed DATA record. Entries are written straight into the packet buffer (plaintext) or the
+   * record's inner buffer (secure): no intermediate batch copy.
+   */
+  #encode(messages: Message[], sizes: number[], entryBytes: number): Uint8Array {
+    const channel = this.#channel;
+    const limit = Math.min(
+      RECORD_TARGET,
+      this.#maxPayload - (channel === null ? 0 : RECORD_OVERHEAD),
+    );
+    if (this.#compressor !== undefined) {
+      const options = { compressor: this.#compressor };
+      const payloads: Uint8Array[] = [];
+      for (const [start, end] of groupBySize(sizes, limit)) {
+        const batch = encodeBatch(messages.slice(start, end), options);
+        if (channel === null) payloads.push(batch);
+        else channel.sealData(batch, payloads);
+      }
+      return this.#packets(payloads);
     }
+    const groups: [number, number][] = entryBytes <= limit
+      ? [[0, messages.length]]
+      : groupBySize(sizes, limit);
+    if (channel === null) {
+      // Plaintext: header and entries of every group straight into the one output buffer.
+      const out = new Uint8Array(entryBytes + HEADER_SIZE * groups.length);
+      let offset = 0;
+      for (const [start, end] of groups) {
+        const payloadStart = offset + HEADER_SIZE;
+        const payloadEnd = writeBatchEntries(out, payloadStart, messages, sizes, start, end);
+        writeHeader(out, offset, payloadEnd - payloadStart);
+        offset = payloadEnd;
+      }
+      return out;
+    }
+    const payloads: Uint8Array[] = [];
+    for (const [start, end] of groups) {
+      let size = 0;
+      for (let i = start; i < end; i++) size += batchEntrySize(sizes[i]!);
+      // The record's inner plaintext: the batch and one spare byte for the record type.
+      const inner = new Uint8Array(size + 1);
+      writeBatchEntries(inner, 0, messages, sizes, start, end);
+      channel.sealDataInner(inner, payloads);
+    }
+    return this.#packets(payloads);
+  }
+
+  #packets(payloads: Uint8Array[]): Uint8Array {
     if (payloads.length === 1) {
       const payload = payloads[0]!;
       const out = new Uint8Array(HEADER_SIZE + payload.length);
-      out[0] = 0x4e;
-      out[1] = 0x50;
-      out[2] = 0x52;
-      out[3] = 0x4f;
-      out[4] = 2;
-      new DataView(out.buffer).setUint32(5, payload.length);
+      writeHeader(out, 0, payload.length);
       out.set(payload, HEADER_SIZE);
       return out;
     }
@@ -923,20 +1163,26 @@ export class Connection implements AsyncDisposable {
   // Timers
 
   #armFifo(): void {
-    const head = this.#fifo.find((id) => this.#requests.has(id));
+    let head: PendingRequest | undefined;
+    while (this.#fifoHead < this.#fifo.length) {
+      head = this.#requests.get(this.#fifo[this.#fifoHead]!);
+      if (head !== undefined) break;
+      this.#fifoHead++;
+    }
     if (head === undefined) {
       this.#fifo = [];
+      this.#fifoHead = 0;
       this.#fifoTimer = undefined;
       return;
     }
-    const wait = Math.max(0, this.#requests.get(head)!.deadline - performance.now());
+    const wait = Math.max(0, head.deadline - performance.now());
     this.#fifoTimer = setTimeout(() => this.#onFifoTimer(), wait + 1);
   }
 
   #onFifoTimer(): void {
     this.#fifoTimer = undefined;
     const now = performance.now();
-    let i = 0;
+    let i = this.#fifoHead;
     for (; i < this.#fifo.length; i++) {
       const id = this.#fifo[i]!;
       const pending = this.#requests.get(id);
@@ -944,8 +1190,25 @@ export class Connection implements AsyncDisposable {
       if (pending.deadline > now) break;
       this.#timeoutRequest(id, this.#responseMs);
     }
-    this.#fifo = this.#fifo.slice(i);
+    this.#fifoHead = i;
+    this.#compactFifo();
     if (this.#fifo.length > 0 && !this.#closed) this.#armFifo();
+  }
+
+  /** Keeps the fifo bounded by the requests in flight: drops settled ids (amortized O(1)). */
+  #compactFifo(): void {
+    const live = this.#fifo.length - this.#fifoHead;
+    if (live === 0) {
+      this.#fifo.length = 0;
+      this.#fifoHead = 0;
+    } else if (this.#fifoHead > 4096 && this.#fifoHead > live) {
+      this.#fifo = this.#fifo.slice(this.#fifoHead);
+      this.#fifoHead = 0;
+    }
+    if (this.#fifo.length - this.#fifoHead > 2 * this.#requests.size + 1024) {
+      this.#fifo = this.#fifo.slice(this.#fifoHead).filter((id) => this.#requests.has(id));
+      this.#fifoHead = 0;
+    }
   }
 
   #timeoutRequest(id: number, timeoutMs: number): void {
@@ -966,10 +1229,17 @@ export class Connection implements AsyncDisposable {
     if (pending.onAbort !== undefined) {
       pending.signal?.removeEventListener("abort", pending.onAbort);
     }
-    if (this.#requests.size === 0 && this.#fifoTimer !== undefined) {
-      clearTimeout(this.#fifoTimer);
-      this.#fifoTimer = undefined;
-      this.#fifo = [];
+    // The fifo timer stays armed: it fires at most once per timeout period and re-arms for the
+    // oldest request still waiting, instead of a timer call per request.
+    const fifo = this.#fifo;
+    if (fifo[this.#fifoHead] === id) {
+      // Answers mostly come in order: drop settled ids from the head as they go.
+      let head = this.#fifoHead + 1;
+      while (head < fifo.length && !this.#requests.has(fifo[head]!)) head++;
+      this.#fifoHead = head;
+      if (head === fifo.length || head > 4096) this.#compactFifo();
+    } else if (fifo.length - this.#fifoHead > 2 * this.#requests.size + 1024) {
+      this.#compactFifo();
     }
   }
 
@@ -985,6 +1255,12 @@ export class Connection implements AsyncDisposable {
       this.#lastActivity += late;
       if (this.#writeStartedAt > 0) this.#writeStartedAt += late;
       return;
+    }
+    if (this.#active) {
+      // Messages mark activity with a flag; the clock is read here, once per tick. An idle
+      // close therefore comes at most one tick (a quarter of the idle timeout) late.
+      this.#active = false;
+      this.#lastActivity = now;
     }
     if (
       this.#writeTimeoutMs > 0 && this.#writeStartedAt > 0 &&
@@ -1016,8 +1292,8 @@ export class Connection implements AsyncDisposable {
       }
     }
     for (const [id, entry] of this.#inflight) {
-      if (entry.deadline < now) {
-        entry.controller.abort(new ProtocolError("Timeout", `Request ${id} passed its deadline`));
+      if (entry.expiresAt < now) {
+        abortContext(entry, new ProtocolError("Timeout", `Request ${id} passed its deadline`));
       }
     }
   }
@@ -1084,8 +1360,9 @@ export class Connection implements AsyncDisposable {
       );
     }
     this.#fifo = [];
+    this.#fifoHead = 0;
     for (const entry of this.#inflight.values()) {
-      entry.controller.abort(new ProtocolError("ConnectionClosed", "Connection closed"));
+      abortContext(entry, new ProtocolError("ConnectionClosed", "Connection closed"));
     }
     for (const waiter of this.#receiveWaiters.splice(0)) waiter(null);
     const capacity = this.#capacityWaiter;
@@ -1098,22 +1375,43 @@ export class Connection implements AsyncDisposable {
 
 const NEVER_ABORTED: AbortSignal = new AbortController().signal;
 
-function splitBySize(messages: Message[]): Message[][] {
-  const groups: Message[][] = [];
-  let group: Message[] = [];
+/** Splits queued messages into runs whose batch entries add up to at most `limit` bytes. */
+function groupBySize(sizes: number[], limit: number): [number, number][] {
+  const groups: [number, number][] = [];
+  let start = 0;
   let size = 0;
-  for (const message of messages) {
-    const n = encodedMessageSize(message) + 8;
-    if (group.length > 0 && size + n > RECORD_TARGET) {
-      groups.push(group);
-      group = [];
+  for (let i = 0; i < sizes.length; i++) {
+    const n = batchEntrySize(sizes[i]!);
+    if (i > start && size + n > limit) {
+      groups.push([start, i]);
+      start = i;
       size = 0;
     }
-    group.push(message);
     size += n;
   }
-  if (group.length > 0) groups.push(group);
+  if (start < sizes.length) groups.push([start, sizes.length]);
   return groups;
+}
+
+/** Writes a version-2 packet header announcing `length` payload bytes at `offset`. */
+function writeHeader(out: Uint8Array, offset: number, length: number): void {
+  out[offset] = 0x4e;
+  out[offset + 1] = 0x50;
+  out[offset + 2] = 0x52;
+  out[offset + 3] = 0x4f;
+  out[offset + 4] = 2;
+  out[offset + 5] = length >>> 24;
+  out[offset + 6] = (length >>> 16) & 0xff;
+  out[offset + 7] = (length >>> 8) & 0xff;
+  out[offset + 8] = length & 0xff;
+}
+
+function remoteAddrOf(conn: Deno.Conn): Deno.Addr | undefined {
+  try {
+    return conn.remoteAddr;
+  } catch {
+    return undefined;
+  }
 }
 
 function positive(name: string, value: number | undefined, fallback: number): number {
