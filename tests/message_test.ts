@@ -238,3 +238,17 @@ Deno.test("property: random bytes decode to messages or a ProtocolError, nothing
     { numRuns: 3000 },
   );
 });
+
+Deno.test("decodeBatch copies byte fields unless the input is handed over", () => {
+  const bytes = encodeBatch([{ type: "custom", command: "X", payload: new Uint8Array([1, 2, 3]) }]);
+  const [copied] = decodeBatch(bytes);
+  const [viewed] = decodeBatch(bytes, { ownedInput: true });
+  if (copied?.type !== "custom" || viewed?.type !== "custom") throw new Error("not custom");
+  assert.deepEqual([...copied.payload], [1, 2, 3]);
+  assert.deepEqual([...viewed.payload], [1, 2, 3]);
+  assert.ok(copied.payload.buffer !== bytes.buffer, "a reused input must not be aliased");
+  assert.ok(viewed.payload.buffer === bytes.buffer, "an owned input is not copied");
+  bytes[bytes.length - 1] = 9;
+  assert.deepEqual([...copied.payload], [1, 2, 3]);
+  assert.deepEqual([...viewed.payload], [1, 2, 9]);
+});

@@ -239,7 +239,10 @@ async function libraryRtt(client: Client): Promise<Figure> {
   };
 }
 
-/** Un-numbered messages, replies in order: between `window / 2` and `window` in flight. */
+/**
+ * Un-numbered messages, replies in order, read with `receiveBatch()`: between `window / 2` and
+ * `window` in flight.
+ */
 async function libraryWindow(
   client: Client,
   message: Message,
@@ -255,9 +258,9 @@ async function libraryWindow(
         for (let i = 0; i < half; i++) client.send(message);
         sent += half;
       }
-      const reply = await client.receive();
-      if (reply === null) throw new Error("Server closed the connection");
-      received++;
+      const replies = await client.receiveBatch();
+      if (replies === null) throw new Error("Server closed the connection");
+      received += replies.length;
     }
   })();
   await sleep(warmSeconds * 1000);

@@ -41,11 +41,13 @@ let ready: ReadyLine;
 
 // ---------------------------------------------------------------------------------------------
 // Raw baseline: one reused, adaptive read buffer per connection; every complete frame of a read
-// goes through a per-frame handler (a copy of the payload, as a real handler would produce); the
-// replies of one read are encoded into one buffer and written with one write.
+// goes through a per-frame handler (here it answers with the payload itself: a view, no copy);
+// the replies of one read are copied into one buffer and written with one write, before the
+// next read reuses the buffer. No per-frame allocation: the strongest baseline a hand-written
+// echo can be.
 
 function handler(payload: Uint8Array): Uint8Array {
-  return payload.slice();
+  return payload;
 }
 
 async function rawConnection(conn: Deno.Conn): Promise<void> {

@@ -233,6 +233,14 @@ export interface DecodeBatchOptions {
   decompressor?: BodyDecompressor;
   /** The most messages one batch may hold (default 65,536); more is `LimitExceeded`. */
   maxMessages?: number;
+  /**
+   * The caller hands `bytes` over (for example a freshly decrypted record that nothing else
+   * holds): byte fields become views into it instead of copies. Leave it off when `bytes` is a
+   * reused buffer, such as a socket read buffer.
+   *
+   * @default {false}
+   */
+  ownedInput?: boolean;
 }
 
 const MAX_ID = Number.MAX_SAFE_INTEGER;
@@ -489,7 +497,7 @@ export function decodeBatch(bytes: Uint8Array, options?: DecodeBatchOptions): Me
   const maxMessages = options?.maxMessages ?? 65_536;
   const decompressor = options?.decompressor;
   const out: Message[] = [];
-  const reader = new Reader(bytes, 0, bytes.length);
+  const reader = new Reader(bytes, 0, bytes.length, options?.ownedInput === true);
   const total = bytes.length;
   while (reader.offset < total) {
     if (out.length >= maxMessages) {
@@ -724,7 +732,12 @@ function writeString(out: Uint8Array, offset: number, text: string): number {
 // Reader
 
 class Reader {
-  constructor(readonly bytes: Uint8Array, public offset: number, public end: number) {}
+  constructor(
+    readonly bytes: Uint8Array,
+    public offset: number,
+    public end: number,
+    readonly owned = false,
+  ) {}
 
   byte(): number {
     if (this.offset >= this.end) throw truncated();
@@ -818,7 +831,10 @@ function readMessage(reader: Reader, nested: boolean): Message {
       }
       const length = reader.varint();
       const start = reader.take(length);
-      return { type: "custom", command, payload: slab.copy(reader.bytes, start, start + length) };
+      const payload = reader.owned
+        ? reader.bytes.subarray(start, start + length)
+        : slab.copy(reader.bytes, start, start + length);
+      return { type: "custom", command, payload };
     }
     case MessageTag.Request: {
       if (nested) throw nestedDecodeError("request");

@@ -15,6 +15,7 @@ import {
   type BodyCompressor,
   type BodyDecompressor,
   decodeBatch,
+  type DecodeBatchOptions,
   encodeBatch,
   encodedMessageSize,
   ErrorCodes,
@@ -247,7 +248,8 @@ export class Connection implements AsyncDisposable {
   readonly #responseMs: number;
   readonly #writeTimeoutMs: number;
   readonly #compressor: BodyCompressor | undefined;
-  readonly #decompressor: BodyDecompressor | undefined;
+  /** A decrypted record is a fresh buffer: its messages may be views into it (no copy). */
+  readonly #decodeOptions: DecodeBatchOptions;
   readonly #channel: SecureChannel | null;
   readonly #remoteAddr: Deno.Addr | undefined;
 
@@ -338,7 +340,10 @@ export class Connection implements AsyncDisposable {
     this.#responseMs = positive("responseTimeoutMs", options.responseTimeoutMs, 30_000);
     this.#writeTimeoutMs = nonNegative("writeTimeoutMs", options.writeTimeoutMs, 30_000);
     this.#compressor = options.compressor;
-    this.#decompressor = options.decompressor;
+    this.#decodeOptions = {
+      ownedInput: session.channel !== null,
+      ...(options.decompressor === undefined ? {} : { decompressor: options.decompressor }),
+    };
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
 
     const tick = minPositive(
@@ -823,9 +828,7 @@ export class Connection implements AsyncDisposable {
       } else {
         body = packet.payload;
       }
-      const messages = decodeBatch(body, {
-        ...(this.#decompressor === undefined ? {} : { decompressor: this.#decompressor }),
-      });
+      const messages = decodeBatch(body, this.#decodeOptions);
       if (this.#pendingIndex < this.#pending.length) {
         this.#pending.push(...messages);
       } else {
