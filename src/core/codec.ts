@@ -15,6 +15,9 @@ import {
 } from "./packet.ts";
 import { Slab } from "./slab.ts";
 
+/** The placeholder payload of an idle decoder (never handed out: `#begin` allocates). */
+const NO_PAYLOAD = new Uint8Array(0);
+
 /** Options for {@linkcode PacketDecoder}. */
 export interface PacketDecoderOptions extends PacketLimitOptions {
   /**
@@ -56,16 +59,16 @@ export class PacketDecoder {
   #copyThreshold: number;
   #reusesInput: boolean;
   /** Bytes of a partial header. */
-  #header = new Uint8Array(HEADER_SIZE);
+  #header: Uint8Array | undefined; // Only for a header split across chunks.
   #headerFill = 0;
   /** Payload length of the packet being assembled, or -1 while reading a header. */
   #length = -1;
   #version = 0;
   /** The payload being assembled, grown as bytes arrive. */
-  #payload: Uint8Array = new Uint8Array(0);
+  #payload: Uint8Array = NO_PAYLOAD;
   #payloadFill = 0;
   #error: unknown = undefined;
-  #slab = new Slab();
+  #slab: Slab | undefined; // Made on first copy: idle decoders hold no buffer.
 
   /**
    * Creates a decoder.
@@ -107,7 +110,7 @@ export class PacketDecoder {
       return this.#push(chunk);
     } catch (error) {
       this.#error = error;
-      this.#payload = new Uint8Array(0);
+      this.#payload = NO_PAYLOAD;
       throw error;
     }
   }
@@ -149,13 +152,14 @@ export class PacketDecoder {
           continue;
         }
         const n = Math.min(HEADER_SIZE - this.#headerFill, end - offset);
-        this.#header.set(chunk.subarray(offset, offset + n), this.#headerFill);
+        const header = this.#header ??= new Uint8Array(HEADER_SIZE);
+        header.set(chunk.subarray(offset, offset + n), this.#headerFill);
         this.#headerFill += n;
         offset += n;
         if (this.#headerFill < HEADER_SIZE) break;
-        const length = readPacketHeader(this.#header, 0, this.#max);
+        const length = readPacketHeader(header, 0, this.#max);
         this.#headerFill = 0;
-        this.#begin(this.#header[4]!, length);
+        this.#begin(header[4]!, length);
         if (length === 0) this.#complete(out);
         continue;
       }
@@ -172,7 +176,7 @@ export class PacketDecoder {
 
   #take(chunk: Uint8Array, start: number, length: number): Uint8Array {
     if (this.#reusesInput || length <= this.#copyThreshold) {
-      return this.#slab.copy(chunk, start, start + length);
+      return (this.#slab ??= new Slab()).copy(chunk, start, start + length);
     }
     return chunk.subarray(start, start + length);
   }
@@ -194,7 +198,7 @@ export class PacketDecoder {
 
   #complete(out: Packet[]): void {
     out.push({ version: this.#version, payload: this.#payload });
-    this.#payload = new Uint8Array(0);
+    this.#payload = NO_PAYLOAD;
     this.#payloadFill = 0;
     this.#length = -1;
   }

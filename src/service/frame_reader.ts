@@ -11,7 +11,7 @@ import type { Packet } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
 
 /** The smallest read buffer: idle connections hold no more than this. */
-export const MIN_READ_BUFFER = 4 * 1024;
+export const MIN_READ_BUFFER = 1024;
 /** The largest read buffer, reached after reads that fill the buffer. */
 export const MAX_READ_BUFFER = 256 * 1024;
 
