@@ -41,13 +41,13 @@ let ready: ReadyLine;
 
 // ---------------------------------------------------------------------------------------------
 // Raw baseline: one reused, adaptive read buffer per connection; every complete frame of a read
-// goes through a per-frame handler (here it answers with the payload itself: a view, no copy);
-// the replies of one read are copied into one buffer and written with one write, before the
-// next read reuses the buffer. No per-frame allocation: the strongest baseline a hand-written
-// echo can be.
+// goes through a per-frame handler that returns a copy of the payload (`slice()`, as a real
+// handler produces a new value: the "dispatch" server of the research baselines, which DESIGN.md
+// P3 is calibrated on); the replies of one read are encoded into one buffer and written with one
+// write.
 
 function handler(payload: Uint8Array): Uint8Array {
-  return payload;
+  return payload.slice();
 }
 
 async function rawConnection(conn: Deno.Conn): Promise<void> {
