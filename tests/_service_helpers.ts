@@ -1,4 +1,6 @@
 import { Dispatcher, registerStandardHandlers } from "../src/protocol/dispatcher.ts";
+import { type Client, connect } from "../src/service/client.ts";
+import { serve, type Server } from "../src/service/daemon.ts";
 import type { Message } from "../src/core/message.ts";
 
 /** A dispatcher with PING, ECHO, an async SLOW handler and an ADD handler. */
@@ -83,4 +85,26 @@ export async function readUntilClosed(conn: Deno.Conn, timeoutMs = 5000): Promis
 export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < data.length) offset += await conn.write(data.subarray(offset));
+}
+
+/** A plaintext daemon on loopback and a client connected to it; disposing closes both. */
+export async function plaintextPair(
+  dispatcher: Dispatcher,
+): Promise<{ server: Server; client: Client } & AsyncDisposable> {
+  const config = { transport: { encryptionEnabled: false } };
+  const server = await serve({ address: "127.0.0.1:0", config }, dispatcher);
+  try {
+    const client = await connect({ address: `127.0.0.1:${portOf(server.addr)}`, config });
+    return {
+      server,
+      client,
+      async [Symbol.asyncDispose]() {
+        await client[Symbol.asyncDispose]();
+        await server[Symbol.asyncDispose]();
+      },
+    };
+  } catch (error) {
+    await server.shutdown();
+    throw error;
+  }
 }

@@ -10,6 +10,7 @@ import { RemoteError } from "../src/service/connection.ts";
 import type { CompressionPolicy } from "../src/compression/policy.ts";
 import {
   add,
+  plaintextPair,
   portOf,
   readUntilClosed,
   sumOf,
@@ -379,14 +380,8 @@ Deno.test("a client that never reads leaves server memory bounded; others are un
 });
 
 Deno.test("replies to un-numbered messages keep their order with async handlers", async () => {
-  await using server = await serve({
-    address: LOOPBACK,
-    config: { transport: { encryptionEnabled: false } },
-  }, testDispatcher());
-  await using client = await connect({
-    address: `127.0.0.1:${portOf(server.addr)}`,
-    config: { transport: { encryptionEnabled: false } },
-  });
+  await using pair = await plaintextPair(testDispatcher());
+  const { client } = pair;
   const sent: Message[] = [];
   for (let i = 0; i < 50; i++) {
     const message: Message = i % 3 === 0
@@ -399,14 +394,8 @@ Deno.test("replies to un-numbered messages keep their order with async handlers"
 });
 
 Deno.test("receiveBatch hands over queued replies in order; a cancelled receive loses none", async () => {
-  await using server = await serve({
-    address: LOOPBACK,
-    config: { transport: { encryptionEnabled: false } },
-  }, testDispatcher());
-  await using client = await connect({
-    address: `127.0.0.1:${portOf(server.addr)}`,
-    config: { transport: { encryptionEnabled: false } },
-  });
+  await using pair = await plaintextPair(testDispatcher());
+  const { client } = pair;
   // A receive that is cancelled before anything arrives must not swallow the next message.
   const controller = new AbortController();
   const cancelled = client.receive(controller.signal);
@@ -487,14 +476,8 @@ Deno.test("a handler that reads its signal late still sees a cancel", async () =
 });
 
 Deno.test("numbered requests complete in any order and cancel aborts the handler", async () => {
-  await using server = await serve({
-    address: LOOPBACK,
-    config: { transport: { encryptionEnabled: false } },
-  }, testDispatcher());
-  await using client = await connect({
-    address: `127.0.0.1:${portOf(server.addr)}`,
-    config: { transport: { encryptionEnabled: false } },
-  });
+  await using pair = await plaintextPair(testDispatcher());
+  const { server, client } = pair;
   const order: string[] = [];
   const slow = client.request({ type: "custom", command: "SLOW", payload: new Uint8Array([100]) })
     .then(() => order.push("slow"));
