@@ -52,6 +52,38 @@ const transport = transportOf(kind);
 const now = () => performance.now();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Warms up, then counts how far `progress()` moves in `seconds`: the rate per second. */
+async function countWindow(progress: () => number): Promise<{ rate: number; count: number }> {
+  await sleep(warmSeconds * 1000);
+  const t0 = now();
+  const c0 = progress();
+  await sleep(seconds * 1000);
+  const count = progress() - c0;
+  return { rate: count / ((now() - t0) / 1000), count };
+}
+
+/** Runs `once` back to back: warm-up, then round-trip samples for `seconds`. */
+async function roundTrips(once: () => Promise<unknown>): Promise<Figure> {
+  const samples: number[] = [];
+  const warmEnd = now() + warmSeconds * 1000;
+  let end = Infinity;
+  for (;;) {
+    const started = now();
+    if (started > end) break;
+    if (end === Infinity && started > warmEnd) end = started + seconds * 1000;
+    await once();
+    if (end !== Infinity) samples.push(now() - started);
+  }
+  const { median, p99 } = percentiles(samples);
+  return {
+    measure: "rtt",
+    value: median * 1000,
+    p99: p99 * 1000,
+    unit: "µs",
+    count: samples.length,
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw client.
 
@@ -79,16 +111,10 @@ function rawFrames(count: number, size: number, ackOnly: boolean): Uint8Array {
   return out;
 }
 
-async function rawRtt(conn: Deno.Conn): Promise<Figure> {
+function rawRtt(conn: Deno.Conn): Promise<Figure> {
   const frame = rawFrames(1, 64, false);
   const reply = new Uint8Array(4096);
-  const samples: number[] = [];
-  const warmEnd = now() + warmSeconds * 1000;
-  let end = Infinity;
-  for (;;) {
-    const started = now();
-    if (started > end) break;
-    if (end === Infinity && started > warmEnd) end = started + seconds * 1000;
+  return roundTrips(async () => {
     await writeAll(conn, frame);
     let got = 0;
     while (got < frame.length) {
@@ -96,16 +122,7 @@ async function rawRtt(conn: Deno.Conn): Promise<Figure> {
       if (n === null) throw new Error("Server closed the connection");
       got += n;
     }
-    if (end !== Infinity) samples.push(now() - started);
-  }
-  const { median, p99 } = percentiles(samples);
-  return {
-    measure: "rtt",
-    value: median * 1000,
-    p99: p99 * 1000,
-    unit: "µs",
-    count: samples.length,
-  };
+  });
 }
 
 /**
@@ -150,18 +167,13 @@ async function rawWindow(
       }
     }
   })();
-  await sleep(warmSeconds * 1000);
-  const t0 = now();
-  const r0 = received;
-  await sleep(seconds * 1000);
-  const t1 = now();
-  const r1 = received;
+  const result = await countWindow(() => received);
   running = false;
   const resolve = wake as (() => void) | null;
   resolve?.();
   await writer;
   await reader;
-  return { rate: (r1 - r0) / ((t1 - t0) / 1000), count: r1 - r0 };
+  return result;
 }
 
 async function runRaw(measure: Measure): Promise<Figure> {
@@ -217,26 +229,9 @@ function custom(command: string, size: number): Message {
   return { type: "custom", command, payload: new Uint8Array(size).fill(7) };
 }
 
-async function libraryRtt(client: Client): Promise<Figure> {
+function libraryRtt(client: Client): Promise<Figure> {
   const message = custom("E", 64);
-  const samples: number[] = [];
-  const warmEnd = now() + warmSeconds * 1000;
-  let end = Infinity;
-  for (;;) {
-    const started = now();
-    if (started > end) break;
-    if (end === Infinity && started > warmEnd) end = started + seconds * 1000;
-    await client.request(message);
-    if (end !== Infinity) samples.push(now() - started);
-  }
-  const { median, p99 } = percentiles(samples);
-  return {
-    measure: "rtt",
-    value: median * 1000,
-    p99: p99 * 1000,
-    unit: "µs",
-    count: samples.length,
-  };
+  return roundTrips(() => client.request(message));
 }
 
 /**
@@ -263,15 +258,10 @@ async function libraryWindow(
       received += replies.length;
     }
   })();
-  await sleep(warmSeconds * 1000);
-  const t0 = now();
-  const r0 = received;
-  await sleep(seconds * 1000);
-  const t1 = now();
-  const r1 = received;
+  const result = await countWindow(() => received);
   running = false;
   await loop;
-  return { rate: (r1 - r0) / ((t1 - t0) / 1000), count: r1 - r0 };
+  return result;
 }
 
 /** Numbered requests: between `window / 2` and `window` promises pending. */
@@ -309,16 +299,11 @@ async function libraryRequests(
     }
   };
   issue();
-  await sleep(warmSeconds * 1000);
-  const t0 = now();
-  const d0 = done;
-  await sleep(seconds * 1000);
-  const t1 = now();
-  const d1 = done;
+  const result = await countWindow(() => done);
   running = false;
   if (inflight > 0) await finished;
   if (failure !== undefined) throw failure;
-  return { rate: (d1 - d0) / ((t1 - t0) / 1000), count: d1 - d0 };
+  return result;
 }
 
 async function runLibrary(measure: Measure): Promise<Figure> {
@@ -444,19 +429,14 @@ async function handshakes(): Promise<Figure> {
       done++;
     }
   });
-  await sleep(warmSeconds * 1000);
-  const t0 = now();
-  const d0 = done;
-  await sleep(seconds * 1000);
-  const t1 = now();
-  const d1 = done;
+  const result = await countWindow(() => done);
   running = false;
   await Promise.all(workers);
   return {
     measure: "handshakes",
-    value: (d1 - d0) / ((t1 - t0) / 1000),
+    value: result.rate,
     unit: "handshakes/s",
-    count: d1 - d0,
+    count: result.count,
     total: done,
   };
 }
