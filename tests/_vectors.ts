@@ -1,41 +1,35 @@
 /**
- * Shared helper for tests that read the public test vectors in `../shared/vectors/` (outside the
- * repository). A fresh clone has no such folder: the tests are then ignored with a note, except
- * under `CI=true`, where a missing folder makes them fail.
+ * Shared helper for tests that read the public test vectors in `tests/vectors/` (kept in the
+ * repository, with their provenance and licences in `tests/vectors/README.md`). A missing or
+ * unreadable file is a test failure: vector tests are never skipped.
  *
  * @module
  */
 
-/** The vectors folder: `<repo>/../shared/vectors/`. */
-export const vectorsDir: URL = new URL("../../shared/vectors/", import.meta.url);
+/** The vectors folder: `tests/vectors/`, next to this file. */
+export const vectorsDir: URL = new URL("./vectors/", import.meta.url);
 
-let available: boolean | undefined;
-let noted = false;
-
-/** Whether the vectors folder exists. */
-export function vectorsAvailable(): boolean {
-  if (available === undefined) {
-    try {
-      available = Deno.statSync(vectorsDir).isDirectory;
-    } catch {
-      available = false;
-    }
-  }
-  return available;
-}
-
-/** Whether the tests run in CI (`CI=true`), where missing vectors are an error. */
-export function inCi(): boolean {
-  try {
-    return Deno.env.get("CI") === "true";
-  } catch {
-    return false;
-  }
-}
-
-/** Reads and parses a JSON vectors file by name, e.g. `wycheproof_x25519_test.json`. */
+/**
+ * Reads and parses a JSON vectors file by name, e.g. `wycheproof_x25519_test.json`.
+ *
+ * @throws {Error} When the file is missing or is not JSON, naming the path.
+ */
 export function readVectors<T = unknown>(name: string): T {
-  return JSON.parse(Deno.readTextFileSync(new URL(name, vectorsDir))) as T;
+  const url = new URL(name, vectorsDir);
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(url);
+  } catch (cause) {
+    throw new Error(
+      `Cannot read test vectors "${url.pathname}": they belong in tests/vectors/ (see its README.md)`,
+      { cause },
+    );
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (cause) {
+    throw new Error(`Test vectors "${url.pathname}" are not valid JSON`, { cause });
+  }
 }
 
 /** Decodes a hex string. */
@@ -55,28 +49,4 @@ export function toHex(bytes: Uint8Array): string {
   let out = "";
   for (const byte of bytes) out += byte.toString(16).padStart(2, "0");
   return out;
-}
-
-/**
- * Registers a test that needs the vectors folder. Without the folder it is ignored with a console
- * note, or fails when `CI=true`.
- */
-export function vectorTest(
-  name: string,
-  fn: (t: Deno.TestContext) => void | Promise<void>,
-): void {
-  const present = vectorsAvailable();
-  if (!present && !inCi() && !noted) {
-    noted = true;
-    console.warn(
-      `Test vectors not found at ${vectorsDir.pathname}: vector tests are ignored (they fail when CI=true).`,
-    );
-  }
-  Deno.test({
-    name,
-    ignore: !present && !inCi(),
-    fn: present ? fn : () => {
-      throw new Error(`Test vectors are missing at ${vectorsDir.pathname} and CI=true`);
-    },
-  });
 }

@@ -8,7 +8,7 @@ import {
   portableProvider,
 } from "../src/secure/crypto.ts";
 import { ProtocolError } from "../src/errors.ts";
-import { hex, readVectors, toHex, vectorTest } from "./_vectors.ts";
+import { hex, readVectors, toHex } from "./_vectors.ts";
 
 interface Group<T> {
   tests: T[];
@@ -64,7 +64,7 @@ function isCode(code: string): (error: unknown) => boolean {
   return (error) => error instanceof ProtocolError && error.code === code;
 }
 
-vectorTest("wycheproof: ChaCha20-Poly1305", async (t) => {
+Deno.test("wycheproof: ChaCha20-Poly1305", async (t) => {
   const all = cases<AeadCase>("wycheproof_chacha20_poly1305_test.json");
   for (const provider of providers) {
     await t.step(provider.name, () => {
@@ -103,7 +103,7 @@ function allZero(bytes: Uint8Array): boolean {
 // equal Wycheproof's; the one exception is an all-zero shared secret (every low-order point),
 // which is refused with HandshakeFailed (Noise rev 34 section 12.1 allows this; noble and
 // OpenSSL both refuse it).
-vectorTest("wycheproof: X25519, low-order points rejected", async (t) => {
+Deno.test("wycheproof: X25519, low-order points rejected", async (t) => {
   const all = cases<XdhCase>("wycheproof_x25519_test.json");
   for (const provider of providers) {
     await t.step(provider.name, () => {
@@ -128,7 +128,7 @@ vectorTest("wycheproof: X25519, low-order points rejected", async (t) => {
   }
 });
 
-vectorTest("wycheproof: X25519 public keys from private keys agree across providers", () => {
+Deno.test("wycheproof: X25519 public keys from private keys agree across providers", () => {
   const all = cases<XdhCase>("wycheproof_x25519_test.json").slice(0, 40);
   for (const c of all) {
     const priv = hex(c.private);
@@ -156,7 +156,7 @@ function rfc5869(
   return out;
 }
 
-vectorTest("wycheproof: HKDF-SHA-256 (RFC 5869 over the HMAC, and the Noise HKDF)", async (t) => {
+Deno.test("wycheproof: HKDF-SHA-256 (RFC 5869 over the HMAC, and the Noise HKDF)", async (t) => {
   const all = cases<HkdfCase>("wycheproof_hkdf_sha256_test.json");
   for (const provider of providers) {
     await t.step(provider.name, () => {
@@ -188,7 +188,7 @@ vectorTest("wycheproof: HKDF-SHA-256 (RFC 5869 over the HMAC, and the Noise HKDF
   }
 });
 
-vectorTest("wycheproof: HMAC-SHA-256", async (t) => {
+Deno.test("wycheproof: HMAC-SHA-256", async (t) => {
   const all = cases<MacCase>("wycheproof_hmac_sha256_test.json");
   for (const provider of providers) {
     await t.step(provider.name, () => {

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { type CryptoProvider, nativeProvider, portableProvider } from "../src/secure/crypto.ts";
 import { HandshakeState } from "../src/secure/noise/handshake_state.ts";
 import type { CipherState } from "../src/secure/noise/cipher_state.ts";
-import { hex, readVectors, toHex, vectorTest } from "./_vectors.ts";
+import { hex, readVectors, toHex } from "./_vectors.ts";
 
 interface NoiseVector {
   protocol_name: string;
@@ -79,7 +79,7 @@ function runVector(vector: NoiseVector, provider: CryptoProvider): void {
 
 const providers = [nativeProvider, portableProvider];
 
-vectorTest("noise vectors: all 59 cacophony vectors for 25519_ChaChaPoly_SHA256", async (t) => {
+Deno.test("noise vectors: all 59 cacophony vectors for 25519_ChaChaPoly_SHA256", async (t) => {
   const { vectors } = readVectors<{ vectors: NoiseVector[] }>(
     "cacophony_25519_ChaChaPoly_SHA256.json",
   );

@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { ProtocolError } from "../src/errors.ts";
 import { nativeProvider, portableProvider } from "../src/secure/crypto.ts";
 import { open, seal, SEAL_OVERHEAD, xchachaDecrypt, xchachaEncrypt } from "../src/secure/seal.ts";
-import { hex, readVectors, toHex, vectorTest } from "./_vectors.ts";
+import { hex, readVectors, toHex } from "./_vectors.ts";
 
 interface AeadCase {
   tcId: number;
@@ -23,7 +23,7 @@ const paths = [nativeProvider, portableProvider];
 const isAuth = (error: unknown): boolean =>
   error instanceof ProtocolError && error.code === "AuthenticationFailed";
 
-vectorTest("seal: Wycheproof XChaCha20-Poly1305 for the native and portable paths", async (t) => {
+Deno.test("seal: Wycheproof XChaCha20-Poly1305 for the native and portable paths", async (t) => {
   const file = readVectors<{ numberOfTests: number; testGroups: { tests: AeadCase[] }[] }>(
     "wycheproof_xchacha20_poly1305_test.json",
   );
