@@ -15,6 +15,12 @@ import {
 } from "./packet.ts";
 import { Slab } from "./slab.ts";
 
+/**
+ * The smallest buffer started for a packet that does not arrive whole: enough for the small
+ * packets of a handshake, small enough that a stalled peer costs little.
+ */
+const MIN_PAYLOAD_BLOCK = 4096;
+
 /** The placeholder payload of an idle decoder (never handed out: `#begin` allocates). */
 const NO_PAYLOAD = new Uint8Array(0);
 
@@ -69,6 +75,8 @@ export class PacketDecoder {
   #payloadFill = 0;
   #error: unknown = undefined;
   #slab: Slab | undefined; // Made on first copy: idle decoders hold no buffer.
+  /** Where the last push stopped in its chunk (for {@linkcode PacketDecoder.pushOne}). */
+  #consumed = 0;
 
   /**
    * Creates a decoder.
@@ -85,6 +93,30 @@ export class PacketDecoder {
     }
     this.#copyThreshold = threshold;
     this.#reusesInput = options?.reusesInput ?? false;
+  }
+
+  /**
+   * The payload limit that headers are checked against. It may be changed between pushes: a
+   * connection reads its handshake with a small limit and raises it once the peer is
+   * authenticated, so that no unauthenticated peer can make it buffer a large packet.
+   *
+   * @example Raise the limit after a handshake
+   * ```ts
+   * import { encodePacket, PacketDecoder } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * const decoder = new PacketDecoder({ maxPayloadSize: 16 });
+   * decoder.maxPayloadSize = 1024;
+   * const [packet] = decoder.push(encodePacket({ version: 2, payload: new Uint8Array(100) }));
+   * assert.equal(packet!.payload.length, 100);
+   * ```
+   */
+  get maxPayloadSize(): number {
+    return this.#max;
+  }
+
+  set maxPayloadSize(value: number) {
+    this.#max = resolveMaxPayloadSize({ maxPayloadSize: value });
   }
 
   /** The number of bytes held for a packet that is not complete yet. */
@@ -105,9 +137,43 @@ export class PacketDecoder {
    * @throws {ProtocolError} `InvalidHeader`, `UnsupportedVersion` or `OversizedPacket`.
    */
   push(chunk: Uint8Array): Packet[] {
+    return this.#guarded(chunk, Infinity);
+  }
+
+  /**
+   * Feeds a chunk but completes at most one packet. The bytes that follow that packet are not
+   * parsed (their headers are not checked yet) and are returned as `rest`, a view of `chunk`,
+   * to be pushed later, for example once {@linkcode PacketDecoder.maxPayloadSize} was raised.
+   *
+   * @example Take the first packet, keep the rest unparsed
+   * ```ts
+   * import { encodePackets, PacketDecoder } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * const bytes = encodePackets([
+   *   { version: 2, payload: new Uint8Array([1]) },
+   *   { version: 2, payload: new Uint8Array(100) },
+   * ]);
+   * const decoder = new PacketDecoder({ maxPayloadSize: 10 });
+   * const { packet, rest } = decoder.pushOne(bytes);
+   * assert.deepEqual([...packet!.payload], [1]);
+   * decoder.maxPayloadSize = 100;
+   * assert.equal(decoder.push(rest)[0]!.payload.length, 100);
+   * ```
+   *
+   * @param chunk The next bytes of the stream.
+   * @returns The packet it completes, if any, and the unparsed rest of `chunk`.
+   * @throws {ProtocolError} `InvalidHeader`, `UnsupportedVersion` or `OversizedPacket`.
+   */
+  pushOne(chunk: Uint8Array): { packet: Packet | undefined; rest: Uint8Array } {
+    const [packet] = this.#guarded(chunk, 1);
+    return { packet, rest: chunk.subarray(this.#consumed) };
+  }
+
+  #guarded(chunk: Uint8Array, maxPackets: number): Packet[] {
     if (this.#error !== undefined) throw this.#error;
     try {
-      return this.#push(chunk);
+      return this.#push(chunk, maxPackets);
     } catch (error) {
       this.#error = error;
       this.#payload = NO_PAYLOAD;
@@ -131,11 +197,11 @@ export class PacketDecoder {
     }
   }
 
-  #push(chunk: Uint8Array): Packet[] {
+  #push(chunk: Uint8Array, maxPackets: number): Packet[] {
     const out: Packet[] = [];
     let offset = 0;
     const end = chunk.length;
-    while (offset < end) {
+    while (offset < end && out.length < maxPackets) {
       if (this.#length < 0) {
         if (this.#headerFill === 0 && end - offset >= HEADER_SIZE) {
           // Fast path: a whole header inside the chunk.
@@ -147,7 +213,7 @@ export class PacketDecoder {
             offset = start + length;
             continue;
           }
-          this.#begin(version, length);
+          this.#begin(version, length, end - start);
           offset = start;
           continue;
         }
@@ -159,7 +225,7 @@ export class PacketDecoder {
         if (this.#headerFill < HEADER_SIZE) break;
         const length = readPacketHeader(header, 0, this.#max);
         this.#headerFill = 0;
-        this.#begin(header[4]!, length);
+        this.#begin(header[4]!, length, end - offset);
         if (length === 0) this.#complete(out);
         continue;
       }
@@ -171,6 +237,7 @@ export class PacketDecoder {
       offset += n;
       if (this.#payloadFill === this.#length) this.#complete(out);
     }
+    this.#consumed = offset;
     return out;
   }
 
@@ -181,12 +248,14 @@ export class PacketDecoder {
     return chunk.subarray(start, start + length);
   }
 
-  #begin(version: number, length: number): void {
+  #begin(version: number, length: number, available: number): void {
     this.#version = version;
     this.#length = length;
     this.#payloadFill = 0;
-    // Never allocate what a header merely claims: start small and grow with received bytes.
-    this.#payload = new Uint8Array(Math.min(length, 64 * 1024));
+    // Never allocate what a header merely claims: start with what arrived (at least a small
+    // block) and grow with received bytes, so a peer that announces a large packet and stalls
+    // costs only what it sent.
+    this.#payload = new Uint8Array(Math.min(length, Math.max(available, MIN_PAYLOAD_BLOCK)));
   }
 
   #ensure(size: number): void {

@@ -72,6 +72,19 @@ export const DEFAULT_REKEY_AFTER_BYTES: number = 2 ** 30;
 /** Default key lifetime before a KEY_UPDATE: 10 minutes. */
 export const DEFAULT_REKEY_AFTER_MS: number = 10 * 60 * 1000;
 
+/**
+ * The shortest time between two KEY_UPDATEs that a sender's thresholds trigger, by default: a
+ * due rekey waits until this long after the previous one (10 ms), so a sender never sends
+ * more than {@linkcode DEFAULT_MAX_KEY_UPDATES_PER_SECOND}.
+ */
+export const DEFAULT_MIN_KEY_UPDATE_INTERVAL_MS = 10;
+/**
+ * The most KEY_UPDATE records a receiver accepts per second by default (a bucket holding one
+ * second's worth); more is a `PolicyViolation`. Each costs a key derivation (about 10 µs), so a
+ * peer cannot turn rekeying into a CPU flood.
+ */
+export const DEFAULT_MAX_KEY_UPDATES_PER_SECOND = 100;
+
 /** Options of a {@linkcode SecureChannel}. */
 export interface SecureChannelOptions {
   /**
@@ -85,6 +98,19 @@ export interface SecureChannelOptions {
   rekeyAfterMs?: number;
   /** The clock used for the time threshold, in milliseconds (default `performance.now`). */
   now?: () => number;
+  /**
+   * A rekey that a threshold makes due waits until this many milliseconds after the previous
+   * KEY_UPDATE (default 10; 0 rekeys as soon as a threshold is reached). An explicit
+   * {@linkcode SecureChannel.sealKeyUpdate} is not delayed.
+   */
+  minKeyUpdateIntervalMs?: number;
+  /**
+   * The most KEY_UPDATE records accepted per second from the peer, in a bucket holding one
+   * second's worth (default 100; `Infinity` accepts any rate). Beyond it, and for a KEY_UPDATE
+   * that follows another one with no DATA record between them, {@linkcode SecureChannel.open}
+   * throws `PolicyViolation`.
+   */
+  maxKeyUpdatesPerSecond?: number;
   /**
    * The largest record (packet payload) this channel seals: the packet limit (default 16 MiB).
    * A DATA body may be at most `maxRecordSize - 17` bytes.
@@ -193,6 +219,13 @@ export class SecureChannel {
   #keyUpdatesReceived = 0;
 
   #failure: ProtocolError | null = null;
+  readonly #minKeyUpdateIntervalMs: number;
+  readonly #maxKeyUpdatesPerSecond: number;
+  /** KEY_UPDATE tokens left, refilled at `#maxKeyUpdatesPerSecond`. */
+  #keyUpdateTokens: number;
+  #keyUpdateRefilled: number;
+  /** Whether a DATA record was opened since the last KEY_UPDATE (or since the start). */
+  #dataSinceKeyUpdate = true;
   #sendClosed = false;
   #closeReceived: CloseInfo | null = null;
 
@@ -242,6 +275,22 @@ export class SecureChannel {
     const now = options?.now ?? (() => performance.now());
     this.#now = now;
     this.#sendKeySince = now();
+    const minInterval = options?.minKeyUpdateIntervalMs ?? DEFAULT_MIN_KEY_UPDATE_INTERVAL_MS;
+    if (!(minInterval >= 0) || !Number.isFinite(minInterval)) {
+      throw new RangeError(
+        `Cannot use minKeyUpdateIntervalMs "${minInterval}": it must be zero or a positive number`,
+      );
+    }
+    this.#minKeyUpdateIntervalMs = minInterval;
+    const maxRate = options?.maxKeyUpdatesPerSecond ?? DEFAULT_MAX_KEY_UPDATES_PER_SECOND;
+    if (!(maxRate > 0)) {
+      throw new RangeError(
+        `Cannot use maxKeyUpdatesPerSecond "${maxRate}": it must be a positive number`,
+      );
+    }
+    this.#maxKeyUpdatesPerSecond = maxRate;
+    this.#keyUpdateTokens = maxRate;
+    this.#keyUpdateRefilled = this.#sendKeySince;
   }
 
   /** The largest DATA body {@linkcode SecureChannel.sealData} accepts, in bytes. */
@@ -471,6 +520,7 @@ export class SecureChannel {
     const end = inner.length - 1;
     const type = inner[end];
     if (type === RecordType.Data) {
+      this.#dataSinceKeyUpdate = true;
       return { type: "data", body: inner.subarray(0, end) };
     }
     if (type === RecordType.KeyUpdate) {
@@ -482,6 +532,7 @@ export class SecureChannel {
           ),
         );
       }
+      this.#checkKeyUpdateRate(nonce);
       this.#receive.rekey();
       this.#keyUpdatesReceived++;
       return KEY_UPDATE_RESULT;
@@ -556,10 +607,41 @@ export class SecureChannel {
     return { code, reason };
   }
 
+  /** Enforces the receive-side KEY_UPDATE rules (docs/PROTOCOL.md, "KEY_UPDATE"). */
+  #checkKeyUpdateRate(nonce: number): void {
+    if (!this.#dataSinceKeyUpdate) {
+      throw this.#fail(
+        new ProtocolError(
+          "PolicyViolation",
+          `KEY_UPDATE record "${nonce}" follows another KEY_UPDATE with no DATA record between them`,
+        ),
+      );
+    }
+    this.#dataSinceKeyUpdate = false;
+    const max = this.#maxKeyUpdatesPerSecond;
+    if (max === Infinity) return;
+    const now = this.#now();
+    this.#keyUpdateTokens = Math.min(
+      max,
+      this.#keyUpdateTokens + ((now - this.#keyUpdateRefilled) * max) / 1000,
+    );
+    this.#keyUpdateRefilled = now;
+    if (this.#keyUpdateTokens < 1) {
+      throw this.#fail(
+        new ProtocolError(
+          "PolicyViolation",
+          `KEY_UPDATE record "${nonce}" exceeds the limit of "${max}" KEY_UPDATEs per second`,
+        ),
+      );
+    }
+    this.#keyUpdateTokens -= 1;
+  }
+
   #rekeyDue(): boolean {
-    return this.#sendRecords >= this.#rekeyAfterRecords ||
+    const age = this.#now() - this.#sendKeySince;
+    return (this.#sendRecords >= this.#rekeyAfterRecords ||
       this.#sendBytes >= this.#rekeyAfterBytes ||
-      this.#now() - this.#sendKeySince >= this.#rekeyAfterMs;
+      age >= this.#rekeyAfterMs) && age >= this.#minKeyUpdateIntervalMs;
   }
 
   #pushKeyUpdate(out: Uint8Array[]): void {

@@ -15,9 +15,19 @@ export const MIN_READ_BUFFER = 1024;
 /** The largest read buffer, reached after reads that fill the buffer. */
 export const MAX_READ_BUFFER = 256 * 1024;
 
+/**
+ * The largest read buffer while the peer is not authenticated yet (handshake mode): handshake
+ * packets are small, so a peer that sends a lot before it is authenticated makes the reader
+ * hold at most this much besides the one packet being assembled.
+ */
+export const HANDSHAKE_READ_BUFFER = 4096;
+
 /** Options for {@linkcode FrameReader}. */
 export interface FrameReaderOptions {
-  /** The packet payload limit (default 16 MiB). */
+  /**
+   * The packet payload limit (default 16 MiB). For a reader that starts with a handshake, pass
+   * the handshake limit here and raise it with {@linkcode FrameReader.startSession}.
+   */
   maxPayloadSize?: number;
 }
 
@@ -56,9 +66,10 @@ export class FrameReader {
   #fullReads = 0;
   #smallReads = 0;
   #eof = false;
-  /** Packets of the last batch not yet taken by {@linkcode FrameReader.readPacket}. */
-  #queue: Packet[] = [];
-  #queueIndex = 0;
+  /** Handshake mode (from the first readPacket to startSession): small read buffer. */
+  #handshake = false;
+  /** Bytes read after the last packet {@linkcode FrameReader.readPacket} returned, not parsed. */
+  #unparsed: Uint8Array | undefined;
 
   /**
    * Creates a reader.
@@ -90,16 +101,21 @@ export class FrameReader {
     return this.#buffer.length;
   }
 
+  /** The packet payload limit that headers are checked against now. */
+  get maxPayloadSize(): number {
+    return this.#decoder.maxPayloadSize;
+  }
+
   /**
-   * Takes the packets that {@linkcode FrameReader.readPacket} left unconsumed.
+   * Ends handshake mode once the peer is authenticated: raises the packet limit to the
+   * session's. Bytes that arrived after the last handshake packet are parsed by the next
+   * {@linkcode FrameReader.read}, under the new limit.
    *
-   * @returns The packets, in order.
+   * @param maxPayloadSize The session's packet payload limit.
    */
-  takeQueued(): Packet[] {
-    const rest = this.#queue.slice(this.#queueIndex);
-    this.#queue = [];
-    this.#queueIndex = 0;
-    return rest;
+  startSession(maxPayloadSize: number): void {
+    this.#handshake = false;
+    this.#decoder.maxPayloadSize = maxPayloadSize;
   }
 
   /**
@@ -109,49 +125,72 @@ export class FrameReader {
    * @throws {ProtocolError} For bad framing, `Truncated` when the stream ends inside a packet.
    */
   async read(): Promise<Packet[] | null> {
+    const unparsed = this.#unparsed;
+    if (unparsed !== undefined) {
+      this.#unparsed = undefined;
+      const packets = this.#decoder.push(unparsed);
+      if (packets.length > 0) return packets;
+    }
     for (;;) {
       if (this.#eof) return null;
-      const buffer = this.#buffer;
-      let n: number | null;
-      try {
-        n = await this.#conn.read(buffer);
-      } catch (cause) {
-        throw new ProtocolError("ConnectionClosed", "Connection failed while reading", { cause });
-      }
-      if (n === null) {
-        this.#eof = true;
-        this.#decoder.finish();
-        return null;
-      }
-      this.#adapt(n, buffer.length);
-      const packets = this.#decoder.push(buffer.subarray(0, n));
+      const chunk = await this.#readChunk();
+      if (chunk === null) return null;
+      const packets = this.#decoder.push(chunk);
       if (packets.length > 0) return packets;
     }
   }
 
   /**
-   * Reads one packet (for the handshake). Packets of the same read that follow it stay queued
-   * and are returned by later calls or {@linkcode FrameReader.takeQueued}. A pending read cannot
-   * be cancelled: close the connection to end it.
+   * Reads one packet (for the handshake; it puts the reader in handshake mode, where the read
+   * buffer stays at most {@linkcode HANDSHAKE_READ_BUFFER} bytes). The bytes of the same read
+   * that follow the packet are kept unparsed, so that their headers are checked against the
+   * limit in force when they are parsed: by a later call, or by
+   * {@linkcode FrameReader.startSession}. A pending read cannot be cancelled: close the
+   * connection to end it.
    *
    * @returns The packet, or `null` at end of stream.
    */
   async readPacket(): Promise<Packet | null> {
-    if (this.#queueIndex < this.#queue.length) return this.#queue[this.#queueIndex++]!;
-    const packets = await this.read();
-    if (packets === null) return null;
-    // Later packets must survive the next read: copy them out of the read buffer.
-    this.#queue = packets.map((p, i) =>
-      i === 0 ? p : { version: p.version, payload: p.payload.slice() }
-    );
-    this.#queueIndex = 1;
-    return this.#queue[0]!;
+    this.#handshake = true;
+    for (;;) {
+      let chunk: Uint8Array | null | undefined = this.#unparsed;
+      this.#unparsed = undefined;
+      if (chunk === undefined) {
+        if (this.#eof) return null;
+        chunk = await this.#readChunk();
+        if (chunk === null) return null;
+      }
+      const { packet, rest } = this.#decoder.pushOne(chunk);
+      // What follows the packet is parsed later, with the limit then in force: it must survive
+      // the next read into the same buffer, so it is copied (it is rarely more than a packet).
+      if (rest.length > 0) this.#unparsed = chunk === this.#buffer ? rest.slice() : rest;
+      if (packet !== undefined) return packet;
+    }
+  }
+
+  /** One read into the buffer: the bytes read, or `null` at a clean end of stream. */
+  async #readChunk(): Promise<Uint8Array | null> {
+    const buffer = this.#buffer;
+    let n: number | null;
+    try {
+      n = await this.#conn.read(buffer);
+    } catch (cause) {
+      throw new ProtocolError("ConnectionClosed", "Connection failed while reading", { cause });
+    }
+    if (n === null) {
+      this.#eof = true;
+      this.#decoder.finish();
+      return null;
+    }
+    this.#adapt(n, buffer.length);
+    return buffer.subarray(0, n);
   }
 
   #adapt(n: number, size: number): void {
     if (n === size) {
       this.#smallReads = 0;
-      if (++this.#fullReads >= 2 && size < MAX_READ_BUFFER) {
+      const max = this.#handshake ? HANDSHAKE_READ_BUFFER : MAX_READ_BUFFER;
+      if (++this.#fullReads >= 2 && size < max) {
         this.#buffer = new Uint8Array(size * 4);
         this.#fullReads = 0;
       }

@@ -13,7 +13,7 @@ import {
   localCompressionBits,
   planCompression,
 } from "../compression/policy.ts";
-import type { HandshakeResult } from "../secure/handshake.ts";
+import { type HandshakeResult, MAX_HANDSHAKE_PAYLOAD } from "../secure/handshake.ts";
 import { clientHandshake, type HandshakeIO, serverHandshake } from "../secure/handshake_runner.ts";
 import { decodeKey, type KeyPair, readKeyFile } from "../secure/keys.ts";
 import type {
@@ -72,7 +72,9 @@ export async function establish(
   maxPayloadSize: number,
   signal?: AbortSignal,
 ): Promise<EstablishedSession> {
-  const reader = new FrameReader(conn, { maxPayloadSize });
+  // Until the peer is authenticated, packets are refused at their header beyond the handshake
+  // limit: an unauthenticated peer can make the reader hold at most one such packet.
+  const reader = new FrameReader(conn, { maxPayloadSize: MAX_HANDSHAKE_PAYLOAD });
   const io = handshakeIO(conn, reader);
   const features = localCompressionBits(compression);
   const options = { ...security, features, ...(signal === undefined ? {} : { signal }) };
