@@ -12,4 +12,10 @@ export interface FuzzTarget {
   seeds: Uint8Array[];
   /** Feeds one input to the code under test. */
   run(input: Uint8Array): void;
+  /**
+   * Counters the target updates while it runs (for example inputs that reached a parser and
+   * inputs it rejected), so that a run shows how deep its inputs went. The engine sets them to
+   * zero when a run starts and `deno task fuzz` prints them.
+   */
+  counters?: Record<string, number>;
 }
