@@ -84,6 +84,7 @@ export type {
 } from "./src/core/message.ts";
 
 export { Dispatcher, registerStandardHandlers } from "./src/protocol/dispatcher.ts";
+export { ApplicationError, MIN_APPLICATION_ERROR_CODE } from "./src/protocol/application_error.ts";
 export type { DispatchContext, Handler, HandlerContext } from "./src/protocol/dispatcher.ts";
 
 export {
@@ -176,6 +177,8 @@ export type { CryptoProvider } from "./src/secure/crypto.ts";
 export type { CipherState } from "./src/secure/noise/cipher_state.ts";
 export {
   CloseCode,
+  DEFAULT_MAX_KEY_UPDATES_PER_SECOND,
+  DEFAULT_MIN_KEY_UPDATE_INTERVAL_MS,
   DEFAULT_REKEY_AFTER_BYTES,
   DEFAULT_REKEY_AFTER_MS,
   DEFAULT_REKEY_AFTER_RECORDS,
@@ -212,8 +215,17 @@ export { KnownServersFile, MemoryKnownServers } from "./src/secure/known_servers
 export type { KnownServers } from "./src/secure/known_servers.ts";
 export { SecureStream } from "./src/secure/stream.ts";
 
-export { Connection, RemoteError } from "./src/service/connection.ts";
-export type { ConnectionOptions, RequestOptions, SessionInfo } from "./src/service/connection.ts";
+export { Connection, PeerClosedError, RemoteError } from "./src/service/connection.ts";
+export type {
+  CloseOptions,
+  ConnectionOptions,
+  RequestOptions,
+  SessionInfo,
+} from "./src/service/connection.ts";
+export { addressKey, HandshakeAdmission } from "./src/service/admission.ts";
+export type { AdmissionVerdict, HandshakeAdmissionOptions } from "./src/service/admission.ts";
+export { LogBudget } from "./src/log_budget.ts";
+export type { LogBudgetOptions } from "./src/log_budget.ts";
 export { formatAddr, serve } from "./src/service/daemon.ts";
 export type { ServeOptions, Server } from "./src/service/daemon.ts";
 export { connect } from "./src/service/client.ts";

@@ -66,6 +66,21 @@ export interface ServerConfig {
   maxConnections: number;
   /** Connections still handshaking beyond this are refused at accept time. Default 256. */
   maxHandshakes: number;
+  /**
+   * New handshakes admitted per second for the whole server (a token bucket holding one
+   * second's worth); connections beyond it are closed at accept time. 0 disables. Default 1000.
+   */
+  handshakeRate: number;
+  /**
+   * New handshakes admitted per second from one source address (IPv6 grouped by /64); 0
+   * disables. Behind a proxy that hides client addresses, raise it or set 0. Default 100.
+   */
+  handshakeRatePerAddress: number;
+  /**
+   * Protocol violations (unknown opcodes, empty records, ...) a connection may commit within a
+   * minute; one more closes it with CLOSE code 2. Default 16.
+   */
+  maxProtocolViolations: number;
 }
 
 /** The `[client]` section. Durations are milliseconds. */
@@ -362,6 +377,21 @@ const SCHEMA: Record<SectionName, readonly KeySpec[]> = {
       kind: "integer",
       doc: "Connections still handshaking beyond this are refused (1..100000).",
     },
+    {
+      key: "handshake_rate",
+      kind: "integer",
+      doc: "New handshakes per second, whole server; more are refused (1..1000000, 0 disables).",
+    },
+    {
+      key: "handshake_rate_per_address",
+      kind: "integer",
+      doc: "New handshakes per second from one address, IPv6 by /64 (1..1000000, 0 disables).",
+    },
+    {
+      key: "max_protocol_violations",
+      kind: "integer",
+      doc: "Protocol violations a connection may commit per minute before CLOSE 2 (0..1000000).",
+    },
   ],
   client: [
     {
@@ -558,6 +588,9 @@ const DEFAULTS: NetworkConfig = {
     shutdownTimeout: 10000,
     maxConnections: 1000,
     maxHandshakes: 256,
+    handshakeRate: 1000,
+    handshakeRatePerAddress: 100,
+    maxProtocolViolations: 16,
   },
   client: {
     address: "127.0.0.1:9000",
@@ -1499,6 +1532,9 @@ function collectIssues(config: NetworkConfig): Issue[] {
   int("server.shutdown_timeout", s.shutdownTimeout, 100, 600_000, " ms");
   int("server.max_connections", s.maxConnections, 1, 100_000);
   int("server.max_handshakes", s.maxHandshakes, 1, 100_000);
+  int("server.handshake_rate", s.handshakeRate, 1, 1_000_000, "", true);
+  int("server.handshake_rate_per_address", s.handshakeRatePerAddress, 1, 1_000_000, "", true);
+  int("server.max_protocol_violations", s.maxProtocolViolations, 0, 1_000_000);
 
   // client
   if (str("client.address", c.address)) {

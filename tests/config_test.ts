@@ -74,6 +74,9 @@ Deno.test("defaults match the design and are fresh copies", () => {
     shutdownTimeout: 10000,
     maxConnections: 1000,
     maxHandshakes: 256,
+    handshakeRate: 1000,
+    handshakeRatePerAddress: 100,
+    maxProtocolViolations: 16,
   });
   assert.deepEqual(config.client, {
     address: "127.0.0.1:9000",
@@ -828,6 +831,9 @@ const VALID_CONFIG: fc.Arbitrary<NetworkConfig> = fc.record({
     shutdownTimeout: fc.integer({ min: 100, max: 600_000 }),
     maxConnections: fc.integer({ min: 1, max: 100_000 }),
     maxHandshakes: fc.integer({ min: 1, max: 100_000 }),
+    handshakeRate: fc.integer({ min: 0, max: 1_000_000 }),
+    handshakeRatePerAddress: fc.integer({ min: 0, max: 1_000_000 }),
+    maxProtocolViolations: fc.integer({ min: 0, max: 1_000_000 }),
   }, { noNullPrototype: true }),
   client: fc.record({
     address: fc.constantFrom("127.0.0.1:9000", "[::1]:1", "localhost:8080"),

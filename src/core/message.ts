@@ -148,12 +148,15 @@ export const ErrorCodes: {
   readonly DeadlineExceeded: 4;
   /** The server is shutting down. */
   readonly ShuttingDown: 5;
+  /** The reply is larger than the largest message a packet can carry. */
+  readonly TooLarge: 6;
 } = {
   UnknownOpcode: 1,
   HandlerFailed: 2,
   Cancelled: 3,
   DeadlineExceeded: 4,
   ShuttingDown: 5,
+  TooLarge: 6,
 } as const;
 
 /** The opcodes of the built-in messages; no custom command may use one of these names. */

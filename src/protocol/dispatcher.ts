@@ -6,6 +6,11 @@
 
 import { ProtocolError } from "../errors.ts";
 import { ErrorCodes, type Message, opcodeOf } from "../core/message.ts";
+import { logger } from "../log.ts";
+import { peerEvents } from "../log_budget.ts";
+import { ApplicationError } from "./application_error.ts";
+
+const log = logger("dispatcher");
 
 /** What a handler knows about the message it handles. */
 export interface HandlerContext {
@@ -184,26 +189,59 @@ export class Dispatcher {
     let reply: Message | Promise<Message>;
     try {
       reply = handler(request.message, ctx);
-    } catch {
-      return handlerFailed(id, opcode);
+    } catch (error) {
+      return handlerFailed(id, opcode, error, ctx.signal);
     }
     if (reply instanceof Promise) {
       return reply.then(
         (value) => wrapResponse(id, value, opcode),
-        () => handlerFailed(id, opcode),
+        (error) => handlerFailed(id, opcode, error, ctx.signal),
       );
     }
     return wrapResponse(id, reply, opcode);
   }
 }
 
-function handlerFailed(id: number, opcode: string): Message {
+/**
+ * The `error` reply to a numbered request whose handler threw: an {@linkcode ApplicationError}'s
+ * own code and text, or the generic `HandlerFailed` (code 2) for anything else, whose text stays
+ * here, in the log (within the shared log budget: a peer that makes a handler fail on purpose
+ * cannot flood the log).
+ */
+function handlerFailed(
+  id: number,
+  opcode: string,
+  error?: unknown,
+  signal?: AbortSignal,
+): Message {
+  if (error instanceof ApplicationError) {
+    return { type: "error", id, code: error.code, text: error.message };
+  }
+  // A handler that stops because its request was cancelled has not failed.
+  if (error !== undefined && signal?.aborted !== true) logHandlerFailure(opcode, error);
   return {
     type: "error",
     id,
     code: ErrorCodes.HandlerFailed,
     text: `Handler for opcode "${opcode}" failed`,
   };
+}
+
+/**
+ * Logs that the handler of `opcode` failed, once per failure within the shared log budget
+ * (a few lines per interval, then a summary).
+ *
+ * @param opcode The opcode of the message.
+ * @param error What the handler threw.
+ * @param connectionId The connection, when known.
+ */
+export function logHandlerFailure(opcode: string, error: unknown, connectionId?: number): void {
+  if (!peerEvents.allow("handler failure")) return;
+  log.warn("Handler for opcode {opcode} failed{where}: {error}", {
+    opcode,
+    where: connectionId === undefined ? "" : ` on connection ${connectionId}`,
+    error,
+  });
 }
 
 function toHandlerContext(context?: DispatchContext): HandlerContext {
@@ -232,7 +270,11 @@ function checkReply(reply: Message): Message {
 
 function wrapResponse(id: number, reply: Message, opcode: string): Message {
   if (reply === null || typeof reply !== "object" || isNumbered(reply)) {
-    return handlerFailed(id, opcode);
+    return handlerFailed(
+      id,
+      opcode,
+      new TypeError("Handler returned something that is not an un-numbered message"),
+    );
   }
   return { type: "response", id, message: reply };
 }

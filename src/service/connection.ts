@@ -20,14 +20,21 @@ import {
   encodedMessageSize,
   ErrorCodes,
   type Message,
+  opcodeOf,
   writeBatchEntries,
 } from "../core/message.ts";
 import { encodePackets, HEADER_SIZE, MAX_PAYLOAD_SIZE, type Packet } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
-import { type Dispatcher, type HandlerContext, OWNED_CONTEXT } from "../protocol/dispatcher.ts";
-import type { SecureChannel } from "../secure/channel.ts";
+import {
+  type Dispatcher,
+  type HandlerContext,
+  logHandlerFailure,
+  OWNED_CONTEXT,
+} from "../protocol/dispatcher.ts";
+import { CloseCode, MAX_RECORD_NONCE, type SecureChannel } from "../secure/channel.ts";
 import type { FrameReader } from "./frame_reader.ts";
+import { peerEvents } from "../log_budget.ts";
 
 const log = logger("connection");
 
@@ -78,6 +85,118 @@ export interface ConnectionOptions {
   decompressor?: BodyDecompressor;
   /** A numeric id for logs (default: a counter). */
   id?: number;
+  /**
+   * Protocol violations (an un-numbered message nobody handles, an empty record) the peer may
+   * commit within a minute; one more closes the connection with CLOSE code 2 (default 16).
+   */
+  maxProtocolViolations?: number;
+}
+
+/** Options of {@linkcode Connection.close}. */
+export interface CloseOptions {
+  /** A short reason sent to the peer in the CLOSE record (secure mode; default `"closed"`). */
+  reason?: string;
+  /** The CLOSE code (default `CloseCode.Normal`, 0; a shutdown sends `CloseCode.GoingAway`). */
+  code?: number;
+  /** How long to wait for in-flight work before closing at once (default 10000 ms). */
+  timeoutMs?: number;
+}
+
+/**
+ * The peer ended the session with a CLOSE record whose code reports a failure, 2 and up
+ * (docs/PROTOCOL.md, "CLOSE"; 0 and 1 are clean ends): {@linkcode Connection.closed} resolves
+ * with it, and requests still in flight fail
+ * with `ConnectionClosed` caused by it.
+ *
+ * @example Read why the peer closed
+ * ```ts
+ * import { PeerClosedError } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new PeerClosedError(4, "idle timeout");
+ * assert.equal(error.code, "Timeout");
+ * assert.equal(error.closeCode, 4);
+ * assert.equal(error.reason, "idle timeout");
+ * ```
+ */
+export class PeerClosedError extends ProtocolError {
+  /** The u16 CLOSE code the peer sent (see `CloseCode`). */
+  readonly closeCode: number;
+  /** The reason text the peer sent. */
+  readonly reason: string;
+
+  /**
+   * Creates the error.
+   *
+   * @param closeCode The code of the peer's CLOSE.
+   * @param reason The reason text of the peer's CLOSE.
+   */
+  constructor(closeCode: number, reason: string) {
+    super(
+      closeCodeToLocal(closeCode),
+      `Peer closed the session with code ${closeCode} (${closeCodeName(closeCode)}): "${reason}"`,
+    );
+    this.name = "PeerClosedError";
+    this.closeCode = closeCode;
+    this.reason = reason;
+  }
+}
+
+function closeCodeName(code: number): string {
+  switch (code) {
+    case CloseCode.Normal:
+      return "normal";
+    case CloseCode.GoingAway:
+      return "going away";
+    case CloseCode.ProtocolError:
+      return "protocol error";
+    case CloseCode.LimitExceeded:
+      return "limit exceeded";
+    case CloseCode.IdleTimeout:
+      return "idle timeout";
+    case CloseCode.KeyExhausted:
+      return "key exhausted";
+    default:
+      return code >= 0x1000 ? "application" : "unknown";
+  }
+}
+
+function closeCodeToLocal(code: number): ProtocolError["code"] {
+  switch (code) {
+    case CloseCode.ProtocolError:
+      return "PolicyViolation";
+    case CloseCode.LimitExceeded:
+    case CloseCode.KeyExhausted:
+      return "LimitExceeded";
+    case CloseCode.IdleTimeout:
+      return "Timeout";
+    default:
+      return "ConnectionClosed";
+  }
+}
+
+/**
+ * The CLOSE code that tells the peer why this side ends the session after `error`, or
+ * `undefined` when no CLOSE can or should be sent (the channel failed, the socket is gone, or
+ * the failure is this side's own).
+ */
+function closeCodeFor(error: ProtocolError): number | undefined {
+  switch (error.code) {
+    case "InvalidHeader":
+    case "UnsupportedVersion":
+    case "InvalidMessage":
+    case "UnexpectedMessage":
+    case "PolicyViolation":
+    case "DecompressionFailure":
+      return CloseCode.ProtocolError;
+    case "OversizedPacket":
+    case "LimitExceeded":
+      return CloseCode.LimitExceeded;
+    case "Timeout":
+      return CloseCode.IdleTimeout;
+    default:
+      return undefined;
+  }
 }
 
 /** Options of {@linkcode Connection.request}. */
@@ -200,6 +319,8 @@ class ConnectionContext implements HandlerContext {
 interface ReplySlot {
   done: boolean;
   reply: Message | null;
+  /** What the held reply counts against the outbound bound. */
+  bytes: number;
 }
 
 let nextConnectionId = 1;
@@ -207,6 +328,16 @@ const EMPTY_QUEUE: Message[] = [];
 const RECORD_TARGET = 256 * 1024;
 /** A record is this much longer than its batch: the type byte and the 16-byte tag. */
 const RECORD_OVERHEAD = 17;
+/**
+ * Records opened, and messages handled, per turn of the event loop before a connection yields
+ * to the others. A full 256 KiB read of the smallest records is about 10,000 of them (10-100
+ * ms of CPU for KEY_UPDATE or empty records, measured in the hostile-peer study); honest reads
+ * rarely reach these numbers, so the yield costs them nothing.
+ */
+const RECORDS_PER_TURN = 1024;
+const MESSAGES_PER_TURN = 4096;
+/** The window over which protocol violations are counted. */
+const VIOLATION_WINDOW_MS = 60_000;
 
 /**
  * One side of an established session. Created by the daemon for each accepted client and by the
@@ -252,6 +383,9 @@ export class Connection implements AsyncDisposable {
   readonly #decodeOptions: DecodeBatchOptions;
   readonly #channel: SecureChannel | null;
   readonly #remoteAddr: Deno.Addr | undefined;
+  readonly #maxViolations: number;
+  #violations = 0;
+  #violationWindowStart = 0;
 
   // Outbound.
   #outbox: Message[] = [];
@@ -274,6 +408,9 @@ export class Connection implements AsyncDisposable {
   #inflightCount = 0;
   #slots: ReplySlot[] = [];
   #slotHead = 0;
+  /** Replies done but held behind an earlier pending one (ordered replies), and their bytes. */
+  #heldCount = 0;
+  #heldBytes = 0;
   #receiveQueue: Message[] = [];
   #receiveWaiters: ((value: Message | null) => void)[] = [];
   #capacityWaiter: (() => void) | null = null;
@@ -305,6 +442,8 @@ export class Connection implements AsyncDisposable {
   #closing = false;
   #closed = false;
   #error: ProtocolError | undefined;
+  /** The peer's CLOSE with a code other than 0, once received. */
+  #peerClose: PeerClosedError | undefined;
   #closedPromise: Promise<ProtocolError | undefined>;
   #resolveClosed!: (error: ProtocolError | undefined) => void;
   #readLoopDone: Promise<void>;
@@ -339,6 +478,7 @@ export class Connection implements AsyncDisposable {
     this.#idleMs = nonNegative("idleTimeoutMs", options.idleTimeoutMs, 0);
     this.#responseMs = positive("responseTimeoutMs", options.responseTimeoutMs, 30_000);
     this.#writeTimeoutMs = nonNegative("writeTimeoutMs", options.writeTimeoutMs, 30_000);
+    this.#maxViolations = nonNegative("maxProtocolViolations", options.maxProtocolViolations, 16);
     this.#compressor = options.compressor;
     this.#decodeOptions = {
       ownedInput: session.channel !== null,
@@ -357,9 +497,9 @@ export class Connection implements AsyncDisposable {
       this.#watchdog = () => this.#onTick();
       joinTicker(this.#tickMs, this.#watchdog);
     }
-    // Packets that arrived together with the end of the handshake come first.
-    const early = reader.takeQueued();
-    this.#readLoopDone = this.#readLoop(early);
+    // Bytes that arrived together with the end of the handshake are parsed by the first read.
+    reader.startSession(this.#maxPayload);
+    this.#readLoopDone = this.#readLoop();
   }
 
   /** The peer's transport address. */
@@ -400,9 +540,9 @@ export class Connection implements AsyncDisposable {
     return this.#inflightCount;
   }
 
-  /** Bytes queued or being written. */
+  /** Bytes queued or being written, including replies held back to keep their order. */
   get outboundBytes(): number {
-    return this.#outboxBytes + this.#writingBytes;
+    return this.#outboxBytes + this.#writingBytes + this.#heldBytes;
   }
 
   /** Whether the connection is closed or closing. */
@@ -721,19 +861,35 @@ export class Connection implements AsyncDisposable {
   /**
    * Closes gracefully: stops reading, lets requests already received finish and be answered,
    * writes everything queued, sends an authenticated CLOSE (or a `disconnect` in plaintext
-   * mode), then closes the socket. After `timeoutMs` it closes at once.
+   * mode), then closes the socket. After the time limit it closes at once.
    *
-   * @param reason A short reason sent to the peer (secure mode).
-   * @param timeoutMs How long to wait for in-flight work (default 10000 ms).
+   * @example Close with the code of a shutdown
+   * ```ts
+   * import { CloseCode, connect, Dispatcher, serve } from "@npro/network-protocol";
+   *
+   * await using server = await serve({ address: "127.0.0.1:0" }, new Dispatcher());
+   * const { port } = server.addr as Deno.NetAddr;
+   * const client = await connect({
+   *   address: `127.0.0.1:${port}`,
+   *   security: { serverKeys: [server.publicKey!] },
+   * });
+   * await client.connection!.close({ code: CloseCode.GoingAway, reason: "maintenance" });
+   * await client.close();
+   * ```
+   *
+   * @param options The CLOSE code and reason, and the time limit; or, as before, the reason.
+   * @param timeoutMs The time limit when `options` is a reason (default 10000 ms).
    */
-  async close(reason = "closed", timeoutMs = 10_000): Promise<void> {
+  async close(options: CloseOptions | string = {}, timeoutMs?: number): Promise<void> {
+    const { reason = "closed", code = CloseCode.Normal, timeoutMs: limit = timeoutMs ?? 10_000 } =
+      typeof options === "string" ? { reason: options } : options;
     if (this.#closed) return;
     if (this.#closing) {
       await this.#closedPromise;
       return;
     }
     this.#closing = true;
-    const timer = setTimeout(() => this.#destroy(undefined), timeoutMs);
+    const timer = setTimeout(() => this.#destroy(undefined), limit);
     try {
       await this.#drainInflight();
       if (!this.#closed) {
@@ -743,7 +899,10 @@ export class Connection implements AsyncDisposable {
         await this.#flushNow();
         if (this.#channel !== null && !this.#closed && this.#channel.failure === undefined) {
           await this.#writeAll(encodePackets(
-            this.#channel.sealClose(0, reason).map((payload) => ({ version: 2, payload })),
+            this.#channel.sealClose(code, closeReason(reason)).map((payload) => ({
+              version: 2,
+              payload,
+            })),
           ));
         }
       }
@@ -769,9 +928,8 @@ export class Connection implements AsyncDisposable {
   // -------------------------------------------------------------------------------------------
   // Reading
 
-  async #readLoop(early: Packet[]): Promise<void> {
+  async #readLoop(): Promise<void> {
     try {
-      if (early.length > 0) this.#onPackets(early);
       for (;;) {
         await this.#drainPending();
         if (this.#closing || this.#closed) return;
@@ -786,19 +944,27 @@ export class Connection implements AsyncDisposable {
         }
         this.#lastReceived = performance.now();
         this.#missedPings = 0;
-        this.#onPackets(packets);
+        // A read holds up to about 10,000 tiny records: open them in slices, letting the other
+        // connections run in between, so one peer cannot monopolise the event loop.
+        let next = this.#onPackets(packets, 0);
+        while (next < packets.length && !this.#closed) {
+          await this.#drainPending();
+          await yieldTurn();
+          if (this.#closed) return;
+          next = this.#onPackets(packets, next);
+        }
       }
     } catch (error) {
       if (this.#closing && !this.#closed && isClosedSocket(error)) {
         return;
       }
-      this.#destroy(toProtocolError(error));
+      this.#fail(toProtocolError(error));
     }
   }
 
   #mustPause(): boolean {
-    return this.#inflightCount >= this.#backpressureLimit ||
-      this.#outboxBytes + this.#writingBytes > this.#maxOutbound ||
+    return this.#inflightCount + this.#heldCount >= this.#backpressureLimit ||
+      this.#outboxBytes + this.#writingBytes + this.#heldBytes > this.#maxOutbound ||
       this.#receiveQueue.length >= this.#maxReceive;
   }
 
@@ -810,8 +976,15 @@ export class Connection implements AsyncDisposable {
     }
   }
 
-  #onPackets(packets: Packet[]): void {
-    for (const packet of packets) {
+  /**
+   * Opens and decodes `packets` from `start` on, at most RECORDS_PER_TURN of them.
+   *
+   * @returns The index of the first packet not handled (`packets.length` when done).
+   */
+  #onPackets(packets: Packet[], start: number): number {
+    const end = Math.min(packets.length, start + RECORDS_PER_TURN);
+    for (let i = start; i < end; i++) {
+      const packet = packets[i]!;
       let body: Uint8Array;
       if (this.#channel !== null) {
         const opened = this.#channel.open(packet.payload);
@@ -822,12 +995,23 @@ export class Connection implements AsyncDisposable {
             code: opened.code,
             reason: opened.reason,
           });
+          if (opened.code !== CloseCode.Normal && opened.code !== CloseCode.GoingAway) {
+            // Codes 0 and 1 are clean ends; the others say what went wrong.
+            this.#peerClose = new PeerClosedError(opened.code, opened.reason);
+          }
           this.#onPeerClose();
-          return;
+          return packets.length;
         }
         body = opened.body;
       } else {
         body = packet.payload;
+      }
+      if (body.length === 0) {
+        // A sender never seals an empty DATA record (nor sends an empty packet): each one
+        // costs a decryption for nothing.
+        this.#violation("empty record", "Received a record with no messages");
+        if (this.#closed) return packets.length;
+        continue;
       }
       const messages = decodeBatch(body, this.#decodeOptions);
       if (this.#pendingIndex < this.#pending.length) {
@@ -837,14 +1021,21 @@ export class Connection implements AsyncDisposable {
         this.#pendingIndex = 0;
       }
     }
+    return end;
   }
 
   /** Handles decoded messages while there is capacity; the rest waits (bounded by one read). */
   async #drainPending(): Promise<void> {
+    let handled = 0;
     while (this.#pendingIndex < this.#pending.length) {
       if (this.#closed) return;
       if (this.#mustPause()) {
         await new Promise<void>((resolve) => (this.#capacityWaiter = resolve));
+        continue;
+      }
+      if (++handled > MESSAGES_PER_TURN) {
+        handled = 0;
+        await yieldTurn();
         continue;
       }
       const message = this.#pending[this.#pendingIndex]!;
@@ -864,8 +1055,9 @@ export class Connection implements AsyncDisposable {
         }
         return;
       case "ping":
-        if (this.#dispatcher?.has("PING")) break;
-        this.#enqueue({ type: "pong" }, false);
+        // A heartbeat: answered, but it is not activity (the idle timeout ignores it).
+        if (this.#dispatcher?.has("PING")) this.#handleOrdered(message);
+        else this.#enqueue({ type: "pong" }, false);
         return;
       case "response":
       case "error": {
@@ -891,7 +1083,7 @@ export class Connection implements AsyncDisposable {
         this.#onPeerClose();
         return;
       case "request":
-        this.#active = true;
+        if (message.message.type !== "ping") this.#active = true;
         this.#handleRequest(message);
         return;
     }
@@ -927,7 +1119,7 @@ export class Connection implements AsyncDisposable {
     const ctx = new ConnectionContext(this.#remoteAddr, this.session.remoteStaticKey, true);
     const reply = dispatcher.handle(message, ctx);
     if (!(reply instanceof Promise)) {
-      this.#enqueue(reply, false);
+      this.#reply(reply);
       return;
     }
     if (message.deadline !== undefined) ctx.expiresAt = performance.now() + message.deadline;
@@ -949,7 +1141,7 @@ export class Connection implements AsyncDisposable {
           text: reason instanceof Error ? reason.message : "Request was cancelled",
         };
       }
-      this.#enqueue(answer, false);
+      this.#reply(answer);
       this.#wakeReader();
     });
   }
@@ -965,7 +1157,7 @@ export class Connection implements AsyncDisposable {
       return;
     }
     if (!(reply instanceof Promise)) {
-      if (this.#slots.length === this.#slotHead) this.#enqueue(reply, false);
+      if (this.#slots.length === this.#slotHead) this.#reply(reply);
       else this.#pushSlot(true, reply);
       return;
     }
@@ -977,25 +1169,42 @@ export class Connection implements AsyncDisposable {
       },
       (error) => this.#handlerFailed(message, error),
     ).finally(() => {
-      slot.done = true;
       this.#inflightCount--;
+      this.#settleSlot(slot);
       this.#releaseSlots();
       this.#wakeReader();
     });
   }
 
+  /**
+   * Queues a slot for the reply to an un-numbered message, in arrival order. A reply that is
+   * done but waits behind an earlier pending one is held: it counts against the backpressure
+   * limit and the outbound byte bound, so a slow handler cannot make replies pile up unbounded.
+   */
   #pushSlot(done: boolean, reply: Message | null): ReplySlot {
-    const slot: ReplySlot = { done, reply };
+    const slot: ReplySlot = { done: false, reply, bytes: 0 };
     this.#slots.push(slot);
+    if (done) this.#settleSlot(slot);
     return slot;
+  }
+
+  #settleSlot(slot: ReplySlot): void {
+    slot.done = true;
+    this.#heldCount++;
+    if (slot.reply !== null) {
+      slot.bytes = encodedMessageSize(slot.reply) + 8;
+      this.#heldBytes += slot.bytes;
+    }
   }
 
   #releaseSlots(): void {
     const slots = this.#slots;
     while (this.#slotHead < slots.length && slots[this.#slotHead]!.done) {
-      const reply = slots[this.#slotHead]!.reply;
+      const slot = slots[this.#slotHead]!;
       this.#slotHead++;
-      if (reply !== null && !this.#closed) this.#enqueue(reply, false);
+      this.#heldCount--;
+      this.#heldBytes -= slot.bytes;
+      if (slot.reply !== null && !this.#closed) this.#reply(slot.reply);
     }
     if (this.#slotHead === slots.length) {
       this.#slots = [];
@@ -1004,16 +1213,89 @@ export class Connection implements AsyncDisposable {
   }
 
   #handlerFailed(message: Message, error: unknown): void {
-    log.warn("Connection {id}: handler for a {type} message failed: {error}", {
-      id: this.id,
-      type: message.type,
-      error,
-    });
+    if (
+      error instanceof ProtocolError && error.code === "UnexpectedMessage" &&
+      !this.#dispatcher!.has(opcodeOf(message))
+    ) {
+      // Nobody handles this opcode and the peer cannot be told (no request id): a violation.
+      this.#violation("unknown opcode", error.message);
+      return;
+    }
+    logHandlerFailure(opcodeOf(message), error, this.id);
+  }
+
+  /**
+   * Counts a protocol violation of the peer: logged within the shared log budget, and past
+   * `maxProtocolViolations` within a minute the connection closes with CLOSE code 2.
+   */
+  #violation(kind: string, detail: string): void {
+    const now = performance.now();
+    if (now - this.#violationWindowStart > VIOLATION_WINDOW_MS) {
+      this.#violationWindowStart = now;
+      this.#violations = 0;
+    }
+    this.#violations++;
+    if (peerEvents.allow("protocol violation")) {
+      log.warn("Connection {id}: protocol violation ({kind}): {detail}", {
+        id: this.id,
+        kind,
+        detail,
+      });
+    }
+    if (this.#violations > this.#maxViolations) {
+      this.#fail(
+        new ProtocolError(
+          "PolicyViolation",
+          `Peer committed more than "${this.#maxViolations}" protocol violations within ${
+            VIOLATION_WINDOW_MS / 1000
+          } s (last: ${kind})`,
+        ),
+      );
+    }
   }
 
   #onPeerClose(): void {
     // The peer will send nothing more: answer what we have, then close.
     if (!this.#closing && !this.#closed) void this.close("peer closed");
+  }
+
+  /**
+   * Queues a handler's reply. A reply larger than the packet limit fails its own request (an
+   * `error` with code `TooLarge` for a numbered one; logged and dropped for an un-numbered
+   * one), never the connection.
+   */
+  #reply(message: Message): void {
+    if (this.#closed) return;
+    const size = encodedMessageSize(message);
+    if (this.#fits(size)) {
+      this.#enqueue(message, false, size);
+      return;
+    }
+    const text = `Reply of "${size}" bytes exceeds the largest message "${this.maxMessageSize}"`;
+    if (message.type === "response") {
+      this.#enqueue({ type: "error", id: message.id, code: ErrorCodes.TooLarge, text }, false);
+    } else {
+      logHandlerFailure(opcodeOf(message), new ProtocolError("OversizedPacket", text), this.id);
+    }
+  }
+
+  /**
+   * The largest encoded message (a request, reply or un-numbered message) that fits in one
+   * packet of this connection, after the record's 17 bytes (secure mode) and the batch entry's
+   * flags and length. The peer accepts the same, so the largest request a server accepts and
+   * the largest reply it can send are equal.
+   */
+  get maxMessageSize(): number {
+    const room = this.#maxPayload - (this.#channel === null ? 0 : RECORD_OVERHEAD) - 1;
+    // The entry length is a varint: find the largest size whose varint still fits.
+    let size = room - 1;
+    while (size > 0 && batchEntrySize(size) > room + 1) size--;
+    return size;
+  }
+
+  #fits(size: number): boolean {
+    return batchEntrySize(size) + (this.#channel === null ? 0 : RECORD_OVERHEAD) <=
+      this.#maxPayload;
   }
 
   #onEnd(): void {
@@ -1027,12 +1309,12 @@ export class Connection implements AsyncDisposable {
   // -------------------------------------------------------------------------------------------
   // Writing
 
-  #enqueue(message: Message, checkLimit: boolean): void {
-    const size = encodedMessageSize(message);
-    if (size + 8 > this.#maxPayload - (this.#channel === null ? 0 : RECORD_OVERHEAD)) {
+  #enqueue(message: Message, checkLimit: boolean, knownSize?: number): void {
+    const size = knownSize ?? encodedMessageSize(message);
+    if (!this.#fits(size)) {
       throw new ProtocolError(
         "OversizedPacket",
-        `Message of ${size} bytes exceeds the packet limit "${this.#maxPayload}"`,
+        `Message of "${size}" bytes exceeds the largest message "${this.maxMessageSize}"`,
       );
     }
     if (checkLimit && this.#outboxBytes + this.#writingBytes + size > this.#maxOutbound) {
@@ -1046,7 +1328,7 @@ export class Connection implements AsyncDisposable {
     this.#outboxSizes.push(size);
     this.#outboxEntryBytes += batchEntrySize(size);
     this.#outboxBytes += size + 8;
-    if (message.type !== "ping" && message.type !== "pong") this.#active = true;
+    if (!isHeartbeat(message)) this.#active = true;
     if (!this.#flushScheduled && !this.#writing) {
       this.#flushScheduled = true;
       queueMicrotask(() => void this.#flushNow().catch(() => {}));
@@ -1076,7 +1358,7 @@ export class Connection implements AsyncDisposable {
         this.#wakeReader();
       }
     } catch (error) {
-      this.#destroy(toProtocolError(error));
+      this.#fail(toProtocolError(error));
     } finally {
       this.#writing = false;
       this.#writingBytes = 0;
@@ -1270,7 +1552,7 @@ export class Connection implements AsyncDisposable {
       this.#writeTimeoutMs > 0 && this.#writeStartedAt > 0 &&
       now - this.#writeStartedAt > this.#writeTimeoutMs
     ) {
-      this.#destroy(
+      this.#fail(
         new ProtocolError("Timeout", `Write made no progress for ${this.#writeTimeoutMs} ms`),
       );
       return;
@@ -1280,13 +1562,13 @@ export class Connection implements AsyncDisposable {
       this.#requests.size === 0
     ) {
       log.debug("Connection {id} idle for {ms} ms: closing", { id: this.id, ms: this.#idleMs });
-      void this.close("idle timeout");
+      void this.close({ code: CloseCode.IdleTimeout, reason: "idle timeout" });
       return;
     }
     if (this.#heartbeatMs > 0 && now - this.#lastReceived >= this.#heartbeatMs) {
       const missed = Math.floor((now - this.#lastReceived) / this.#heartbeatMs);
       if (missed > 3) {
-        this.#destroy(new ProtocolError("Timeout", `Peer missed ${missed - 1} heartbeats`));
+        this.#fail(new ProtocolError("Timeout", `Peer missed ${missed - 1} heartbeats`));
         return;
       }
       if (missed > this.#missedPings && !this.#closing) {
@@ -1326,11 +1608,43 @@ export class Connection implements AsyncDisposable {
     });
   }
 
-  #destroy(error: ProtocolError | undefined): void {
+  /**
+   * Ends the connection after `error`, telling the peer why with a CLOSE (docs/PROTOCOL.md,
+   * "CLOSE") when the failure allows one.
+   */
+  #fail(error: ProtocolError): void {
+    if (this.#closed) return;
+    this.#destroy(error, closeCodeFor(error));
+  }
+
+  /**
+   * The last bytes to write before the socket closes after a failure: a CLOSE record with
+   * `code` (secure mode) or a `disconnect` (plaintext), when the channel is usable and no write
+   * is in progress (a second write could interleave with it); otherwise nothing.
+   */
+  #farewell(error: ProtocolError, code: number | undefined): Uint8Array | undefined {
+    if (code === undefined || this.#writing) return undefined;
+    try {
+      const channel = this.#channel;
+      if (channel === null) return encodePackets([{ version: 2, payload: DISCONNECT_BATCH }]);
+      if (channel.failure !== undefined || channel.closeSent) return undefined;
+      if (code === CloseCode.LimitExceeded && channel.sendNonce + 2 > MAX_RECORD_NONCE) {
+        code = CloseCode.KeyExhausted;
+      }
+      const records = channel.sealClose(code, closeReason(error.message));
+      return encodePackets(records.map((payload) => ({ version: 2, payload })));
+    } catch {
+      return undefined;
+    }
+  }
+
+  #destroy(error: ProtocolError | undefined, closeCode?: number): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#closing = true;
+    error ??= this.#peerClose;
     this.#error = error;
+    const farewell = error === undefined ? undefined : this.#farewell(error, closeCode);
     if (error !== undefined) {
       log.debug("Connection {id} closed: {error}", { id: this.id, error: error.message });
       if (this.#channel !== null && error.code !== "AuthenticationFailed") {
@@ -1340,11 +1654,9 @@ export class Connection implements AsyncDisposable {
     if (this.#watchdog !== undefined) leaveTicker(this.#tickMs, this.#watchdog);
     if (this.#fifoTimer !== undefined) clearTimeout(this.#fifoTimer);
     this.#fifoTimer = undefined;
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed.
-    }
+    const closing = farewell === undefined
+      ? Promise.resolve(closeQuietly(this.#conn))
+      : this.#writeFarewell(farewell);
     const failure = error ??
       new ProtocolError("ConnectionClosed", "Connection closed before the answer");
     for (const [id, pending] of this.#requests) {
@@ -1373,8 +1685,64 @@ export class Connection implements AsyncDisposable {
     this.#capacityWaiter = null;
     capacity?.();
     for (const waiter of this.#flushWaiters.splice(0)) waiter();
-    this.#resolveClosed(error);
+    void closing.then(() => this.#resolveClosed(error));
   }
+
+  /** Writes the farewell record within a short time limit, then closes the socket. */
+  async #writeFarewell(data: Uint8Array): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        this.#conn.write(data),
+        new Promise((resolve) => (timer = setTimeout(resolve, FAREWELL_TIMEOUT_MS))),
+      ]);
+    } catch {
+      // The peer is gone: nothing to tell it.
+    } finally {
+      clearTimeout(timer);
+      closeQuietly(this.#conn);
+    }
+  }
+}
+
+/** How long the CLOSE written after a failure may take before the socket closes anyway. */
+const FAREWELL_TIMEOUT_MS = 1000;
+
+/** A batch of one `disconnect` message: the plaintext farewell. */
+const DISCONNECT_BATCH = encodeBatch([{ type: "disconnect" }]);
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/** The CLOSE reason for `text`: cut to the 123 UTF-8 bytes a CLOSE record can carry. */
+function closeReason(text: string): string {
+  let reason = text;
+  while (new TextEncoder().encode(reason).length > 123) reason = reason.slice(0, -1);
+  return reason;
+}
+
+/** Whether a message is a heartbeat (not activity for the idle timeout). */
+function isHeartbeat(message: Message): boolean {
+  switch (message.type) {
+    case "ping":
+    case "pong":
+      return true;
+    case "request":
+    case "response":
+      return message.message.type === "ping" || message.message.type === "pong";
+    default:
+      return false;
+  }
+}
+
+/** Lets the other tasks of the event loop run (a macrotask turn, not a microtask). */
+function yieldTurn(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /**

@@ -11,12 +11,15 @@ import { ProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";
 import type { CompressionSettings } from "../compression/policy.ts";
+import { CloseCode } from "../secure/channel.ts";
 import { generateKeyPair, type KeyPair } from "../secure/keys.ts";
 import type { ServerSecurityOptions } from "../secure/policy.ts";
 import { createTransport } from "../transport/mod.ts";
 import type { TlsServerOptions } from "../transport/tls.ts";
 import type { Listener, Transport } from "../transport/types.ts";
+import { HandshakeAdmission } from "./admission.ts";
 import { Connection } from "./connection.ts";
+import { peerEvents } from "../log_budget.ts";
 import {
   compressionFromConfig,
   defaultAccept,
@@ -185,6 +188,7 @@ class DaemonServer implements Server {
   readonly #dispatcher: Dispatcher;
   readonly #connections = new Set<Connection>();
   readonly #handshaking = new Set<Deno.Conn>();
+  readonly #admission: HandshakeAdmission;
   #stopping = false;
   #shutdownPromise: Promise<void> | undefined;
   #acceptLoop: Promise<void>;
@@ -203,6 +207,10 @@ class DaemonServer implements Server {
     this.#security = security;
     this.#compression = compression;
     this.#dispatcher = dispatcher;
+    this.#admission = new HandshakeAdmission({
+      rate: config.server.handshakeRate,
+      ratePerAddress: config.server.handshakeRatePerAddress,
+    });
     this.publicKey = security.encryption === false ? undefined : security.staticKey?.publicKey;
     this.finished = new Promise((resolve) => (this.#resolveFinished = resolve));
     this.#acceptLoop = this.#accept();
@@ -231,22 +239,43 @@ class DaemonServer implements Server {
         continue;
       }
       const total = this.#connections.size + this.#handshaking.size;
-      if (total >= maxConnections || this.#handshaking.size >= maxHandshakes) {
-        log.warn("Refused a connection from {peer}: {open} open, {handshaking} handshaking", {
-          peer: formatAddr(conn.remoteAddr),
-          open: this.#connections.size,
-          handshaking: this.#handshaking.size,
-        });
+      const verdict = total >= maxConnections
+        ? "connection limit"
+        : this.#handshaking.size >= maxHandshakes
+        ? "handshake limit"
+        : this.#admission.admit(conn.remoteAddr);
+      // Past the server-wide rate a connection waits for its turn (in a handshake slot);
+      // past its address's rate, or a count limit, it is refused.
+      const refusal = verdict === "server rate" ? "ok" : verdict;
+      if (refusal !== "ok") {
+        // Refused before a byte is read; one line per kind and interval at most (a flood of
+        // refusals must not become a flood of log lines).
+        if (peerEvents.allow(`refused connection (${refusal})`)) {
+          log.warn(
+            "Refused a connection from {peer} ({reason}): {open} open, {handshaking} handshaking",
+            {
+              peer: safeAddr(conn),
+              reason: refusal,
+              open: this.#connections.size,
+              handshaking: this.#handshaking.size,
+            },
+          );
+        }
         closeQuietly(conn);
         continue;
       }
-      void this.#serveOne(conn);
+      void this.#serveOne(conn, verdict === "server rate");
     }
   }
 
-  async #serveOne(conn: Deno.Conn): Promise<void> {
+  async #serveOne(conn: Deno.Conn, mustWait: boolean): Promise<void> {
     const server = this.#config.server;
     this.#handshaking.add(conn);
+    if (mustWait && !(await this.#awaitHandshakeTurn())) {
+      this.#handshaking.delete(conn);
+      closeQuietly(conn);
+      return;
+    }
     // The handshake runner enforces server.connection_timeout (the security options carry it);
     // on any failure the socket is closed here, which also ends its pending read.
     let established;
@@ -259,10 +288,12 @@ class DaemonServer implements Server {
         this.#config.transport.maxPayloadSize,
       );
     } catch (error) {
-      log.info("Handshake with {peer} failed: {error}", {
-        peer: safeAddr(conn),
-        error: error instanceof Error ? error.message : String(error),
-      });
+      if (peerEvents.allow("failed handshake")) {
+        log.info("Handshake with {peer} failed: {error}", {
+          peer: safeAddr(conn),
+          error: error instanceof Error ? error.message : String(error),
+        });
+      }
       closeQuietly(conn);
       return;
     } finally {
@@ -280,6 +311,7 @@ class DaemonServer implements Server {
       heartbeatIntervalMs: server.heartbeatInterval,
       idleTimeoutMs: server.idleTimeout,
       writeTimeoutMs: 3 * server.heartbeatInterval,
+      maxProtocolViolations: server.maxProtocolViolations,
       ...established.compression,
     });
     this.#connections.add(connection);
@@ -290,9 +322,24 @@ class DaemonServer implements Server {
     });
     const error = await connection.closed;
     this.#connections.delete(connection);
-    if (error !== undefined) {
+    if (error !== undefined && peerEvents.allow("connection error")) {
       log.info("Connection {id} closed: {error}", { id: connection.id, error: error.message });
     }
+  }
+
+  /**
+   * Waits until the server-wide handshake rate admits one more (at most
+   * `server.connection_timeout`), so that handshakes never take more CPU than the rate allows
+   * however many arrive: established sessions keep the rest.
+   */
+  async #awaitHandshakeTurn(): Promise<boolean> {
+    const deadline = performance.now() + this.#config.server.connectionTimeout;
+    while (!this.#admission.take()) {
+      const wait = Math.max(1, Math.ceil(this.#admission.waitMs()));
+      if (this.#stopping || performance.now() + wait > deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+    return !this.#stopping;
   }
 
   shutdown(timeoutMs?: number): Promise<void> {
@@ -305,7 +352,9 @@ class DaemonServer implements Server {
     this.#listener.close();
     await this.#acceptLoop;
     for (const conn of this.#handshaking) closeQuietly(conn);
-    const closing = [...this.#connections].map((c) => c.close("server shutting down", timeoutMs));
+    const closing = [...this.#connections].map((c) =>
+      c.close({ code: CloseCode.GoingAway, reason: "server shutting down", timeoutMs })
+    );
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       Promise.allSettled(closing),
@@ -317,6 +366,7 @@ class DaemonServer implements Server {
     while (this.#connections.size > 0 || this.#handshaking.size > 0) {
       await new Promise((resolve) => setTimeout(resolve, 1));
     }
+    peerEvents.flush();
     log.info("Server on {addr} stopped", { addr: formatAddr(this.addr) });
     this.#resolveFinished();
   }
