@@ -92,6 +92,8 @@ Deno.test("fuzz targets: authenticated_record, mutated plaintext reaches the bat
   // The record-type parsing sees mutations too: bad types and contents, KEY_UPDATE, CLOSE.
   assert.ok(mutated("channelRejected") >= 20, `channelRejected ${mutated("channelRejected")}`);
   assert.ok(mutated("keyUpdates") >= 1, `keyUpdates ${mutated("keyUpdates")}`);
+  // KEY_UPDATE right after another one, and the 101st at once, are refused (seeds).
+  assert.ok(seeds.keyUpdatesRefused! >= 2, `keyUpdatesRefused ${seeds.keyUpdatesRefused}`);
   assert.ok(mutated("closes") >= 20, `closes ${mutated("closes")}`);
 });
 

@@ -9,7 +9,12 @@ import {
   type Message,
 } from "../../src/core/message.ts";
 import { ProtocolError } from "../../src/errors.ts";
-import { RECORD_TAG_SIZE, RecordType, SecureChannel } from "../../src/secure/channel.ts";
+import {
+  DEFAULT_MAX_KEY_UPDATES_PER_SECOND,
+  RECORD_TAG_SIZE,
+  RecordType,
+  SecureChannel,
+} from "../../src/secure/channel.ts";
 import { CipherState } from "../../src/secure/noise/cipher_state.ts";
 import type { FuzzTarget } from "../target.ts";
 
@@ -27,7 +32,8 @@ import type { FuzzTarget } from "../target.ts";
  *
  * - only `ProtocolError` with a documented code comes out: `InvalidMessage` or
  *   `UnexpectedMessage` from `open` (`AuthenticationFailed` only for an empty inner, whose record
- *   is shorter than the minimum), and `InvalidMessage`, `PolicyViolation`, `LimitExceeded` or
+ *   is shorter than the minimum; `PolicyViolation` only for a KEY_UPDATE right after another
+ *   one, or beyond the 100 a second the receiver accepts: its clock stands still), and `InvalidMessage`, `PolicyViolation`, `LimitExceeded` or
  *   `DecompressionFailure` from `decodeBatch`;
  * - an authenticated record always opens to exactly its inner plaintext (DATA body, a bare
  *   KEY_UPDATE, or a CLOSE with its code and reason);
@@ -50,6 +56,8 @@ const counters = {
   dataReachedParser: 0,
   /** KEY_UPDATE records opened. */
   keyUpdates: 0,
+  /** KEY_UPDATE records refused: right after another one, or over the rate limit. */
+  keyUpdatesRefused: 0,
   /** CLOSE records opened. */
   closes: 0,
   /** Bodies decoded without a decompressor. */
@@ -199,7 +207,17 @@ const target: FuzzTarget = {
       data(encodeBatch(new Array<Message>(8).fill(ZEROS), { compressor: compressor("lz4") })),
       close(0, ""),
     ]),
-    // Rejected: one message too many, a record after CLOSE, a stream without CLOSE.
+    // Rejected: one message too many, a record after CLOSE, a stream without CLOSE, two
+    // KEY_UPDATEs in a row, and 101 KEY_UPDATEs (one more than the receiver accepts at once).
+    frame([data(EMPTY), KEY_UPDATE, KEY_UPDATE, close(0, "")]),
+    frame([
+      ...Array.from(
+        { length: DEFAULT_MAX_KEY_UPDATES_PER_SECOND + 1 },
+        () => [data(EMPTY), KEY_UPDATE],
+      )
+        .flat(),
+      close(0, ""),
+    ]),
     frame([data(encodeBatch(new Array<Message>(MAX_MESSAGES + 1).fill({ type: "ping" })))]),
     frame([close(0, "bye"), data(encodeBatch([{ type: "ping" }]))]),
     frame([data(encodeBatch([{ type: "ping" }]))]),
@@ -207,11 +225,15 @@ const target: FuzzTarget = {
   counters,
   run(input) {
     const send = new CipherState(KEY);
-    const channel = new SecureChannel({
-      send: new CipherState(PEER_KEY),
-      receive: new CipherState(KEY),
-    });
+    // A clock that stands still: the KEY_UPDATE rate bucket never refills, so a run depends on
+    // its input alone.
+    const channel = new SecureChannel(
+      { send: new CipherState(PEER_KEY), receive: new CipherState(KEY) },
+      { now: () => 0 },
+    );
     let first: ProtocolError | undefined;
+    let lastWasKeyUpdate = false;
+    let keyUpdatesOpened = 0;
     let offset = 0;
     while (offset < input.length) {
       let length = input.length - offset;
@@ -222,7 +244,8 @@ const target: FuzzTarget = {
       const plain = input.subarray(offset, offset + length);
       offset += length;
       const record = send.encryptWithAd(EMPTY, plain);
-      if (plain.length === 1 && plain[0] === RecordType.KeyUpdate) send.rekey();
+      const isKeyUpdate = plain.length === 1 && plain[0] === RecordType.KeyUpdate;
+      if (isKeyUpdate) send.rekey();
       counters.records++;
 
       let opened;
@@ -234,6 +257,11 @@ const target: FuzzTarget = {
           counters.authFailed++;
         } else if (OPEN_CODES.has(error.code)) {
           counters.channelRejected++;
+        } else if (
+          error.code === "PolicyViolation" && isKeyUpdate &&
+          (lastWasKeyUpdate || keyUpdatesOpened >= DEFAULT_MAX_KEY_UPDATES_PER_SECOND)
+        ) {
+          counters.keyUpdatesRefused++;
         } else {
           throw new Error(`open threw "${error.code}" on an authentic record: ${error.message}`);
         }
@@ -241,6 +269,7 @@ const target: FuzzTarget = {
         first ??= error;
         break; // The channel is dead: everything later is refused.
       }
+      lastWasKeyUpdate = opened.type === "key_update";
       const content = plain.subarray(0, plain.length - 1);
       const type = plain[plain.length - 1];
       if (opened.type === "key_update") {
@@ -248,6 +277,7 @@ const target: FuzzTarget = {
           throw new Error("A record opened as KEY_UPDATE that is not one");
         }
         counters.keyUpdates++;
+        keyUpdatesOpened++;
         continue;
       }
       if (opened.type === "close") {
