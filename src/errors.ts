@@ -25,6 +25,13 @@
  * - `LimitExceeded`: a size, count or rate limit was reached (for example a decompression bomb).
  * - `Timeout`: an operation did not finish within its time limit.
  * - `ConnectionClosed`: the connection is closed, or closed while the operation was pending.
+ * - `ConnectionRefused`: nothing accepts connections at the address (the operating system
+ *   refused the connection: no listener on that port or Unix socket). Retrying later may help.
+ * - `AddressInUse`: the address to listen on is already taken (another listener on that port or
+ *   a live Unix socket at that path).
+ * - `PermissionDenied`: the operating system or the Deno runtime denied access (a privileged
+ *   port, an unwritable directory, a socket file without write permission, or a missing
+ *   `--allow-net`, `--allow-read` or `--allow-write` permission). Retrying cannot help.
  * - `ConfigError`: configuration could not be parsed or is invalid.
  * - `TlsError`: TLS set-up or a TLS handshake failed, or a TLS option cannot be enforced.
  * - `PolicyViolation`: the peer did something the negotiated policy forbids (for example a
@@ -45,6 +52,9 @@ export type ProtocolErrorCode =
   | "LimitExceeded"
   | "Timeout"
   | "ConnectionClosed"
+  | "ConnectionRefused"
+  | "AddressInUse"
+  | "PermissionDenied"
   | "ConfigError"
   | "TlsError"
   | "PolicyViolation"

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { main } from "../src/cli/main.ts";
 import { parseConfig } from "../src/config.ts";
-import { readKeyFile } from "../src/secure/keys.ts";
+import { Dispatcher, registerStandardHandlers } from "../src/protocol/dispatcher.ts";
+import { encodeKey, fingerprint, generateKeyPair, readKeyFile } from "../src/secure/keys.ts";
+import { serve, type Server } from "../src/service/daemon.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -138,5 +140,116 @@ Deno.test("npro config example prints TOML that parses to the defaults; bad comm
     assert.equal(await main(["config", "check", "/nonexistent/npro.toml"]), 1);
   } finally {
     console.error = error;
+  }
+});
+
+/** Runs the CLI in this process, capturing what it prints. */
+async function runCli(args: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const log = console.log;
+  const error = console.error;
+  console.log = (...parts: unknown[]) => out.push(parts.join(" "));
+  console.error = (...parts: unknown[]) => err.push(parts.join(" "));
+  try {
+    const code = await main(args);
+    return { code, out, err };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}
+
+async function cliServer(): Promise<Server> {
+  return await serve(
+    { address: "127.0.0.1:0", security: { staticKey: generateKeyPair() } },
+    registerStandardHandlers(new Dispatcher()),
+  );
+}
+
+function cliAddress(server: Server): string {
+  return `127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
+}
+
+Deno.test("npro ping and echo without a pinned key print one warning line on stderr", async () => {
+  await using server = await cliServer();
+  const address = cliAddress(server);
+  const ping = await runCli(["ping", "--address", address, "--count", "1"]);
+  assert.equal(ping.code, 0, ping.err.join("\n"));
+  assert.equal(ping.err.length, 1, ping.err.join("\n"));
+  assert.match(ping.err[0]!, /^npro: warning: .*not authenticated/);
+  assert.equal(ping.out.filter((l) => l.startsWith("pong from")).length, 1);
+  const echo = await runCli(["echo", "hi", "--address", address]);
+  assert.equal(echo.code, 0, echo.err.join("\n"));
+  assert.deepEqual(echo.out, ["hi"]);
+  assert.equal(echo.err.length, 1, echo.err.join("\n"));
+  assert.match(echo.err[0]!, /not authenticated/);
+  // A pinned key: no warning at all.
+  const pinned = await runCli([
+    "ping",
+    "--address",
+    address,
+    "--count",
+    "1",
+    "--server-key",
+    encodeKey(server.publicKey!),
+  ]);
+  assert.equal(pinned.code, 0, pinned.err.join("\n"));
+  assert.deepEqual(pinned.err, []);
+});
+
+Deno.test("npro ping --known-servers records the key first, then requires it; a changed key fails", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/known_servers`;
+    await using server = await cliServer();
+    const address = cliAddress(server);
+    const first = await runCli([
+      "ping",
+      "--address",
+      address,
+      "--count",
+      "1",
+      "--known-servers",
+      path,
+    ]);
+    assert.equal(first.code, 0, first.err.join("\n"));
+    assert.equal(first.err.length, 1, first.err.join("\n"));
+    assert.ok(!/warning/.test(first.err[0]!), first.err[0]);
+    assert.match(first.err[0]!, /first use/);
+    assert.ok(first.err[0]!.includes(fingerprint(server.publicKey!)), first.err[0]);
+    assert.match(await Deno.readTextFile(path), new RegExp(`^${address} `, "m"));
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+
+    const second = await runCli(["echo", "again", "--address", address, "--known-servers", path]);
+    assert.equal(second.code, 0, second.err.join("\n"));
+    assert.deepEqual(second.out, ["again"]);
+    assert.deepEqual(second.err, []);
+
+    // Another server now answers at a known address: its key changed.
+    await using other = await cliServer();
+    const otherAddress = cliAddress(other);
+    await Deno.writeTextFile(
+      path,
+      `${otherAddress} ${encodeKey(server.publicKey!)}\n`,
+      { mode: 0o600 },
+    );
+    const changed = await runCli([
+      "ping",
+      "--address",
+      otherAddress,
+      "--count",
+      "1",
+      "--known-servers",
+      path,
+    ]);
+    assert.equal(changed.code, 1);
+    const text = changed.err.join("\n");
+    assert.match(text, /HandshakeFailed: The key of server .* CHANGED/);
+    assert.ok(text.includes(path), text);
+    assert.ok(text.includes(fingerprint(server.publicKey!)), text);
+    assert.ok(text.includes(fingerprint(other.publicKey!)), text);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

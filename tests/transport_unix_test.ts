@@ -101,7 +101,7 @@ Deno.test({
           },
           (e) => e,
         );
-        assert.ok(isProtocolError(live, "ConfigError"), String(live));
+        assert.ok(isProtocolError(live, "AddressInUse"), String(live));
         assert.match(live.message, /in use/);
         assert.equal(await exists(path), true);
 
@@ -142,7 +142,7 @@ Deno.test({
       const unix = new UnixTransport();
       await using first = await unix.listen(path);
       const error = await unix.listen(path).then(() => assert.fail("listened"), (e) => e);
-      assert.ok(isProtocolError(error, "ConfigError"));
+      assert.ok(isProtocolError(error, "AddressInUse"));
       assert.match(error.message, /already in use/);
       // The first listener still works.
       const client = await unix.connect(path);

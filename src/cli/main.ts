@@ -3,8 +3,8 @@
  *
  * ```
  * npro serve [--config path] [--address host:port]
- * npro ping [--address host:port] [--server-key key] [--count n] [--config path]
- * npro echo <text> [--address host:port] [--server-key key] [--config path]
+ * npro ping [--address host:port] [--server-key key | --known-servers path] [--count n] [--config path]
+ * npro echo <text> [--address host:port] [--server-key key | --known-servers path] [--config path]
  * npro keygen [--out path]
  * npro cert [--name cn] [--alt name]... [--days n] --cert-out path --key-out path
  * npro config example | npro config check <path>
@@ -26,7 +26,7 @@ import {
   writeKeyFile,
 } from "../secure/keys.ts";
 import { generateSelfSignedCert } from "../transport/certs.ts";
-import { connect } from "../service/client.ts";
+import { type Client, connect } from "../service/client.ts";
 import { formatAddr, serve } from "../service/daemon.ts";
 
 const USAGE = `Usage: npro <command> [options]
@@ -43,6 +43,9 @@ Common options:
   --config <path>      TOML configuration (environment: NETWORK_PROTOCOL_<SECTION>_<KEY>)
   --address <addr>     host:port, [v6]:port, or a socket path (transport.kind = "unix")
   --server-key <key>   the server's base64url public key to pin (printed by "npro serve")
+  --known-servers <path>
+                       trust on first use: record the server's key in this file on the first
+                       connection, refuse a changed key later (security.known_servers_path)
   --help               this text
 `;
 
@@ -91,34 +94,88 @@ async function serveCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-function clientOptions(
-  values: { address?: string | undefined; "server-key"?: string | undefined },
-) {
-  return {
+/** Writes a line to standard error. */
+function note(line: string): void {
+  console.error(line);
+}
+
+interface ClientArgs {
+  config?: string | undefined;
+  address?: string | undefined;
+  "server-key"?: string | undefined;
+  "known-servers"?: string | undefined;
+}
+
+const CLIENT_OPTIONS = {
+  config: { type: "string" },
+  address: { type: "string" },
+  "server-key": { type: "string" },
+  "known-servers": { type: "string" },
+} as const;
+
+/**
+ * Connects as `npro ping` and `npro echo` do: `--known-servers` replaces
+ * `security.known_servers_path`, `--server-key` pins one key (and wins over trust on first use).
+ * Prints one warning line on stderr when nothing authenticates the server, and one line when a
+ * key is recorded on first use.
+ */
+async function connectFor(values: ClientArgs): Promise<Client> {
+  let config = await loadFor(values);
+  if (values["known-servers"] !== undefined) {
+    if (values["known-servers"] === "") throw new TypeError('Invalid --known-servers ""');
+    config = {
+      ...config,
+      security: { ...config.security, knownServersPath: values["known-servers"] },
+    };
+  }
+  const serverKey = values["server-key"] === undefined
+    ? undefined
+    : decodeKey(values["server-key"]);
+  const s = config.security;
+  if (!config.transport.encryptionEnabled) {
+    note(
+      "npro: warning: encryption is disabled: the server is not authenticated and traffic is not protected",
+    );
+  } else if (
+    serverKey === undefined && s.serverKeys.length === 0 && s.knownServersPath === "" &&
+    s.pskPath === "" && config.transport.kind !== "tls"
+  ) {
+    note(
+      "npro: warning: the server is not authenticated: pass --server-key <key> " +
+        "(printed by npro serve) or --known-servers <path>",
+    );
+  }
+  const client = await connect({
+    config,
     ...(values.address === undefined ? {} : { address: values.address }),
-    ...(values["server-key"] === undefined
-      ? {}
-      : { security: { serverKeys: [decodeKey(values["server-key"])] } }),
+    ...(serverKey === undefined ? {} : { security: { serverKeys: [serverKey] } }),
     autoReconnect: false,
-  };
+  });
+  const session = client.connection?.session;
+  const key = session?.remoteStaticKey;
+  if (
+    session !== undefined && !session.pinned && key !== undefined && serverKey === undefined &&
+    s.serverKeys.length === 0 && s.knownServersPath !== ""
+  ) {
+    note(
+      `npro: trusting the server on first use: recorded its key (fingerprint ${
+        fingerprint(key)
+      }) in "${s.knownServersPath}"`,
+    );
+  }
+  return client;
 }
 
 async function pingCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: {
-      config: { type: "string" },
-      address: { type: "string" },
-      "server-key": { type: "string" },
-      count: { type: "string", default: "3" },
-    },
+    options: { ...CLIENT_OPTIONS, count: { type: "string", default: "3" } },
   });
   const count = Number(values.count);
   if (!Number.isInteger(count) || count < 1) {
     throw new RangeError(`Invalid --count "${values.count}"`);
   }
-  const config = await loadFor(values);
-  await using client = await connect({ config, ...clientOptions(values) });
+  await using client = await connectFor(values);
   const connection = client.connection!;
   for (let i = 0; i < count; i++) {
     const rtt = await connection.ping();
@@ -131,14 +188,9 @@ async function echoCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: {
-      config: { type: "string" },
-      address: { type: "string" },
-      "server-key": { type: "string" },
-    },
+    options: CLIENT_OPTIONS,
   });
-  const config = await loadFor(values);
-  await using client = await connect({ config, ...clientOptions(values) });
+  await using client = await connectFor(values);
   const reply = await client.request({ type: "echo", text: positionals.join(" ") });
   out(reply.type === "echo" ? reply.text : JSON.stringify(reply));
   return 0;

@@ -31,6 +31,7 @@ import {
   type PatternName,
 } from "./hello.ts";
 import { constantTimeEqual, fingerprint, type KeyPair } from "./keys.ts";
+import type { KnownServers } from "./known_servers.ts";
 import { HandshakeState } from "./noise/handshake_state.ts";
 import {
   type ClientPolicy,
@@ -102,6 +103,28 @@ export interface HandshakeDriver {
   result(): HandshakeResult;
   /** Ends the handshake as failed (for example on a timeout); later calls throw. */
   abort(reason: ProtocolError): void;
+  /**
+   * Explains why reading the peer's next packet failed, with what this side knows (optional).
+   * `performHandshake` calls it when the stream ends (`cause` is `undefined`) or when
+   * reading fails with a `ProtocolError` (a reset, bytes that are not a packet), and throws the
+   * error it returns instead of a generic one.
+   *
+   * @param cause The read error, or `undefined` at a clean end of stream.
+   * @returns A more helpful error, or `undefined` to keep the generic one.
+   */
+  explainReadFailure?(cause: ProtocolError | undefined): ProtocolError | undefined;
+}
+
+/** Read errors that mean the bytes received are not packets of this protocol. */
+const FRAMING_CODES: ReadonlySet<string> = new Set([
+  "InvalidHeader",
+  "UnsupportedVersion",
+  "OversizedPacket",
+  "Truncated",
+]);
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 function asHandshakeError(error: unknown, message: string): ProtocolError {
@@ -267,6 +290,7 @@ export class ClientHandshake implements HandshakeDriver {
   readonly #provider: CryptoProvider;
   readonly #channelOptions: SecureChannelOptions | undefined;
   #hs: HandshakeState | undefined;
+  #received = 0;
 
   /** The handshake time limit in milliseconds. */
   readonly timeoutMs: number;
@@ -284,7 +308,74 @@ export class ClientHandshake implements HandshakeDriver {
    * @throws {ProtocolError} `HandshakeFailed` or `PolicyViolation`; the driver is dead afterwards.
    */
   receive(payload: Uint8Array): Promise<Uint8Array[]> {
+    this.#received++;
     return this.#core.receive(payload, (p) => this.#step(p));
+  }
+
+  /**
+   * Explains a failure to read the server's first reply: the server closed the connection (it
+   * refused the hello: a wrong pinned key, a pattern or mode it does not accept) or sent bytes
+   * that are not a packet (it speaks TLS or another protocol). Later failures are not explained.
+   *
+   * @example The server closed the connection after an NK hello
+   * ```ts
+   * import { ClientHandshake, generateKeyPair } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * const client = new ClientHandshake({ serverKeys: [generateKeyPair().publicKey] });
+   * client.start();
+   * const error = client.explainReadFailure(undefined);
+   * assert.equal(error?.code, "HandshakeFailed");
+   * assert.match(error!.message, /probably not the pinned one/);
+   * ```
+   *
+   * @param cause The read error, or `undefined` at a clean end of stream.
+   * @returns The explanation (code `HandshakeFailed`), or `undefined` when there is none.
+   */
+  explainReadFailure(cause: ProtocolError | undefined): ProtocolError | undefined {
+    if (this.#received > 0 || this.#core.state !== "wait") return undefined;
+    const options = cause === undefined ? {} : { cause };
+    if (cause !== undefined && FRAMING_CODES.has(cause.code)) {
+      return new ProtocolError(
+        "HandshakeFailed",
+        `The server's reply is not a handshake packet of this protocol: it probably speaks TLS ` +
+          `(set transport.kind = "tls" on the client) or another protocol (${cause.message})`,
+        options,
+      );
+    }
+    if (cause !== undefined && cause.code !== "ConnectionClosed") return undefined;
+    const policy = this.#policy;
+    const closed = "The server closed the connection after our first handshake message";
+    if (policy.mode === "plaintext") {
+      return new ProtocolError(
+        "HandshakeFailed",
+        `${closed}: it probably requires encryption (this client has encryption disabled), ` +
+          `or it speaks TLS (set transport.kind = "tls")`,
+        options,
+      );
+    }
+    const pattern = policy.pattern!;
+    const facts = PATTERN_INFO[pattern];
+    if (facts.serverKnown) {
+      return new ProtocolError(
+        "HandshakeFailed",
+        `${closed}: its key is probably not the pinned one (fingerprint "${
+          fingerprint(policy.pins[0]!)
+        }"); it may also refuse pattern "${pattern}"${
+          facts.clientStatic ? " or this client's key" : ""
+        }${facts.psk ? " or the pre-shared key" : ""}`,
+        options,
+      );
+    }
+    return new ProtocolError(
+      "HandshakeFailed",
+      `${closed}: it probably does not accept pattern "${pattern}"${
+        facts.psk
+          ? " or the pre-shared key differs"
+          : " (it may require another pattern, a pre-shared key or plaintext)"
+      }, or it speaks TLS (set transport.kind = "tls")`,
+      options,
+    );
   }
 
   /**
@@ -406,16 +497,18 @@ export class ClientHandshake implements HandshakeDriver {
         pinned = true;
       } else if (rs !== undefined && policy.knownServers !== undefined) {
         const { store, name } = policy.knownServers;
-        const known = await store.get(name);
+        let known: Uint8Array | undefined;
+        try {
+          known = await store.get(name);
+        } catch (cause) {
+          throw new ProtocolError(
+            "HandshakeFailed",
+            `Cannot read the known server keys in ${storeName(store)}: ${errorText(cause)}`,
+            { cause },
+          );
+        }
         if (known !== undefined) {
-          if (!constantTimeEqual(known, rs)) {
-            throw new ProtocolError(
-              "HandshakeFailed",
-              `Server "${name}" presented key "${fingerprint(rs)}" but "${
-                fingerprint(known)
-              }" is known for it`,
-            );
-          }
+          if (!constantTimeEqual(known, rs)) throw keyChanged(name, store, known, rs);
           pinned = true;
         } else {
           remember = rs.slice();
@@ -425,11 +518,45 @@ export class ClientHandshake implements HandshakeDriver {
     const out: Uint8Array[] = [];
     if (!hs.isComplete) out.push(hs.writeMessage(EMPTY));
     if (remember !== undefined) {
-      await policy.knownServers!.store.set(policy.knownServers!.name, remember);
+      // Recorded before the last handshake message (and any data) is sent: a key that cannot be
+      // recorded fails the handshake rather than leaving the next connection unauthenticated.
+      const { store, name } = policy.knownServers!;
+      try {
+        await store.set(name, remember);
+      } catch (cause) {
+        throw new ProtocolError(
+          "HandshakeFailed",
+          `Cannot record the key of server "${name}" in ${storeName(store)}: ${errorText(cause)}`,
+          { cause },
+        );
+      }
     }
     this.#core.finish(hs, true, policy.features, params, pattern, pinned, this.#channelOptions);
     return out;
   }
+}
+
+function storeName(store: KnownServers): string {
+  return store.location === undefined ? "the known-servers store" : `"${store.location}"`;
+}
+
+/** The error for a server whose key differs from the one recorded for its name. */
+function keyChanged(
+  name: string,
+  store: KnownServers,
+  known: Uint8Array,
+  presented: Uint8Array,
+): ProtocolError {
+  const where = storeName(store);
+  return new ProtocolError(
+    "HandshakeFailed",
+    `The key of server "${name}" CHANGED: it presented the key with fingerprint "${
+      fingerprint(presented)
+    }", but the key with fingerprint "${
+      fingerprint(known)
+    }" is known for it in ${where}. Someone may be intercepting the connection; if the server's ` +
+      `key was replaced on purpose, remove the line of "${name}" from ${where} and connect again`,
+  );
 }
 
 /**

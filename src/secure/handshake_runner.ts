@@ -95,8 +95,9 @@ function settle<T>(promise: Promise<T>, stopped: Promise<never>): Promise<T> {
  * @param options An optional `AbortSignal`.
  * @returns The handshake result.
  * @throws {ProtocolError} `HandshakeFailed` (also when the peer closes or sends a packet of
- * another version), `PolicyViolation`, `Timeout` after the driver's `timeoutMs`, `Cancelled`
- * when the signal aborts; or what `io` throws.
+ * another version; a client explains a server that closes after its first message or replies
+ * with bytes that are not a packet), `PolicyViolation`, `Timeout` after the driver's
+ * `timeoutMs`, `Cancelled` when the signal aborts; or what `io` throws.
  */
 export async function performHandshake(
   io: HandshakeIO,
@@ -136,10 +137,17 @@ export async function performHandshake(
     const first = driver.start();
     if (first.length > 0) await settle(io.writePackets(first), stopped);
     while (!driver.isComplete) {
-      const packet = await settle(io.readPacket(controller.signal), stopped);
+      let packet: Packet | null;
+      try {
+        packet = await settle(io.readPacket(controller.signal), stopped);
+      } catch (error) {
+        // A timeout or a cancellation stays what it is; a read failure may be explained.
+        if (controller.signal.aborted || !(error instanceof ProtocolError)) throw error;
+        throw driver.explainReadFailure?.(error) ?? error;
+      }
       if (controller.signal.aborted) throw controller.signal.reason;
       if (packet === null) {
-        throw new ProtocolError(
+        throw driver.explainReadFailure?.(undefined) ?? new ProtocolError(
           "HandshakeFailed",
           "The peer closed the connection during the handshake",
         );

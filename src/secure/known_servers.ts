@@ -17,6 +17,11 @@ import { decodeKey, encodeKey } from "./keys.ts";
 /** Where known server keys are kept. */
 export interface KnownServers {
   /**
+   * Where the keys are kept, for error messages (a file path), when the store has such a place.
+   * A changed server key is reported with it, so that the user knows which entry to remove.
+   */
+  readonly location?: string;
+  /**
    * Returns the key remembered for `name`, if any.
    *
    * @param name The server's name.
@@ -83,7 +88,9 @@ export class MemoryKnownServers implements KnownServers {
 
 /**
  * Known server keys in a text file (`name key` per line), re-read on every lookup and written
- * with mode 0600 through a temporary file and a rename.
+ * with mode 0600 through a temporary file in the same directory and a rename. The file is
+ * created by the first {@linkcode KnownServersFile.set}; its directory must already exist (it is
+ * never created, so that a mistyped path fails instead of scattering key files).
  *
  * @example Use a known-servers file
  * ```ts
@@ -107,7 +114,15 @@ export class KnownServersFile implements KnownServers {
    * @param path The file path.
    */
   constructor(path: string) {
+    if (typeof path !== "string" || path === "") {
+      throw new TypeError(`Known-servers file path must be a non-empty string, got "${path}"`);
+    }
     this.#path = path;
+  }
+
+  /** The file path, as given to the constructor. */
+  get location(): string {
+    return this.#path;
   }
 
   /**
@@ -142,6 +157,12 @@ export class KnownServersFile implements KnownServers {
       await Deno.rename(temp, this.#path);
     } catch (error) {
       await Deno.remove(temp).catch(() => {});
+      if (error instanceof Deno.errors.NotFound) {
+        throw new Deno.errors.NotFound(
+          `Cannot write the known-servers file "${this.#path}": its directory does not exist`,
+          { cause: error },
+        );
+      }
       throw error;
     }
   }

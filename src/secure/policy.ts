@@ -38,11 +38,19 @@ export interface CommonSecurityOptions {
   handshakeTimeoutMs?: number;
 }
 
-/** Trust on first use: remember the first server key seen under a name, then require it. */
+/**
+ * Trust on first use: remember the first server key seen under a name, then require it. It needs
+ * a pattern that transmits the server's static key (XX or XXpsk3, chosen by default); the key is
+ * checked, or recorded, before the client sends its last handshake message, so no data ever
+ * reaches a server whose key changed.
+ */
 export interface TrustOnFirstUse {
   /** Where known server keys are kept. */
   store: KnownServers;
-  /** The name the server is known by (for example `host:port`). */
+  /**
+   * The name the server is known by (for example `host:port`). `connect()` uses
+   * `client.address` exactly as written, so `localhost:9000` and `127.0.0.1:9000` are two entries.
+   */
   name: string;
 }
 

@@ -11,7 +11,8 @@ import { ProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";
 import type { CompressionSettings } from "../compression/policy.ts";
-import type { ClientSecurityOptions } from "../secure/policy.ts";
+import { fingerprint } from "../secure/keys.ts";
+import { type ClientSecurityOptions, resolveClientPolicy } from "../secure/policy.ts";
 import { createTransport } from "../transport/mod.ts";
 import type { TlsClientOptions } from "../transport/tls.ts";
 import type { Transport } from "../transport/types.ts";
@@ -35,7 +36,12 @@ export interface ConnectOptions {
   transport?: Transport;
   /** TLS client options for `transport.kind = "tls"` (overrides the config's CA path). */
   tls?: TlsClientOptions;
-  /** Security options; override what the configuration gives (pins, static key, psk). */
+  /**
+   * Security options; override what the configuration gives (pins, static key, psk, trust on
+   * first use). Pins and trust on first use exclude each other: `serverKeys` given here replace
+   * the configuration's `known_servers_path`, and `knownServers` given here replace its
+   * `server_keys`.
+   */
   security?: ClientSecurityOptions;
   /** Compression settings; override the configuration's `compression` section. */
   compression?: CompressionSettings;
@@ -127,18 +133,25 @@ export interface Client extends AsyncDisposable {
  * assert.deepEqual(await client.request({ type: "ping" }), { type: "pong" });
  * ```
  *
+ * With `security.known_servers_path` set and no pinned keys, the first connection to an address
+ * records the server's key in that file under `client.address` (as written), and later
+ * connections require the same key: a changed key fails with `HandshakeFailed` before anything
+ * is sent.
+ *
  * @param options Address, configuration, transport, security and reconnection.
  * @returns The connected client.
- * @throws {ProtocolError} `Timeout`, `ConnectionClosed` (refused), `HandshakeFailed`, `TlsError`,
- * `Cancelled` or `ConfigError`.
+ * @throws {ProtocolError} `Timeout`, `ConnectionRefused`, `PermissionDenied`, `ConnectionClosed`,
+ * `HandshakeFailed` (a changed or unpinned server key, a refused hello), `TlsError`, `Cancelled`
+ * or `ConfigError`.
+ * @throws {TypeError} For security options that cannot be used together (checked before
+ * connecting).
  */
 export async function connect(options: ConnectOptions = {}): Promise<Client> {
   const config = withAddress(options.config, "client", options.address);
   const address = config.client.address;
-  const security: ClientSecurityOptions = {
-    ...(await clientSecurityFromConfig(config)),
-    ...options.security,
-  };
+  const security = mergeSecurity(await clientSecurityFromConfig(config), options.security);
+  // Invalid combinations fail here, before anything is dialled.
+  resolveClientPolicy(security);
   if (security.encryption !== false && !hasPins(security)) {
     log.warn(
       "Connecting to {address} without pinned server keys: the server is not authenticated",
@@ -158,6 +171,23 @@ export async function connect(options: ConnectOptions = {}): Promise<Client> {
   );
   await client.start();
   return client;
+}
+
+function mergeSecurity(
+  fromConfig: ClientSecurityOptions,
+  explicit: ClientSecurityOptions | undefined,
+): ClientSecurityOptions {
+  const merged: ClientSecurityOptions = { ...fromConfig, ...explicit };
+  if (explicit?.serverKeys !== undefined && explicit.knownServers === undefined) {
+    delete merged.knownServers;
+  }
+  if (explicit?.knownServers !== undefined && explicit.serverKeys === undefined) {
+    delete merged.serverKeys;
+  }
+  if (explicit?.encryption === false && explicit.knownServers === undefined) {
+    delete merged.knownServers;
+  }
+  return merged;
 }
 
 function hasPins(security: ClientSecurityOptions): boolean {
@@ -303,7 +333,18 @@ class ReconnectingClient implements Client {
         this.#config.transport.maxPayloadSize,
         signal,
       );
-      if (!established.session.pinned && this.#security.encryption !== false) {
+      const { pinned, remoteStaticKey } = established.session;
+      const tofu = this.#security.knownServers;
+      if (!pinned && tofu !== undefined && remoteStaticKey !== undefined) {
+        log.warn(
+          "Trusting server {name} on first use: recorded its key {fingerprint} in {store}",
+          {
+            name: tofu.name,
+            fingerprint: fingerprint(remoteStaticKey),
+            store: tofu.store.location ?? "the known-servers store",
+          },
+        );
+      } else if (!pinned && this.#security.encryption !== false) {
         log.warn("Server at {address} is not authenticated (no pinned key)", {
           address: this.#address,
         });

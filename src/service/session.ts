@@ -16,6 +16,7 @@ import {
 import { type HandshakeResult, MAX_HANDSHAKE_PAYLOAD } from "../secure/handshake.ts";
 import { clientHandshake, type HandshakeIO, serverHandshake } from "../secure/handshake_runner.ts";
 import { decodeKey, type KeyPair, readKeyFile } from "../secure/keys.ts";
+import { KnownServersFile } from "../secure/known_servers.ts";
 import type {
   ClientSecurityOptions,
   CommonSecurityOptions,
@@ -204,11 +205,15 @@ export function defaultAccept(
 
 /**
  * The client's security options from a configuration: `security.server_keys` (pins),
- * `static_key_path`, `psk_path`, `pattern`, `transport.encryption_enabled` and the handshake
- * timeout.
+ * `known_servers_path` (trust on first use, keyed by `client.address` as written, when there
+ * are no pins), `static_key_path`, `psk_path`, `pattern`, `transport.encryption_enabled` and the
+ * handshake timeout.
  *
  * @param config The configuration.
  * @returns The client security options.
+ * @throws {ProtocolError} `ConfigError` when a key file cannot be read, or when
+ * `known_servers_path` is set with a pattern that sends no server key or an address that cannot
+ * name an entry.
  */
 export async function clientSecurityFromConfig(
   config: NetworkConfig,
@@ -224,7 +229,36 @@ export async function clientSecurityFromConfig(
   if (s.pattern === "NN" || s.pattern === "IK" || s.pattern === "KK" || s.pattern === "IKpsk2") {
     options.pattern = s.pattern;
   }
+  // Pins win over trust on first use; without pins the client runs XX (or XXpsk3), which
+  // transmits the server's static key, and checks it against the file before it sends its last
+  // handshake message (and so before any data).
+  if (s.knownServersPath !== "" && s.serverKeys.length === 0) {
+    options.knownServers = knownServersFromConfig(config);
+  }
   return options;
+}
+
+function knownServersFromConfig(config: NetworkConfig): NonNullable<
+  ClientSecurityOptions["knownServers"]
+> {
+  const path = config.security.knownServersPath;
+  const pattern = config.security.pattern;
+  if (pattern === "NN") {
+    throw new ProtocolError(
+      "ConfigError",
+      `security.known_servers_path "${path}" cannot be used with security.pattern "${pattern}": ` +
+        `the server sends no static key to remember`,
+    );
+  }
+  const name = config.client.address;
+  if (name === "" || /[\s#]/.test(name)) {
+    throw new ProtocolError(
+      "ConfigError",
+      `security.known_servers_path "${path}" cannot record client.address "${name}": ` +
+        `an entry name must be non-empty, without spaces or "#"`,
+    );
+  }
+  return { store: new KnownServersFile(path), name };
 }
 
 /**

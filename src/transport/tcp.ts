@@ -116,9 +116,10 @@ const SETTLE_GRACE_MS = 100;
  * Runs `op` under a time limit and an optional caller signal. `op` receives a signal that aborts
  * on either and must release everything it opened when it does. Whatever `op` still produces
  * after the deadline is passed to `dispose`. Errors are mapped to {@linkcode ProtocolError}:
- * `Timeout`, `Cancelled`, `ConfigError` (a missing Deno permission), `ConnectionClosed` (refused,
- * unreachable and other failures), while a
- * `ProtocolError`, `TypeError` or `RangeError` thrown by `op` passes through.
+ * `Timeout`, `Cancelled`, `ConnectionRefused` (nothing listens at the address),
+ * `PermissionDenied` (the operating system or a missing Deno permission denied it),
+ * `ConnectionClosed` (unreachable and other failures), while a `ProtocolError`, `TypeError` or
+ * `RangeError` thrown by `op` passes through. The original error is kept as `cause`.
  *
  * @param what What is being done, for error messages (`Connecting to "127.0.0.1:9000"`).
  * @param options The caller's signal and time limit.
@@ -195,17 +196,42 @@ function mapError(
   ) {
     return error;
   }
-  if (error instanceof Deno.errors.NotCapable) {
-    // Retrying cannot help: report a deployment problem, not a network condition.
-    return new ProtocolError("ConfigError", `${what} failed: ${error.message}`, { cause: error });
-  }
-  if (error instanceof Deno.errors.ConnectionRefused) {
-    return new ProtocolError("ConnectionClosed", `${what} failed: connection refused`, {
-      cause: error,
-    });
-  }
   const message = error instanceof Error ? error.message : String(error);
-  return new ProtocolError("ConnectionClosed", `${what} failed: ${message}`, { cause: error });
+  switch (osErrorCode(error)) {
+    case "ConnectionRefused":
+      return new ProtocolError(
+        "ConnectionRefused",
+        `${what} failed: connection refused (nothing listens there)`,
+        { cause: error },
+      );
+    case "PermissionDenied":
+      // Retrying cannot help: report a deployment problem, not a network condition.
+      return new ProtocolError(
+        "PermissionDenied",
+        `${what} failed: permission denied: ${message}`,
+        {
+          cause: error,
+        },
+      );
+    default:
+      return new ProtocolError("ConnectionClosed", `${what} failed: ${message}`, { cause: error });
+  }
+}
+
+/**
+ * The specific {@linkcode ProtocolError} code of an operating-system or Deno permission error:
+ * `ConnectionRefused` (`ECONNREFUSED`), `AddressInUse` (`EADDRINUSE`) or `PermissionDenied`
+ * (`EACCES`/`EPERM`, or a missing Deno permission). `undefined` for every other error.
+ */
+export function osErrorCode(
+  error: unknown,
+): "ConnectionRefused" | "AddressInUse" | "PermissionDenied" | undefined {
+  if (error instanceof Deno.errors.ConnectionRefused) return "ConnectionRefused";
+  if (error instanceof Deno.errors.AddrInUse) return "AddressInUse";
+  if (error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable) {
+    return "PermissionDenied";
+  }
+  return undefined;
 }
 
 function addrText(addr: Deno.Addr): string {
@@ -319,9 +345,29 @@ class WrappedListener<C extends Deno.Conn> implements Listener {
   }
 }
 
-/** Converts a `Deno.listen` failure into a `ProtocolError` code `ConfigError`. */
+/**
+ * Converts a `Deno.listen` failure into a `ProtocolError` (the original error as `cause`):
+ * `AddressInUse` when another listener holds the address, `PermissionDenied` when the operating
+ * system or a missing Deno permission forbids it, `ConfigError` for every other failure (an
+ * address that is not local, a path that cannot be created).
+ */
 export function listenError(address: string, error: unknown): ProtocolError {
   const message = error instanceof Error ? error.message : String(error);
+  const code = osErrorCode(error);
+  if (code === "AddressInUse") {
+    return new ProtocolError(
+      "AddressInUse",
+      `Cannot listen on "${address}": the address is already in use (${message})`,
+      { cause: error },
+    );
+  }
+  if (code === "PermissionDenied") {
+    return new ProtocolError(
+      "PermissionDenied",
+      `Cannot listen on "${address}": permission denied (${message})`,
+      { cause: error },
+    );
+  }
   return new ProtocolError("ConfigError", `Cannot listen on "${address}": ${message}`, {
     cause: error,
   });
@@ -396,6 +442,8 @@ export class TcpTransport implements Transport {
    * @param address The address to bind, for example `"127.0.0.1:9000"` or `"[::1]:0"`.
    * @param options A signal that closes the listener.
    * @returns The listener.
+   * @throws {ProtocolError} code `AddressInUse` when the port is taken, `PermissionDenied` for a
+   * privileged port or a missing `--allow-net`, `ConfigError` for an address that is not local.
    */
   listen(address: string, options?: TransportListenOptions): Promise<Listener> {
     let inner: Deno.TcpListener;
@@ -423,6 +471,9 @@ export class TcpTransport implements Transport {
    * @param address The address to connect to.
    * @param options A signal and a time limit (default 5000 ms).
    * @returns The connection, with `TCP_NODELAY` and keep-alive on.
+   * @throws {ProtocolError} code `ConnectionRefused` when nothing listens on the port,
+   * `PermissionDenied` without `--allow-net` for the host, `Timeout`, `Cancelled`, or
+   * `ConnectionClosed` (unreachable, reset and other failures).
    */
   connect(address: string, options?: TransportConnectOptions): Promise<Deno.Conn> {
     let hostname: string, port: number;

@@ -264,10 +264,27 @@ export function tlsHandshake(
   );
 }
 
+/**
+ * What a client can tell from a failed TLS handshake: a server that closes the connection or
+ * answers with bytes that are not TLS records does not speak TLS on that port.
+ */
+function notTlsHint(error: unknown): string {
+  if (error instanceof Deno.errors.UnexpectedEof) {
+    return `: the server closed the connection during the TLS handshake; it probably does not ` +
+      `speak TLS (set transport.kind = "tcp" if it runs without TLS)`;
+  }
+  if (error instanceof Deno.errors.InvalidData && /InvalidContentType/.test(errorMessage(error))) {
+    return `: the server's reply is not TLS; it probably speaks this protocol without TLS ` +
+      `(set transport.kind = "tcp") or another protocol`;
+  }
+  return "";
+}
+
 async function handshakeOrClose(
   conn: Deno.TlsConn,
   signal: AbortSignal,
   what: string,
+  client = false,
 ): Promise<Deno.TlsHandshakeInfo> {
   const onAbort = (): void => closeQuietly(conn);
   signal.addEventListener("abort", onAbort, { once: true });
@@ -276,7 +293,8 @@ async function handshakeOrClose(
   } catch (error) {
     closeQuietly(conn);
     if (signal.aborted) throw error;
-    throw new ProtocolError("TlsError", `${what} failed: ${errorMessage(error)}`, {
+    const hint = client ? notTlsHint(error) : "";
+    throw new ProtocolError("TlsError", `${what} failed: ${errorMessage(error)}${hint}`, {
       cause: error,
     });
   } finally {
@@ -402,7 +420,9 @@ export class TlsTransport implements Transport {
    * @param options A signal that closes the listener.
    * @returns The listener.
    * @throws {ProtocolError} code `TlsError` without `server` options or with an unusable
-   * certificate or key, `ConfigError` when the address cannot be bound.
+   * certificate or key, `AddressInUse` when the port is taken, `PermissionDenied` for a
+   * privileged port or a missing `--allow-net`, `ConfigError` when the address cannot be bound
+   * otherwise.
    */
   async listen(address: string, options?: TransportListenOptions): Promise<Listener> {
     const { hostname, port } = parseHostPort(address);
@@ -449,7 +469,9 @@ export class TlsTransport implements Transport {
    * handshake.
    * @returns The TLS connection (`Deno.TlsConn`), handshake done.
    * @throws {ProtocolError} code `TlsError` when the handshake fails (untrusted certificate,
-   * name mismatch, no common ALPN protocol), `Timeout`, `Cancelled` or `ConnectionClosed`.
+   * name mismatch, no common ALPN protocol, a server that does not speak TLS), `Timeout`,
+   * `Cancelled`, `ConnectionRefused` (nothing listens on the port), `PermissionDenied` (a
+   * missing `--allow-net`) or `ConnectionClosed`.
    */
   connect(address: string, options?: TransportConnectOptions): Promise<Deno.Conn> {
     let hostname: string, port: number;
@@ -500,7 +522,12 @@ export class TlsTransport implements Transport {
           });
         }
       }
-      const info = await handshakeOrClose(conn, signal, `TLS handshake with "${serverName}"`);
+      const info = await handshakeOrClose(
+        conn,
+        signal,
+        `TLS handshake with "${serverName}"`,
+        true,
+      );
       if (requireAlpn && alpn.length > 0 && info.alpnProtocol === null) {
         closeQuietly(conn);
         throw new ProtocolError(

@@ -108,8 +108,10 @@ export interface Transport {
    * @param address `"host:port"` or `"[v6]:port"` for TCP and TLS, an absolute path for Unix.
    * @param options A signal that closes the listener.
    * @returns The listener.
-   * @throws {ProtocolError} code `ConfigError` when the address cannot be used, `TlsError` when
-   * the TLS configuration is unusable or asks for something the backend cannot enforce.
+   * @throws {ProtocolError} code `AddressInUse` when another listener holds the address,
+   * `PermissionDenied` when the operating system or a missing Deno permission forbids it,
+   * `ConfigError` when the address cannot be used otherwise, `TlsError` when the TLS
+   * configuration is unusable or asks for something the backend cannot enforce.
    */
   listen(address: string, options?: TransportListenOptions): Promise<Listener>;
   /**
@@ -118,9 +120,10 @@ export interface Transport {
    * @param address `"host:port"` or `"[v6]:port"` for TCP and TLS, an absolute path for Unix.
    * @param options A signal and a time limit.
    * @returns The connection.
-   * @throws {ProtocolError} code `Timeout`, `Cancelled`, `ConnectionClosed` (refused,
-   * unreachable), `TlsError` (handshake failed) or `ConfigError` (a missing Deno permission),
-   * with the underlying error as `cause`.
+   * @throws {ProtocolError} code `Timeout`, `Cancelled`, `ConnectionRefused` (nothing listens
+   * at the address), `PermissionDenied` (the operating system or a missing Deno permission
+   * forbids it), `ConnectionClosed` (unreachable, reset), or `TlsError` (handshake failed), with
+   * the underlying error as `cause`.
    */
   connect(address: string, options?: TransportConnectOptions): Promise<Deno.Conn>;
 }

@@ -114,8 +114,9 @@ export class UnixTransport implements Transport {
    * @param path The socket path.
    * @param options A signal that closes the listener.
    * @returns The listener; closing it removes the socket file.
-   * @throws {ProtocolError} code `ConfigError` when another process listens on the path, the
-   * path is not a socket, or the socket cannot be created.
+   * @throws {ProtocolError} code `AddressInUse` when another process listens on the path,
+   * `PermissionDenied` when the directory is not writable (or a Deno permission is missing),
+   * `ConfigError` when the path is not a socket or the socket cannot be created otherwise.
    */
   async listen(path: string, options?: TransportListenOptions): Promise<Listener> {
     checkPath(path);
@@ -141,6 +142,9 @@ export class UnixTransport implements Transport {
    * @param path The socket path.
    * @param options A signal and a time limit (default 5000 ms).
    * @returns The connection.
+   * @throws {ProtocolError} code `ConnectionRefused` when nothing listens on the socket,
+   * `PermissionDenied` without write permission on the socket file (or a Deno permission),
+   * `ConnectionClosed` when the path does not exist, `Timeout` or `Cancelled`.
    */
   connect(path: string, options?: TransportConnectOptions): Promise<Deno.Conn> {
     try {
@@ -193,14 +197,17 @@ async function removeStaleSocket(path: string): Promise<void> {
       return;
     }
     if (cause instanceof Deno.errors.NotFound) return;
+    const denied = error instanceof ProtocolError && error.code === "PermissionDenied";
     throw new ProtocolError(
-      "ConfigError",
-      `Cannot listen on "${path}": the existing socket could not be probed, so it is left alone`,
+      denied ? "PermissionDenied" : "ConfigError",
+      `Cannot listen on "${path}": the existing socket could not be probed${
+        denied ? " (permission denied)" : ""
+      }, so it is left alone`,
       { cause: error },
     );
   }
   throw new ProtocolError(
-    "ConfigError",
-    `Cannot listen on "${path}": address already in use by a live listener`,
+    "AddressInUse",
+    `Cannot listen on "${path}": the address is already in use by a live listener`,
   );
 }
