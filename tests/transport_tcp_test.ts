@@ -128,7 +128,7 @@ Deno.test("TCP over IPv6 loopback: two-write requests get replies without the Na
   if (VERBOSE) console.log(`IPv6 two-write RTT median: ${median.toFixed(3)} ms`);
 });
 
-Deno.test("TCP connect to a closed port fails with ConnectionClosed", async () => {
+Deno.test("TCP connect to a closed port fails with ConnectionRefused", async () => {
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = probe.addr;
   probe.close();
@@ -136,7 +136,7 @@ Deno.test("TCP connect to a closed port fails with ConnectionClosed", async () =
     () => assert.fail("connected"),
     (e) => e,
   );
-  assert.ok(isProtocolError(error, "ConnectionClosed"), String(error));
+  assert.ok(isProtocolError(error, "ConnectionRefused"), String(error));
   assert.ok(error.cause instanceof Deno.errors.ConnectionRefused);
   assert.match(error.message, /refused/);
 });
@@ -274,12 +274,12 @@ Deno.test("TCP connect and listen reject bad arguments", async () => {
   assert.throws(() => createTransport("udp" as "tcp"), TypeError);
 });
 
-Deno.test("TCP listen on a used port fails with ConfigError", async () => {
+Deno.test("TCP listen on a used port fails with AddressInUse", async () => {
   const tcp = new TcpTransport();
   await using first = await tcp.listen("127.0.0.1:0");
   const { port } = first.addr as Deno.NetAddr;
   const error = await tcp.listen(`127.0.0.1:${port}`).then(() => assert.fail("bound"), (e) => e);
-  assert.ok(isProtocolError(error, "ConfigError"));
+  assert.ok(isProtocolError(error, "AddressInUse"));
   assert.ok(error.cause instanceof Deno.errors.AddrInUse);
 });
 
@@ -311,7 +311,7 @@ Deno.test("TCP listener close wakes a pending accept with ConnectionClosed", asy
   await assert.rejects(pending, (e) => isProtocolError(e, "ConnectionClosed"));
 });
 
-Deno.test("TCP connect without the net permission fails with ConfigError, not a network error", async () => {
+Deno.test("TCP connect without the net permission fails with PermissionDenied, not a network error", async () => {
   const dir = await Deno.makeTempDir({ prefix: "npro-perm-" });
   try {
     const script = `${dir}/connect.ts`;
@@ -328,7 +328,7 @@ Deno.test("TCP connect without the net permission fails with ConfigError, not a 
       stdin: "null",
     }).output();
     const stdout = new TextDecoder().decode(output.stdout).trim();
-    assert.equal(stdout, "ConfigError NotCapable", new TextDecoder().decode(output.stderr));
+    assert.equal(stdout, "PermissionDenied NotCapable", new TextDecoder().decode(output.stderr));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -281,7 +281,7 @@ Deno.test("TLS: refused connection and server-side handshake timeout", async () 
   probe.close();
   await assert.rejects(
     new TlsTransport().connect(`127.0.0.1:${port}`),
-    (e) => isProtocolError(e, "ConnectionClosed"),
+    (e) => isProtocolError(e, "ConnectionRefused"),
   );
   // A client that connects over plain TCP and never starts TLS.
   await using listener = await new TlsTransport({ server }).listen("127.0.0.1:0");
