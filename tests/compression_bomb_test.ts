@@ -10,7 +10,15 @@ import zlib from "node:zlib";
 import { Buffer } from "node:buffer";
 import * as lz4Module from "npm:lz4-wasm@0.9.2/lz4_wasm_bg.wasm";
 import { isProtocolError } from "../src/errors.ts";
-import { decompress, initCompression } from "../src/compression/compress.ts";
+import {
+  type BodyDecompressor,
+  decodeBatch,
+  encodedMessageSize,
+  encodeMessage,
+  type Message,
+} from "../src/core/message.ts";
+import { compress, decompress, initCompression } from "../src/compression/compress.ts";
+import { createDecompressor } from "../src/compression/policy.ts";
 import { inspectZstd } from "../src/compression/zstd.ts";
 
 const MiB = 1024 * 1024;
@@ -222,4 +230,180 @@ Deno.test("a Zstd frame asking for a huge window is refused before decoding", ()
     () => decompress(frame, { algorithm: "zstd", maxSize: LIMIT }),
     (error) => isProtocolError(error, "LimitExceeded"),
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+// Per-record (per-batch) cap: many compressed entries, each under the per-body limit, must not
+// add up to more than the limit in one batch (issue 10, item 4).
+
+/** A decompressor wrapper that records the limit every call got and what every call produced. */
+function recording(inner: BodyDecompressor): {
+  decompressor: BodyDecompressor;
+  limits: (number | undefined)[];
+  sizes: number[];
+} {
+  const limits: (number | undefined)[] = [];
+  const sizes: number[] = [];
+  const decompressor: BodyDecompressor = {
+    decompress(id: number, body: Uint8Array, maxSize?: number): Uint8Array {
+      limits.push(maxSize);
+      const out = inner.decompress(id, body, maxSize);
+      sizes.push(out.length);
+      return out;
+    },
+  };
+  if (inner.maxSize !== undefined) Object.assign(decompressor, { maxSize: inner.maxSize });
+  return { decompressor, limits, sizes };
+}
+
+/** A custom message whose encoded body is exactly `size` bytes. */
+function messageOf(size: number): Message {
+  // Tag, "BLOB" with its length, the payload's LEB128 length (1 to 4 bytes), the payload.
+  for (let lengthBytes = 1; lengthBytes <= 4; lengthBytes++) {
+    const message: Message = {
+      type: "custom",
+      command: "BLOB",
+      payload: new Uint8Array(size - 6 - lengthBytes),
+    };
+    if (encodedMessageSize(message) === size) return message;
+  }
+  throw new RangeError(`No custom message encodes to ${size} bytes`);
+}
+
+/** A batch of `count` copies of one entry: `flags` (the compression id) and `body`. */
+function batchOf(count: number, flags: number, body: Uint8Array): Uint8Array {
+  const head = [flags];
+  for (let n = body.length;; n = Math.floor(n / 128)) {
+    if (n < 128) {
+      head.push(n);
+      break;
+    }
+    head.push((n % 128) | 0x80);
+  }
+  const entry = new Uint8Array(head.length + body.length);
+  entry.set(head);
+  entry.set(body, head.length);
+  const out = new Uint8Array(entry.length * count);
+  for (let i = 0; i < count; i++) out.set(entry, i * entry.length);
+  return out;
+}
+
+type Packer = [name: string, id: number, pack: (body: Uint8Array) => Uint8Array];
+const PACKERS: Packer[] = [
+  ["LZ4", 1, (body) => compress(body, { algorithm: "lz4" })],
+  ["Zstd", 2, (body) => compress(body, { algorithm: "zstd" })],
+  // Streamed frames do not declare their size: only libzstd's output cap stops them.
+  ["Zstd without declared sizes", 2, (body) => new Uint8Array(zlib.zstdCompressSync(body))],
+];
+
+/** Asserts that no call was allowed more than what was left of `cap`, nor produced more. */
+function assertWithin(cap: number, limits: (number | undefined)[], sizes: number[]): void {
+  let used = 0;
+  for (let i = 0; i < limits.length; i++) {
+    const limit = limits[i];
+    assert.ok(limit !== undefined && limit <= cap - used, `call ${i} got limit ${limit}`);
+    if (i < sizes.length) used += sizes[i]!;
+  }
+  assert.ok(used <= cap, `${used} bytes decompressed, over the cap ${cap}`);
+}
+
+Deno.test("a batch of 48 compressed 1 MiB entries is refused at the decompressor's 4 MiB cap", async () => {
+  await initCompression();
+  const message = messageOf(MiB);
+  for (const [name, id, pack] of PACKERS) {
+    const bytes = batchOf(48, id, pack(encodeMessage(message)));
+    assert.ok(bytes.length < 256 * 1024, `${name}: ${bytes.length} bytes`);
+    for (const ownedInput of [false, true]) {
+      const inner = createDecompressor({ accept: ["lz4", "zstd"], maxSize: 4 * MiB });
+      const { decompressor, limits, sizes } = recording(inner);
+      assert.throws(
+        () => decodeBatch(bytes, { decompressor, ownedInput }),
+        (error) => isProtocolError(error, "LimitExceeded") && /limit "4194304"/.test(error.message),
+        name,
+      );
+      assertWithin(4 * MiB, limits, sizes);
+      assert.equal(sizes.length, 3, `${name}: three entries fit, the fourth is refused`);
+    }
+  }
+});
+
+Deno.test("maxDecodedBytes caps a batch below the decompressor's own limit", () => {
+  const message = messageOf(MiB);
+  for (const [name, id, pack] of PACKERS) {
+    const bytes = batchOf(48, id, pack(encodeMessage(message)));
+    const inner = createDecompressor({ accept: ["lz4", "zstd"], maxSize: 16 * MiB });
+    const { decompressor, limits, sizes } = recording(inner);
+    assert.throws(
+      () => decodeBatch(bytes, { decompressor, maxDecodedBytes: 4 * MiB }),
+      (error) => isProtocolError(error, "LimitExceeded"),
+      name,
+    );
+    assertWithin(4 * MiB, limits, sizes);
+  }
+});
+
+Deno.test("the issue's record: 48 Zstd entries of 16 MiB decompress to at most 16 MiB in total", () => {
+  const body = compress(encodeMessage(messageOf(LIMIT)), { algorithm: "zstd" });
+  const bytes = batchOf(48, 2, body);
+  assert.ok(bytes.length < 64 * 1024, `${bytes.length} bytes`);
+  const inner = createDecompressor({ accept: ["zstd"], maxSize: LIMIT });
+  const { decompressor, limits, sizes } = recording(inner);
+  assert.throws(
+    () => decodeBatch(bytes, { decompressor, ownedInput: true }),
+    (error) => isProtocolError(error, "LimitExceeded"),
+  );
+  assertWithin(LIMIT, limits, sizes);
+  // The rest of the record counts too, so not even the first 16 MiB entry fits.
+  assert.equal(limits.length, 1, "one call, refused before it decompressed anything");
+  assert.equal(sizes.length, 0);
+});
+
+Deno.test("a compressed batch that decodes to exactly the cap decodes; one byte less refuses it", () => {
+  const messages = [messageOf(MiB), messageOf(MiB), messageOf(MiB), messageOf(MiB - 4096)];
+  for (const [name, id, pack] of PACKERS) {
+    const bodies = messages.map((m) => pack(encodeMessage(m)));
+    const parts = bodies.map((body) => batchOf(1, id, body));
+    const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let offset = 0;
+    for (const part of parts) {
+      bytes.set(part, offset);
+      offset += part.length;
+    }
+    // The batch's length with every compressed body counted at its decompressed size.
+    const decoded = bytes.length - bodies.reduce((n, b) => n + b.length, 0) + 4 * MiB - 4096;
+    const decompressor = createDecompressor({ accept: ["lz4", "zstd"], maxSize: 16 * MiB });
+    assert.equal(
+      decodeBatch(bytes, { decompressor, maxDecodedBytes: decoded }).length,
+      4,
+      name,
+    );
+    assert.throws(
+      () => decodeBatch(bytes, { decompressor, maxDecodedBytes: decoded - 1 }),
+      (error) => isProtocolError(error, "LimitExceeded"),
+      name,
+    );
+    // The default, the decompressor's own limit, fits it as well.
+    assert.equal(decodeBatch(bytes, { decompressor }).length, 4, name);
+  }
+});
+
+Deno.test("a record of 65,536 tiny compressed entries costs at most 4,096 decompressor calls", () => {
+  const ping = encodeMessage({ type: "ping" });
+  for (const [name, id, pack] of PACKERS) {
+    const bytes = batchOf(65_536, id, pack(ping));
+    const inner = createDecompressor({ accept: ["lz4", "zstd"], maxSize: LIMIT });
+    const { decompressor, limits } = recording(inner);
+    const start = performance.now();
+    assert.throws(
+      () => decodeBatch(bytes, { decompressor, ownedInput: true }),
+      (error) =>
+        isProtocolError(error, "LimitExceeded") && /"4096" compressed entries/.test(error.message),
+      name,
+    );
+    const ms = performance.now() - start;
+    assert.equal(limits.length, 4096, name);
+    console.log(
+      `${name}: ${bytes.length}-byte record of 65,536 entries refused in ${ms.toFixed(1)} ms`,
+    );
+  }
 });

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decodeBatch, encodeBatch, type Message } from "../src/core/message.ts";
+import { decodeBatch, encodeBatch, encodeMessage, type Message } from "../src/core/message.ts";
 import { isProtocolError } from "../src/errors.ts";
+import zlib from "node:zlib";
 import { compress } from "../src/compression/compress.ts";
+import { inspectZstd, zstdDecompress } from "../src/compression/zstd.ts";
 import {
   compressionFeatureBits,
   CompressionPolicy,
@@ -127,6 +129,52 @@ Deno.test("the decompressor caps every body at maxSize (the packet limit)", () =
       (e) => isProtocolError(e, "DecompressionFailure"),
     );
   }
+});
+
+Deno.test("the decompressor takes a smaller limit per call and exposes its own as maxSize", () => {
+  const body = textLike(100_000);
+  for (const algorithm of ["lz4", "zstd"] as const) {
+    const id = algorithm === "lz4" ? 1 : 2;
+    const decompressor = createDecompressor({ accept: [algorithm], maxSize: 16 * MiB });
+    assert.equal(decompressor.maxSize, 16 * MiB);
+    const packed = compress(body, { algorithm });
+    assert.deepEqual(decompressor.decompress(id, packed, 100_000), body);
+    assert.throws(
+      () => decompressor.decompress(id, packed, 99_999),
+      (e) => isProtocolError(e, "LimitExceeded") && e.message.includes(`"99999"`),
+    );
+    // A larger limit than its own does not raise it.
+    const small = createDecompressor({ accept: [algorithm], maxSize: 99_999 });
+    assert.throws(
+      () => small.decompress(id, packed, 32 * MiB),
+      (e) => isProtocolError(e, "LimitExceeded"),
+    );
+    for (const limit of [-1, Number.NaN]) {
+      assert.throws(() => decompressor.decompress(id, packed, limit), RangeError);
+    }
+  }
+});
+
+Deno.test("a smaller per-call limit does not shrink the Zstd window limit of a whole body", () => {
+  // A streamed frame with a 16 MiB window and no declared size, holding a 1 KB message.
+  const echo: Message = { type: "echo", text: "line ".repeat(200) };
+  const body = encodeMessage(echo);
+  const frame = new Uint8Array(zlib.zstdCompressSync(body, {
+    params: { [zlib.constants.ZSTD_c_windowLog]: 24 },
+  } as zlib.ZstdOptions));
+  assert.equal(inspectZstd(frame, 16 * MiB).windowSize, 16 * MiB);
+  // On its own with a 2 KiB limit, the window is over the 8 MiB floor and refused...
+  assert.throws(
+    () => zstdDecompress(frame, 2048),
+    (e) => isProtocolError(e, "LimitExceeded"),
+  );
+  // ...but the decompressor keeps the window limit of its 16 MiB bodies.
+  const decompressor = createDecompressor({ accept: ["zstd"], maxSize: 16 * MiB });
+  assert.deepEqual(decompressor.decompress(2, frame, 2048), body);
+  assert.deepEqual(zstdDecompress(frame, 2048, "auto", 16 * MiB), body);
+  assert.ok(frame.length < 128, `${frame.length} bytes`);
+  const batch = new Uint8Array([2, frame.length, ...frame]); // flags: Zstd; LEB128 length
+  assert.deepEqual(decodeBatch(batch, { decompressor, maxDecodedBytes: 4096 }), [echo]);
 });
 
 Deno.test("negotiation: feature bits, intersection in local order, off by default", () => {

@@ -12,6 +12,7 @@ import {
   type Message,
   opcodeOf,
 } from "../src/core/message.ts";
+import { MAX_PAYLOAD_SIZE } from "../src/core/packet.ts";
 import { ProtocolError } from "../src/errors.ts";
 
 function hex(bytes: Uint8Array): string {
@@ -251,4 +252,157 @@ Deno.test("decodeBatch copies byte fields unless the input is handed over", () =
   bytes[bytes.length - 1] = 9;
   assert.deepEqual([...copied.payload], [1, 2, 3]);
   assert.deepEqual([...viewed.payload], [1, 2, 9]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The decoded-size budget of a batch (DecodeBatchOptions.maxDecodedBytes)
+
+/** Algorithm 1 of these tests: the body reversed. Bodies of more than 3 bytes are compressed. */
+const reverser: BodyCompressor = {
+  compress: (body) => body.length > 3 ? { id: 1, body: body.slice().reverse() } : { id: 0, body },
+};
+
+/** The reverse of {@linkcode reverser}, which records the limit of every call. */
+function unreverser(
+  options: { maxSize?: number; honoursLimit: boolean },
+): { decompressor: BodyDecompressor; limits: (number | undefined)[] } {
+  const limits: (number | undefined)[] = [];
+  const decompressor: BodyDecompressor = {
+    decompress(id, body, maxSize) {
+      limits.push(maxSize);
+      if (id !== 1) throw new ProtocolError("PolicyViolation", "not negotiated");
+      const cap = Math.min(
+        options.honoursLimit ? maxSize ?? Infinity : Infinity,
+        options.maxSize ?? Infinity,
+      );
+      if (body.length > cap) {
+        throw new ProtocolError("LimitExceeded", `Body of "${body.length}" bytes is over "${cap}"`);
+      }
+      return body.slice().reverse();
+    },
+  };
+  if (options.maxSize !== undefined) Object.assign(decompressor, { maxSize: options.maxSize });
+  return { decompressor, limits };
+}
+
+/** Three echo messages of 102 bytes: 312 bytes as a batch, compressed or not. */
+const hundreds: Message[] = ["a", "b", "c"].map((c): Message => ({
+  type: "echo",
+  text: c.repeat(100),
+}));
+
+function thrown(fn: () => unknown): ProtocolError {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof ProtocolError, `expected ProtocolError, got ${error}`);
+    return error;
+  }
+  assert.fail("expected a throw");
+}
+
+Deno.test("maxDecodedBytes: each compressed entry gets what is left of the budget", () => {
+  const bytes = encodeBatch(hundreds, { compressor: reverser });
+  assert.equal(bytes.length, 312);
+  const { decompressor, limits } = unreverser({ honoursLimit: true });
+  assert.deepEqual(decodeBatch(bytes, { decompressor, maxDecodedBytes: 400 }), hundreds);
+  // 400 minus the 210 bytes of the other two entries and the headers.
+  assert.deepEqual(limits, [190, 190, 190]);
+  assert.deepEqual(decodeBatch(bytes, { decompressor, maxDecodedBytes: 312 }), hundreds);
+  const error = thrown(() => decodeBatch(bytes, { decompressor, maxDecodedBytes: 311 }));
+  assert.equal(error.code, "LimitExceeded");
+  assert.equal(
+    error.message,
+    `Batch decodes to more than the limit "311" bytes: compressed entry "0" does not fit in the "101" bytes left`,
+  );
+  assert.ok(error.cause instanceof ProtocolError, "the decompressor's refusal is the cause");
+});
+
+Deno.test("maxDecodedBytes: a decompressor that ignores its limit is stopped one body late", () => {
+  const bytes = encodeBatch(hundreds, { compressor: reverser });
+  const { decompressor, limits } = unreverser({ honoursLimit: false });
+  const error = thrown(() => decodeBatch(bytes, { decompressor, maxDecodedBytes: 250 }));
+  assert.equal(error.code, "LimitExceeded");
+  assert.match(error.message, /compressed entry "0" does not fit in the "40" bytes left/);
+  assert.deepEqual(limits, [40]);
+});
+
+Deno.test("maxDecodedBytes: uncompressed entries count at their size, and alone are not checked", () => {
+  const plainBatch = encodeBatch(hundreds);
+  assert.deepEqual(decodeBatch(plainBatch, { maxDecodedBytes: 0 }), hundreds);
+  const { decompressor } = unreverser({ honoursLimit: true });
+  assert.deepEqual(decodeBatch(plainBatch, { decompressor, maxDecodedBytes: 0 }), hundreds);
+  // One compressed entry between two plain ones: the budget covers the whole batch.
+  const mixed = new Uint8Array(312);
+  mixed.set(plainBatch.subarray(0, 104));
+  mixed.set(encodeBatch([hundreds[1]!], { compressor: reverser }), 104);
+  mixed.set(plainBatch.subarray(208), 208);
+  assert.deepEqual(decodeBatch(mixed, { decompressor, maxDecodedBytes: 312 }), hundreds);
+  assert.equal(
+    errorCode(() => decodeBatch(mixed, { decompressor, maxDecodedBytes: 311 })),
+    "LimitExceeded",
+  );
+});
+
+Deno.test("maxDecodedBytes defaults to the decompressor's maxSize, else the packet limit", () => {
+  const bytes = encodeBatch(hundreds, { compressor: reverser });
+  const capped = unreverser({ maxSize: 1000, honoursLimit: true });
+  decodeBatch(bytes, { decompressor: capped.decompressor });
+  assert.deepEqual(capped.limits, [790, 790, 790]);
+  const uncapped = unreverser({ honoursLimit: true });
+  decodeBatch(bytes, { decompressor: uncapped.decompressor });
+  const left = MAX_PAYLOAD_SIZE - 210;
+  assert.deepEqual(uncapped.limits, [left, left, left]);
+  // With the default budget, a decompressor capped at 50 bytes refuses the batch up front.
+  const small = unreverser({ maxSize: 50, honoursLimit: true });
+  const early = thrown(() => decodeBatch(bytes, { decompressor: small.decompressor }));
+  assert.match(early.message, /limit "50" bytes: compressed entry "0" does not fit in the "0"/);
+  assert.deepEqual(small.limits, []);
+  // With a larger budget, the decompressor's own cap refuses, and its error is passed through.
+  const own = thrown(() =>
+    decodeBatch(bytes, { decompressor: small.decompressor, maxDecodedBytes: 1000 })
+  );
+  assert.equal(own.code, "LimitExceeded");
+  assert.equal(own.message, `Body of "102" bytes is over "50"`);
+});
+
+Deno.test("maxDecodedBytes must be a non-negative integer (checked at the first compressed entry)", () => {
+  const bytes = encodeBatch(hundreds, { compressor: reverser });
+  const { decompressor } = unreverser({ honoursLimit: true });
+  for (const maxDecodedBytes of [-1, 1.5, Number.NaN, Infinity]) {
+    assert.throws(() => decodeBatch(bytes, { decompressor, maxDecodedBytes }), RangeError);
+    assert.equal(decodeBatch(encodeBatch(hundreds), { maxDecodedBytes }).length, 3);
+  }
+});
+
+Deno.test("maxCompressedEntries bounds the compressed entries of a batch, on both sides", () => {
+  const pings = Array.from({ length: 5000 }, (): Message => ({ type: "echo", text: "0123" }));
+  const { decompressor, limits } = unreverser({ honoursLimit: true });
+  // The encoder compresses the first 4,096 and sends the rest as they are.
+  const bytes = encodeBatch(pings, { compressor: reverser });
+  let compressed = 0;
+  for (let offset = 0; offset < bytes.length; offset += 2 + bytes[offset + 1]!) {
+    if (bytes[offset] === 1) compressed++;
+  }
+  assert.equal(compressed, 4096);
+  assert.equal(decodeBatch(bytes, { decompressor }).length, 5000);
+  assert.equal(limits.length, 4096);
+  // A batch with one compressed entry more is refused before its decompressor call.
+  const all = encodeBatch(pings, { compressor: reverser, maxCompressedEntries: 5000 });
+  limits.length = 0;
+  const error = thrown(() => decodeBatch(all, { decompressor }));
+  assert.equal(error.code, "LimitExceeded");
+  assert.equal(error.message, `Batch holds more than the limit of "4096" compressed entries`);
+  assert.equal(limits.length, 4096);
+  assert.equal(decodeBatch(all, { decompressor, maxCompressedEntries: 5000 }).length, 5000);
+  assert.equal(
+    errorCode(() => decodeBatch(all, { decompressor, maxCompressedEntries: 0 })),
+    "LimitExceeded",
+  );
+  assert.equal(decodeBatch(encodeBatch(pings), { maxCompressedEntries: 0 }).length, 5000);
+  assert.throws(
+    () => encodeBatch(pings, { compressor: reverser, maxCompressedEntries: -1 }),
+    RangeError,
+  );
+  assert.throws(() => decodeBatch(all, { decompressor, maxCompressedEntries: 0.5 }), RangeError);
 });

@@ -233,13 +233,21 @@ export class CompressionPolicy implements BodyCompressor {
 export interface DecompressorOptions {
   /** The algorithms the peer may use: the negotiated set. Any other is a `PolicyViolation`. */
   accept: readonly CompressionAlgorithm[];
-  /** The largest decompressed body accepted: the packet limit. */
+  /**
+   * The largest decompressed body accepted: the packet limit. It is also the decompressor's
+   * `maxSize`, so `decodeBatch` caps what all the compressed entries of one batch decompress
+   * to at this size too, unless it is given `maxDecodedBytes`.
+   */
   maxSize: number;
 }
 
 /**
  * Creates the decompressor `decodeBatch` uses for compressed entries. Call it only on
- * authenticated data (the batch decoder runs after the record was decrypted).
+ * authenticated data (the batch decoder runs after the record was decrypted). Each call
+ * produces at most `options.maxSize` bytes, or the smaller `maxSize` it is given (what is left
+ * of the batch's budget): LZ4's declared size and Zstd's declared sizes are checked against it
+ * before anything is allocated, and libzstd's output cap enforces it on frames that do not
+ * declare their size. The Zstd window is limited by `options.maxSize` (at least 8 MiB) alone.
  *
  * @example Refuse an algorithm that was not negotiated
  * ```ts
@@ -253,10 +261,18 @@ export interface DecompressorOptions {
  *   () => decompressor.decompress(2, compress(body, { algorithm: "zstd" })),
  *   (error) => error instanceof ProtocolError && error.code === "PolicyViolation",
  * );
+ * // A smaller limit for one call: what is left of a batch's budget.
+ * assert.throws(
+ *   () => decompressor.decompress(1, compress(body, { algorithm: "lz4" }), 999),
+ *   (error) => error instanceof ProtocolError && error.code === "LimitExceeded",
+ * );
+ * assert.equal(decompressor.maxSize, 1 << 20);
  * ```
  *
  * @param options The accepted algorithms and the size limit.
- * @returns The decompressor.
+ * @returns The decompressor, whose `maxSize` is `options.maxSize`.
+ * @throws {RangeError} When `maxSize` is not a non-negative integer.
+ * @throws {TypeError} For an unknown algorithm.
  */
 export function createDecompressor(options: DecompressorOptions): BodyDecompressor {
   const { maxSize } = options;
@@ -271,9 +287,17 @@ export function createDecompressor(options: DecompressorOptions): BodyDecompress
   const lz4 = options.accept.includes("lz4");
   const zstd = options.accept.includes("zstd");
   return {
-    decompress(id: number, body: Uint8Array): Uint8Array {
-      if (id === COMPRESSION_IDS.lz4 && lz4) return lz4Decompress(body, maxSize);
-      if (id === COMPRESSION_IDS.zstd && zstd) return zstdDecompress(body, maxSize);
+    maxSize,
+    decompress(id: number, body: Uint8Array, limit?: number): Uint8Array {
+      let cap = maxSize;
+      if (limit !== undefined) {
+        if (!(limit >= 0)) {
+          throw new RangeError(`Decompression limit "${limit}" is not a non-negative number`);
+        }
+        if (limit < cap) cap = Math.floor(limit);
+      }
+      if (id === COMPRESSION_IDS.lz4 && lz4) return lz4Decompress(body, cap);
+      if (id === COMPRESSION_IDS.zstd && zstd) return zstdDecompress(body, cap, "auto", maxSize);
       throw new ProtocolError(
         "PolicyViolation",
         `Compression id "${id}" was not negotiated (accepted: "${options.accept.join(", ")}")`,
