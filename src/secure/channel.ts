@@ -439,7 +439,9 @@ export class SecureChannel {
    * @returns `out`.
    * @throws {RangeError} For a code outside 0..65535 or a reason over 123 bytes.
    * @throws {ProtocolError} `ConnectionClosed` after an earlier CLOSE, `LimitExceeded` when the
-   * counter is past its limit, or the code of an earlier failure.
+   * counter is past its limit, or `AuthenticationFailed` after a record failed authentication.
+   * After other failures (an authenticated record that broke the rules) a CLOSE can still be
+   * sealed, to tell the peer why the session ends.
    */
   sealClose(code: number, reason = "", out: Uint8Array[] = []): Uint8Array[] {
     if (!Number.isInteger(code) || code < 0 || code > 0xffff) {
@@ -453,7 +455,12 @@ export class SecureChannel {
         `Close reason of "${reasonBytes.length}" bytes exceeds the limit "${MAX_CLOSE_REASON_BYTES}"`,
       );
     }
-    this.#checkSend();
+    // A CLOSE may still say why after an authenticated record broke the rules (the peer is
+    // who it claims to be); after a record that failed authentication, nothing is sent.
+    if (this.#failure?.code === "AuthenticationFailed") throw this.#dead();
+    if (this.#sendClosed) {
+      throw new ProtocolError("ConnectionClosed", "Cannot seal a record after CLOSE");
+    }
     if (this.#send.nonce > MAX_RECORD_NONCE) {
       throw new ProtocolError(
         "LimitExceeded",

@@ -1627,7 +1627,7 @@ export class Connection implements AsyncDisposable {
     try {
       const channel = this.#channel;
       if (channel === null) return encodePackets([{ version: 2, payload: DISCONNECT_BATCH }]);
-      if (channel.failure !== undefined || channel.closeSent) return undefined;
+      if (channel.failure?.code === "AuthenticationFailed" || channel.closeSent) return undefined;
       if (code === CloseCode.LimitExceeded && channel.sendNonce + 2 > MAX_RECORD_NONCE) {
         code = CloseCode.KeyExhausted;
       }
