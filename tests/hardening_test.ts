@@ -369,3 +369,21 @@ Deno.test("handler errors: an ApplicationError's code reaches the peer, anything
   assert.doesNotMatch(bug.message, /secret/);
   assert.throws(() => new ApplicationError(999, "x"), RangeError);
 });
+
+Deno.test("max_message is honoured: a server never sends a client more than it announced", async () => {
+  const dispatcher = registerStandardHandlers(new Dispatcher())
+    .register("HUGE", () => custom("HUGE", new Uint8Array(64 * 1024)));
+  await using server = await serveWith({}, dispatcher); // 16 MiB packets
+  await using client = await connect({
+    address: `127.0.0.1:${portOf(server.addr)}`,
+    security: { serverKeys: [serverKey.publicKey] },
+    config: { transport: { maxPayloadSize: 32 * 1024 } },
+  });
+  assert.equal(client.connection!.session.remoteMaxMessageSize, 16 * 1024 * 1024 - 17);
+  const [serverSide] = [...server.connections];
+  assert.ok(serverSide!.maxMessageSize < 32 * 1024);
+  const error = await client.request(custom("HUGE")).catch((e) => e);
+  assert.ok(error instanceof RemoteError, String(error));
+  assert.equal(error.remoteCode, ErrorCodes.TooLarge);
+  assert.deepEqual(await client.request({ type: "ping" }), { type: "pong" });
+});

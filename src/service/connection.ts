@@ -52,6 +52,11 @@ export interface SessionInfo {
   handshakeHash?: Uint8Array;
   /** Whether the peer's key was checked against configured trust. */
   pinned: boolean;
+  /**
+   * The peer's `max_message` hello parameter: the largest batch it accepts in one record
+   * (secure mode) or packet (plaintext). The connection never sends more.
+   */
+  remoteMaxMessageSize?: number;
 }
 
 /** Options of a {@linkcode Connection}. */
@@ -371,6 +376,8 @@ export class Connection implements AsyncDisposable {
   readonly #role: "client" | "server";
   readonly #dispatcher: Dispatcher | undefined;
   readonly #maxPayload: number;
+  /** The largest packet payload this side sends: its own limit, or less if the peer asks. */
+  readonly #sendPayload: number;
   readonly #backpressureLimit: number;
   readonly #maxOutbound: number;
   readonly #maxReceive: number;
@@ -471,6 +478,10 @@ export class Connection implements AsyncDisposable {
     this.#channel = session.channel;
     this.#remoteAddr = remoteAddrOf(conn);
     this.#maxPayload = options.maxPayloadSize ?? MAX_PAYLOAD_SIZE;
+    const overhead = session.channel === null ? 0 : RECORD_OVERHEAD;
+    this.#sendPayload = session.remoteMaxMessageSize === undefined
+      ? this.#maxPayload
+      : Math.min(this.#maxPayload, session.remoteMaxMessageSize + overhead);
     this.#backpressureLimit = positive("backpressureLimit", options.backpressureLimit, 32);
     this.#maxOutbound = positive("maxOutboundBytes", options.maxOutboundBytes, 8 * 1024 * 1024);
     this.#maxReceive = positive("maxReceiveQueue", options.maxReceiveQueue, 1024);
@@ -1280,22 +1291,23 @@ export class Connection implements AsyncDisposable {
   }
 
   /**
-   * The largest encoded message (a request, reply or un-numbered message) that fits in one
-   * packet of this connection, after the record's 17 bytes (secure mode) and the batch entry's
-   * flags and length. The peer accepts the same, so the largest request a server accepts and
-   * the largest reply it can send are equal.
+   * The largest encoded message (a request, reply or un-numbered message) this side sends: it
+   * fits in one packet of the peer's limit (its `max_message`, else this side's own), after the
+   * record's 17 bytes (secure mode) and the batch entry's flags byte and length. Peers with the
+   * same packet limit accept the same, so the largest request a server accepts and the largest
+   * reply it can send are equal.
    */
   get maxMessageSize(): number {
-    const room = this.#maxPayload - (this.#channel === null ? 0 : RECORD_OVERHEAD) - 1;
-    // The entry length is a varint: find the largest size whose varint still fits.
-    let size = room - 1;
-    while (size > 0 && batchEntrySize(size) > room + 1) size--;
+    const room = this.#sendPayload - (this.#channel === null ? 0 : RECORD_OVERHEAD);
+    // An entry is 1 flags byte, the length as a varint (1 to 5 bytes), then the message.
+    let size = room - 2;
+    while (size > 0 && batchEntrySize(size) > room) size--;
     return size;
   }
 
   #fits(size: number): boolean {
     return batchEntrySize(size) + (this.#channel === null ? 0 : RECORD_OVERHEAD) <=
-      this.#maxPayload;
+      this.#sendPayload;
   }
 
   #onEnd(): void {
@@ -1378,7 +1390,7 @@ export class Connection implements AsyncDisposable {
     const channel = this.#channel;
     const limit = Math.min(
       RECORD_TARGET,
-      this.#maxPayload - (channel === null ? 0 : RECORD_OVERHEAD),
+      this.#sendPayload - (channel === null ? 0 : RECORD_OVERHEAD),
     );
     if (this.#compressor !== undefined) {
       const options = { compressor: this.#compressor };
@@ -1426,7 +1438,7 @@ export class Connection implements AsyncDisposable {
       return out;
     }
     return encodePackets(payloads.map((payload) => ({ version: 2, payload })), {
-      maxPayloadSize: this.#maxPayload,
+      maxPayloadSize: this.#sendPayload,
     });
   }
 
