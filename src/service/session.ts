@@ -16,6 +16,7 @@ import {
 import { type HandshakeResult, MAX_HANDSHAKE_PAYLOAD } from "../secure/handshake.ts";
 import { clientHandshake, type HandshakeIO, serverHandshake } from "../secure/handshake_runner.ts";
 import { decodeKey, type KeyPair, readKeyFile } from "../secure/keys.ts";
+import { RECORD_TAG_SIZE } from "../secure/channel.ts";
 import { KnownServersFile } from "../secure/known_servers.ts";
 import type {
   ClientSecurityOptions,
@@ -24,6 +25,9 @@ import type {
 } from "../secure/policy.ts";
 import { FrameReader } from "./frame_reader.ts";
 import type { ConnectionOptions, SessionInfo } from "./connection.ts";
+
+/** The smallest `max_message` a peer may announce (docs/PROTOCOL.md, "Parameters"). */
+export const MIN_REMOTE_MAX_MESSAGE = 1024;
 
 /** A connection whose handshake finished. */
 export interface EstablishedSession {
@@ -91,6 +95,17 @@ export async function establish(
   };
   if (result.remoteStaticKey !== undefined) session.remoteStaticKey = result.remoteStaticKey;
   if (result.handshakeHash !== undefined) session.handshakeHash = result.handshakeHash;
+  if (result.remoteMaxMessageSize !== undefined) {
+    // The peer's max_message parameter: the largest record body (batch) it accepts. Honoured
+    // by the connection's sender; below MIN_REMOTE_MAX_MESSAGE no reply would ever fit.
+    if (result.remoteMaxMessageSize < MIN_REMOTE_MAX_MESSAGE) {
+      throw new ProtocolError(
+        "PolicyViolation",
+        `Peer's max_message "${result.remoteMaxMessageSize}" is below the minimum "${MIN_REMOTE_MAX_MESSAGE}"`,
+      );
+    }
+    session.remoteMaxMessageSize = result.remoteMaxMessageSize;
+  }
   const chosen: Pick<ConnectionOptions, "compressor" | "decompressor"> = {};
   if (plan.compressor !== undefined) chosen.compressor = plan.compressor;
   if (plan.decompressor !== undefined) chosen.decompressor = plan.decompressor;
@@ -120,7 +135,9 @@ function commonSecurity(config: NetworkConfig, handshakeTimeoutMs: number): Comm
   return {
     encryption: config.transport.encryptionEnabled,
     handshakeTimeoutMs,
-    maxMessageSize: config.transport.maxPayloadSize,
+    // The largest batch this side accepts: a packet minus the record's tag and type byte.
+    maxMessageSize: config.transport.maxPayloadSize -
+      (config.transport.encryptionEnabled ? RECORD_TAG_SIZE + 1 : 0),
     channel: {
       rekeyAfterRecords: s.rekeyAfterRecords,
       rekeyAfterBytes: s.rekeyAfterBytes,
