@@ -387,3 +387,15 @@ Deno.test("max_message is honoured: a server never sends a client more than it a
   assert.equal(error.remoteCode, ErrorCodes.TooLarge);
   assert.deepEqual(await client.request({ type: "ping" }), { type: "pong" });
 });
+
+Deno.test("a version-1 packet after the handshake ends the session with CLOSE 2", async () => {
+  await using server = await serveWith({});
+  await using peer = await rawSecurePeer(portOf(server.addr), serverKey.publicKey);
+  const [record] = peer.channel.sealData(encodeBatch([{ type: "ping" }]));
+  const packet = encodePackets([{ version: 2, payload: record! }]);
+  packet[4] = 1;
+  await peer.conn.write(packet);
+  const ending = await readUntilServerCloses(peer, 10_000);
+  assert.equal(ending.close?.code, CloseCode.ProtocolError);
+  assert.match(ending.close!.reason, /version/);
+});

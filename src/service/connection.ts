@@ -996,6 +996,13 @@ export class Connection implements AsyncDisposable {
     const end = Math.min(packets.length, start + RECORDS_PER_TURN);
     for (let i = start; i < end; i++) {
       const packet = packets[i]!;
+      if (packet.version !== 2) {
+        // The codec parses the original's version 1; a session speaks version 2 only.
+        throw new ProtocolError(
+          "UnsupportedVersion",
+          `Packet has version "${packet.version}", expected "2" after the handshake`,
+        );
+      }
       let body: Uint8Array;
       if (this.#channel !== null) {
         const opened = this.#channel.open(packet.payload);
