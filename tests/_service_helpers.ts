@@ -1,3 +1,4 @@
+import assert from "node:assert/strict";
 import { Dispatcher, registerStandardHandlers } from "../src/protocol/dispatcher.ts";
 import { type Client, connect } from "../src/service/client.ts";
 import { serve, type Server } from "../src/service/daemon.ts";
@@ -63,23 +64,82 @@ export async function waitFor(
   }
 }
 
-/** Reads from `conn` until EOF or error; returns the bytes read. */
-export async function readUntilClosed(conn: Deno.Conn, timeoutMs = 5000): Promise<number> {
+/**
+ * How the peer ended a connection: a clean EOF, or an abrupt end (a reset, a broken pipe, or a TLS
+ * stream cut without `close_notify`).
+ */
+export type PeerClose = "eof" | "reset";
+
+/**
+ * Reads from `conn` until the PEER closes it, and returns how (EOF or an abrupt end) and how
+ * many bytes arrived before. If the connection is still open after `timeoutMs`, it closes `conn`
+ * itself (ending the pending read) and throws an `AssertionError`: a test that awaits it proves
+ * that the other side closed the connection within `timeoutMs`. Other read errors are rethrown.
+ *
+ * The caller still owns `conn` after a peer close and must close it.
+ *
+ * @param conn The connection to drain.
+ * @param timeoutMs How long the peer has to close it.
+ * @returns How the peer closed it, and the bytes read before.
+ */
+export async function readUntilClosed(
+  conn: Deno.Conn,
+  timeoutMs: number,
+): Promise<{ how: PeerClose; bytes: number }> {
   const buffer = new Uint8Array(65536);
-  let total = 0;
-  const timer = setTimeout(() => conn.close(), timeoutMs);
+  let bytes = 0;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    conn.close();
+  }, timeoutMs);
   try {
     for (;;) {
-      const n = await conn.read(buffer);
-      if (n === null) return total;
-      total += n;
+      let n: number | null;
+      try {
+        n = await conn.read(buffer);
+      } catch (error) {
+        if (timedOut) break;
+        if (
+          error instanceof Deno.errors.ConnectionReset ||
+          error instanceof Deno.errors.ConnectionAborted ||
+          error instanceof Deno.errors.BrokenPipe ||
+          error instanceof Deno.errors.UnexpectedEof
+        ) {
+          return { how: "reset", bytes };
+        }
+        throw error;
+      }
+      if (timedOut) break;
+      if (n === null) return { how: "eof", bytes };
+      bytes += n;
     }
-  } catch {
-    return total;
   } finally {
     clearTimeout(timer);
   }
+  assert.fail(
+    `the peer did not close the connection within ${timeoutMs} ms (${bytes} bytes read)`,
+  );
 }
+
+/**
+ * Time limits for "bad input closes its connection" tests, chosen so that no assertion depends on
+ * how fast the machine is:
+ *
+ * - input the server can reject as soon as it reads it goes to a server whose handshake timeout is
+ *   {@linkcode PATIENT_HANDSHAKE_MS}, and must be closed within {@linkcode PROMPT_CLOSE_MS}, well
+ *   before that timeout could fire: a close in time is the server reacting to the input;
+ * - input that stalls the handshake goes to a server whose handshake timeout is
+ *   {@linkcode SHORT_HANDSHAKE_MS}, and must be closed within {@linkcode STALLED_CLOSE_MS}, a
+ *   liveness bound of five times that timeout.
+ */
+export const PATIENT_HANDSHAKE_MS = 60_000;
+/** See {@linkcode PATIENT_HANDSHAKE_MS}. */
+export const PROMPT_CLOSE_MS = 10_000;
+/** See {@linkcode PATIENT_HANDSHAKE_MS}. */
+export const SHORT_HANDSHAKE_MS = 300;
+/** See {@linkcode PATIENT_HANDSHAKE_MS}. */
+export const STALLED_CLOSE_MS = 5 * SHORT_HANDSHAKE_MS;
 
 /** Writes all of `data` (a single `conn.write` may write only part of it). */
 export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {

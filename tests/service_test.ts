@@ -1,18 +1,22 @@
 import assert from "node:assert/strict";
-import { connect } from "../src/service/client.ts";
-import { serve } from "../src/service/daemon.ts";
+import { type Client, connect } from "../src/service/client.ts";
+import { serve, type Server } from "../src/service/daemon.ts";
 import { encodePacket } from "../src/core/packet.ts";
 import { encodeBatch, ErrorCodes, type Message } from "../src/core/message.ts";
 import { generateKeyPair } from "../src/secure/keys.ts";
 import { generateSelfSignedCert } from "../src/transport/certs.ts";
 import { ProtocolError } from "../src/errors.ts";
-import { RemoteError } from "../src/service/connection.ts";
+import { type Connection, RemoteError } from "../src/service/connection.ts";
 import type { CompressionPolicy } from "../src/compression/policy.ts";
 import {
   add,
+  PATIENT_HANDSHAKE_MS,
   plaintextPair,
   portOf,
+  PROMPT_CLOSE_MS,
   readUntilClosed,
+  SHORT_HANDSHAKE_MS,
+  STALLED_CLOSE_MS,
   sumOf,
   testDispatcher,
   waitFor,
@@ -171,59 +175,117 @@ async function rawClient(port: number): Promise<Deno.TcpConn> {
   return conn;
 }
 
-Deno.test("bad input closes only its own connection while others are served", async (t) => {
+/**
+ * A secure server with the given handshake timeout, and a client (without reconnection) that
+ * completed its handshake; `goodSide` is the server's end of that client's connection.
+ */
+async function serverWithGoodClient(
+  connectionTimeout: number,
+): Promise<{ server: Server; good: Client; goodSide: Connection; port: number } & AsyncDisposable> {
   const key = generateKeyPair();
-  await using server = await serve({
+  const server = await serve({
     address: LOOPBACK,
     security: { staticKey: key },
-    config: { server: { connectionTimeout: 300 } },
+    config: { server: { connectionTimeout } },
   }, testDispatcher());
   const port = portOf(server.addr);
-  await using good = await connect({
-    address: `127.0.0.1:${port}`,
-    security: { serverKeys: [key.publicKey] },
-  });
-  const attacks: [string, Uint8Array[]][] = [
-    ["garbage bytes", [new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n")]],
-    ["a header announcing 4 GiB", [
+  try {
+    const good = await connect({
+      address: `127.0.0.1:${port}`,
+      security: { serverKeys: [key.publicKey] },
+      autoReconnect: false,
+    });
+    await waitFor(() => server.connections.size === 1);
+    return {
+      server,
+      good,
+      goodSide: [...server.connections][0]!,
+      port,
+      async [Symbol.asyncDispose]() {
+        await good[Symbol.asyncDispose]();
+        await server[Symbol.asyncDispose]();
+      },
+    };
+  } catch (error) {
+    await server.shutdown();
+    throw error;
+  }
+}
+
+Deno.test("bad input closes only its own connection while others are served", async (t) => {
+  // Input rejected as soon as it is read goes to a server whose handshake timeout cannot fire
+  // before PROMPT_CLOSE_MS; input that stalls the handshake goes to one with a short timeout.
+  await using patient = await serverWithGoodClient(PATIENT_HANDSHAKE_MS);
+  await using strict = await serverWithGoodClient(SHORT_HANDSHAKE_MS);
+  const attacks: [string, Uint8Array, typeof patient, number][] = [
+    [
+      "garbage bytes",
+      new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+      patient,
+      PROMPT_CLOSE_MS,
+    ],
+    [
+      "a header announcing 4 GiB",
       new Uint8Array([0x4e, 0x50, 0x52, 0x4f, 2, 0xff, 0xff, 0xff, 0xff]),
-    ]],
-    ["a truncated frame", [
-      encodePacket({ version: 2, payload: new Uint8Array(100) }).subarray(0, 50),
-    ]],
-    ["a plaintext batch where a hello is due", [
+      patient,
+      PROMPT_CLOSE_MS,
+    ],
+    [
+      "a plaintext batch where a hello is due",
       encodePacket({ version: 2, payload: encodeBatch([{ type: "ping" }]) }),
-    ]],
+      patient,
+      PROMPT_CLOSE_MS,
+    ],
+    [
+      "a truncated frame (closed by the handshake timeout)",
+      encodePacket({ version: 2, payload: new Uint8Array(100) }).subarray(0, 50),
+      strict,
+      STALLED_CLOSE_MS,
+    ],
   ];
-  for (const [name, chunks] of attacks) {
+  let n = 0;
+  for (const [name, bytes, target, withinMs] of attacks) {
     await t.step(name, async () => {
-      const conn = await rawClient(port);
-      for (const chunk of chunks) await writeAll(conn, chunk);
-      // The server closes it (at once, or at the handshake timeout for a stalled frame).
-      await readUntilClosed(conn, 3000);
+      const conn = await rawClient(target.port);
+      await writeAll(conn, bytes);
+      // Fails unless the SERVER closes it within `withinMs`.
+      await readUntilClosed(conn, withinMs);
       conn.close();
-      assert.equal(sumOf(await good.request(add(1, 1))), 2);
+      n++;
+      assert.equal(sumOf(await target.good.request(add(n, 1))), n + 1);
     });
   }
-  await t.step("slowloris: one byte at a time, never finishing", async () => {
-    const conn = await rawClient(port);
+  await t.step("slowloris: one byte every 50 ms, closed by the handshake timeout", async () => {
+    const conn = await rawClient(strict.port);
     const hello = encodePacket({ version: 2, payload: new Uint8Array(40) });
-    const closed = readUntilClosed(conn, 5000);
+    // Trickling the whole hello would take longer than STALLED_CLOSE_MS: the server must close
+    // the connection while bytes are still arriving (a timer reset by each byte would not).
+    assert.ok((hello.length - 1) * 50 > STALLED_CLOSE_MS);
+    let ended = false;
+    const closed = readUntilClosed(conn, STALLED_CLOSE_MS);
+    // Handles the rejection until `await closed` below reports it.
+    closed.then(() => ended = true, () => ended = true);
     let sent = 0;
-    for (; sent < hello.length - 1; sent++) {
+    for (; sent < hello.length - 1 && !ended; sent++) {
       try {
         await conn.write(hello.subarray(sent, sent + 1));
       } catch {
         break; // Closed by the server.
       }
-      await new Promise((r) => setTimeout(r, 20));
-      if (server.handshaking === 0) break;
+      await new Promise((r) => setTimeout(r, 50));
     }
     await closed;
     conn.close();
-    assert.equal(sumOf(await good.request(add(2, 2))), 4);
+    assert.ok(sent < hello.length - 1, "the server waited for the whole hello");
+    assert.equal(sumOf(await strict.good.request(add(2, 2))), 4);
   });
-  await waitFor(() => server.handshaking === 0 && server.connections.size === 1);
+  // The good clients were never reconnected: their server-side connections are the ones from
+  // before the attacks, still open, and the only ones.
+  for (const { server, goodSide } of [patient, strict]) {
+    await waitFor(() => server.handshaking === 0);
+    assert.deepEqual([...server.connections], [goodSide]);
+    assert.equal(goodSide.isClosed, false);
+  }
 });
 
 Deno.test("connections beyond max_connections are refused; existing ones keep working", async () => {
@@ -444,8 +506,11 @@ Deno.test("receiveBatch hands over queued replies in order; a cancelled receive 
 Deno.test("a handler that reads its signal late still sees a cancel", async () => {
   const dispatcher = testDispatcher();
   const seen: boolean[] = [];
+  let started: (signal: AbortSignal) => void = () => {};
+  let gate = Promise.resolve();
   dispatcher.register("LATE", async (_message, ctx) => {
-    await new Promise((r) => setTimeout(r, 60));
+    started(ctx.signal);
+    await gate; // Waits without watching its signal.
     seen.push(ctx.signal.aborted);
     return { type: "pong" };
   });
@@ -458,14 +523,19 @@ Deno.test("a handler that reads its signal late still sees a cancel", async () =
     config: { transport: { encryptionEnabled: false } },
   });
   const controller = new AbortController();
+  let open = (): void => {};
+  gate = new Promise((resolve) => open = resolve);
+  const running = new Promise<AbortSignal>((resolve) => started = resolve);
   const pending = client.request(
     { type: "custom", command: "LATE", payload: new Uint8Array() },
     { signal: controller.signal },
   );
-  await new Promise((r) => setTimeout(r, 20));
+  const handlerSignal = await running; // The handler has started and is waiting.
   controller.abort();
   await assert.rejects(pending, (e) => e instanceof ProtocolError && e.code === "Cancelled");
-  await waitFor(() => seen.length === 1, 1000, "the handler to finish");
+  await waitFor(() => handlerSignal.aborted, 5000, "the cancel to reach the handler's signal");
+  open();
+  await waitFor(() => seen.length === 1, 5000, "the handler to finish");
   assert.deepEqual(seen, [true]);
   // A request left alone is not aborted.
   assert.deepEqual(
@@ -476,7 +546,13 @@ Deno.test("a handler that reads its signal late still sees a cancel", async () =
 });
 
 Deno.test("numbered requests complete in any order and cancel aborts the handler", async () => {
-  await using pair = await plaintextPair(testDispatcher());
+  const dispatcher = testDispatcher();
+  // Ends only when its signal aborts: the request leaves `inflight` only through the cancel.
+  dispatcher.register("HANG", (_message, ctx) =>
+    new Promise((_, reject) => {
+      ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true });
+    }));
+  await using pair = await plaintextPair(dispatcher);
   const { server, client } = pair;
   const order: string[] = [];
   const slow = client.request({ type: "custom", command: "SLOW", payload: new Uint8Array([100]) })
@@ -487,15 +563,14 @@ Deno.test("numbered requests complete in any order and cancel aborts the handler
 
   const controller = new AbortController();
   const pending = client.request(
-    { type: "custom", command: "SLOW", payload: new Uint8Array([250]) },
+    { type: "custom", command: "HANG", payload: new Uint8Array() },
     { signal: controller.signal },
   );
-  await new Promise((r) => setTimeout(r, 20));
   const serverSide = [...server.connections][0]!;
-  assert.equal(serverSide.inflight, 1);
+  await waitFor(() => serverSide.inflight === 1, 5000, "the request to reach the handler");
   controller.abort();
   await assert.rejects(pending, (e) => e instanceof ProtocolError && e.code === "Cancelled");
-  await waitFor(() => serverSide.inflight === 0, 1000, "the handler to be aborted");
+  await waitFor(() => serverSide.inflight === 0, 5000, "the handler to be aborted");
 
   await assert.rejects(
     client.request({ type: "custom", command: "NOPE", payload: new Uint8Array() }),
@@ -550,7 +625,8 @@ Deno.test("a server restart makes clients reconnect; what was in flight is repor
     command: "SLOW",
     payload: new Uint8Array([200]),
   });
-  await new Promise((r) => setTimeout(r, 20));
+  const serverSide = [...server.connections][0]!;
+  await waitFor(() => serverSide.inflight === 1, 5000, "the request to reach the handler");
   for (const connection of server.connections) connection.abort();
   await assert.rejects(
     inFlight,
@@ -616,10 +692,11 @@ Deno.test("idle and heartbeat timeouts fire", async (t) => {
       address: `127.0.0.1:${portOf(server.addr)}`,
       config: { transport: { encryptionEnabled: false } },
     });
-    await new Promise((r) => setTimeout(r, 400));
+    await new Promise((r) => setTimeout(r, 400)); // Four heartbeat intervals without traffic.
     const connection = [...server.connections][0]!;
     assert.ok(!connection.isClosed);
-    assert.ok(connection.rtt !== undefined && connection.rtt >= 0);
+    await waitFor(() => connection.rtt !== undefined, 5000, "a heartbeat round trip");
+    assert.ok(connection.rtt! >= 0);
     assert.ok((await client.connection!.ping()) >= 0);
   });
 });

@@ -7,8 +7,12 @@ import { generateSelfSignedCert } from "../src/transport/certs.ts";
 import type { NetworkConfigInput } from "../src/config.ts";
 import {
   add,
+  PATIENT_HANDSHAKE_MS,
   portOf,
+  PROMPT_CLOSE_MS,
   readUntilClosed,
+  SHORT_HANDSHAKE_MS,
+  STALLED_CLOSE_MS,
   sumOf,
   testDispatcher,
   waitFor,
@@ -123,32 +127,72 @@ for (const fx of fixtures) {
 
   Deno.test(`${fx.name}: bad input closes only its own connection`, async (t) => {
     const key = generateKeyPair();
-    await using server = await serve(
-      { ...fx.server({ server: { connectionTimeout: 300 } }), security: { staticKey: key } },
-      testDispatcher(),
-    );
-    await using good = await connect({
-      ...fx.client(server, {}),
-      security: { serverKeys: [key.publicKey] },
-    });
-    const attacks: [string, Uint8Array][] = [
-      ["garbage", new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n")],
-      ["4 GiB header", new Uint8Array([0x4e, 0x50, 0x52, 0x4f, 2, 0xff, 0xff, 0xff, 0xff])],
+    // Input rejected as soon as it is read goes to a server whose handshake timeout cannot fire
+    // before PROMPT_CLOSE_MS; the stalled frame goes to one with a short handshake timeout. Each
+    // server has a good client (without reconnection) that must keep being served.
+    const start = async (connectionTimeout: number) => {
+      const server = await serve(
+        { ...fx.server({ server: { connectionTimeout } }), security: { staticKey: key } },
+        testDispatcher(),
+      );
+      try {
+        const good = await connect({
+          ...fx.client(server, {}),
+          security: { serverKeys: [key.publicKey] },
+          autoReconnect: false,
+        });
+        await waitFor(() => server.connections.size === 1);
+        return {
+          server,
+          good,
+          // The server's end of the good client's connection.
+          goodSide: [...server.connections][0]!,
+          async [Symbol.asyncDispose]() {
+            await good[Symbol.asyncDispose]();
+            await server[Symbol.asyncDispose]();
+          },
+        };
+      } catch (error) {
+        await server.shutdown();
+        throw error;
+      }
+    };
+    await using patient = await start(PATIENT_HANDSHAKE_MS);
+    await using strict = await start(SHORT_HANDSHAKE_MS);
+    const attacks: [string, Uint8Array, typeof patient, number][] = [
+      ["garbage", new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"), patient, PROMPT_CLOSE_MS],
       [
-        "truncated frame",
+        "4 GiB header",
+        new Uint8Array([0x4e, 0x50, 0x52, 0x4f, 2, 0xff, 0xff, 0xff, 0xff]),
+        patient,
+        PROMPT_CLOSE_MS,
+      ],
+      [
+        "truncated frame (closed by the handshake timeout)",
         encodePacket({ version: 2, payload: new Uint8Array(64) }).subarray(0, 30),
+        strict,
+        STALLED_CLOSE_MS,
       ],
     ];
-    for (const [name, bytes] of attacks) {
+    let n = 0;
+    for (const [name, bytes, target, withinMs] of attacks) {
       await t.step(name, async () => {
-        const conn = await fx.raw(server);
+        const conn = await fx.raw(target.server);
         await writeAll(conn, bytes);
-        await readUntilClosed(conn, 3000);
+        // Fails unless the SERVER closes it within `withinMs`.
+        await readUntilClosed(conn, withinMs);
         conn.close();
-        assert.equal(sumOf(await good.request(add(1, 2))), 3);
+        n++;
+        assert.equal(sumOf(await target.good.request(add(n, 2))), n + 2);
       });
     }
-    await waitFor(() => server.handshaking === 0 && server.connections.size === 1);
+    // The good clients were never reconnected: their server-side connections are the ones from
+    // before the attacks, still open, and the only ones.
+    for (const { server, goodSide } of [patient, strict]) {
+      await waitFor(() => server.handshaking === 0);
+      assert.deepEqual([...server.connections], [goodSide]);
+      assert.equal(goodSide.isClosed, false);
+    }
   });
 }
 
