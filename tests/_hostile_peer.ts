@@ -48,12 +48,13 @@ export async function rawSecurePeer(port: number, serverKey: Uint8Array): Promis
         for (const batch of batches) channel.sealData(encodeBatch(batch), records);
         return write(records);
       },
-      async [Symbol.asyncDispose]() {
+      [Symbol.asyncDispose]() {
         try {
           conn.close();
         } catch {
           // Already closed.
         }
+        return Promise.resolve();
       },
     };
   } catch (error) {
