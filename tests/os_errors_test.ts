@@ -133,22 +133,69 @@ Deno.test({
 
 Deno.test({
   name: "OS errors: a Unix socket in a directory the user cannot write is PermissionDenied",
-  // Root bypasses directory permissions: the operating system never says EACCES to it.
-  ignore: !posix || Deno.uid() === 0,
+  ignore: !posix,
   fn: async () => {
+    // Root bypasses directory permissions, so as root (CI) the attempt runs in a child process
+    // with the uid of "nobody" (util-linux's setpriv), where the kernel answers EACCES.
     const dir = await Deno.makeTempDir({ prefix: "npro-os-" });
     try {
+      await Deno.chmod(dir, 0o755);
       await Deno.mkdir(`${dir}/locked`, { mode: 0o500 });
       await Deno.chmod(`${dir}/locked`, 0o500);
-      const error = await new UnixTransport().listen(`${dir}/locked/npro.sock`).then(
-        (l) => {
-          l.close();
-          assert.fail("listened in a read-only directory");
-        },
-        (e) => e,
+      const path = `${dir}/locked/npro.sock`;
+      if (Deno.uid() !== 0) {
+        const error = await new UnixTransport().listen(path).then(
+          (l) => {
+            l.close();
+            assert.fail("listened in a read-only directory");
+          },
+          (e) => e,
+        );
+        assert.ok(isProtocolError(error, "PermissionDenied"), String(error));
+        assert.ok(error.cause instanceof Deno.errors.PermissionDenied);
+        return;
+      }
+      // The child reads a copy of src/ (the clone itself may sit in a folder "nobody" cannot
+      // enter); the transport modules import nothing from npm.
+      const copied = await new Deno.Command("cp", {
+        args: ["-r", new URL("../src/", import.meta.url).pathname, `${dir}/src`],
+      }).output();
+      assert.ok(copied.success, new TextDecoder().decode(copied.stderr));
+      await new Deno.Command("chmod", { args: ["-R", "a+rX", `${dir}/src`] }).output();
+      const unixModule = new URL(`file://${dir}/src/transport/unix.ts`).href;
+      const script = `${dir}/attempt.ts`;
+      await Deno.writeTextFile(
+        script,
+        `import { UnixTransport } from ${JSON.stringify(unixModule)};\n` +
+          `try { (await new UnixTransport().listen(${JSON.stringify(path)})).close(); ` +
+          `console.log("allowed"); } catch (e) { console.log(e.code, e.cause?.name); }\n`,
       );
-      assert.ok(isProtocolError(error, "PermissionDenied"), String(error));
-      assert.ok(error.cause instanceof Deno.errors.PermissionDenied);
+      await Deno.chmod(script, 0o644);
+      await Deno.mkdir(`${dir}/deno_dir`, { mode: 0o777 });
+      await Deno.chmod(`${dir}/deno_dir`, 0o777);
+      const output = await new Deno.Command("setpriv", {
+        args: [
+          "--reuid=65534",
+          "--regid=65534",
+          "--clear-groups",
+          Deno.execPath(),
+          "run",
+          "--no-prompt",
+          "--no-lock",
+          "--no-config",
+          `--allow-read=${dir}`,
+          `--allow-write=${dir}`,
+          script,
+        ],
+        env: { NO_COLOR: "1", RUST_BACKTRACE: "0", DENO_DIR: `${dir}/deno_dir` },
+        stdin: "null",
+      }).output();
+      const stderr = new TextDecoder().decode(output.stderr);
+      assert.equal(
+        new TextDecoder().decode(output.stdout).trim(),
+        "PermissionDenied PermissionDenied",
+        stderr,
+      );
     } finally {
       await Deno.chmod(`${dir}/locked`, 0o700).catch(() => {});
       await Deno.remove(dir, { recursive: true });
