@@ -137,6 +137,11 @@ function asHandshakeError(error: unknown, message: string): ProtocolError {
   return new ProtocolError("HandshakeFailed", message, { cause: error });
 }
 
+/** Said of every server that closed after the first message: it may just be at a limit. */
+const AT_LIMIT =
+  "; or it is at a limit (connections, handshakes, or the handshake rate of this address) " +
+  "and refused the connection before reading it: then retrying later helps";
+
 function checkSize(payload: Uint8Array): void {
   if (payload.length > MAX_HANDSHAKE_PAYLOAD) {
     throw new ProtocolError(
@@ -350,7 +355,7 @@ export class ClientHandshake implements HandshakeDriver {
       return new ProtocolError(
         "HandshakeFailed",
         `${closed}: it probably requires encryption (this client has encryption disabled), ` +
-          `or it speaks TLS (set transport.kind = "tls")`,
+          `or it speaks TLS (set transport.kind = "tls")${AT_LIMIT}`,
         options,
       );
     }
@@ -363,7 +368,7 @@ export class ClientHandshake implements HandshakeDriver {
           fingerprint(policy.pins[0]!)
         }"); it may also refuse pattern "${pattern}"${
           facts.clientStatic ? " or this client's key" : ""
-        }${facts.psk ? " or the pre-shared key" : ""}`,
+        }${facts.psk ? " or the pre-shared key" : ""}${AT_LIMIT}`,
         options,
       );
     }
@@ -373,7 +378,7 @@ export class ClientHandshake implements HandshakeDriver {
         facts.psk
           ? " or the pre-shared key differs"
           : " (it may require another pattern, a pre-shared key or plaintext)"
-      }, or it speaks TLS (set transport.kind = "tls")`,
+      }, or it speaks TLS (set transport.kind = "tls")${AT_LIMIT}`,
       options,
     );
   }

@@ -103,8 +103,9 @@ export interface Server extends AsyncDisposable {
  * @param options Configuration, address, transport and security.
  * @param dispatcher The handlers.
  * @returns The running server.
- * @throws {ProtocolError} `ConfigError` for an invalid configuration or address, `TlsError` for
- * unusable TLS settings.
+ * @throws {ProtocolError} `AddressInUse` when the address is taken, `PermissionDenied` for a
+ * privileged port, an unwritable socket directory or a missing Deno permission, `ConfigError` for
+ * an invalid configuration or address, `TlsError` for unusable TLS settings.
  */
 export async function serve(options: ServeOptions, dispatcher: Dispatcher): Promise<Server> {
   const config = withAddress(options.config, "server", options.address);
