@@ -493,6 +493,8 @@ export class Connection implements AsyncDisposable {
     this.#compressor = options.compressor;
     this.#decodeOptions = {
       ownedInput: session.channel !== null,
+      // The decoded total of one batch is capped at the packet limit, whatever decompressor.
+      maxDecodedBytes: this.#maxPayload,
       ...(options.decompressor === undefined ? {} : { decompressor: options.decompressor }),
     };
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
