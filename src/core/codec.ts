@@ -20,6 +20,8 @@ import { Slab } from "./slab.ts";
  * packets of a handshake, small enough that a stalled peer costs little.
  */
 const MIN_PAYLOAD_BLOCK = 4096;
+/** Packets up to this size (a handshake packet included) grow in one step past the first block. */
+const DIRECT_GROWTH = 128 * 1024;
 
 /** The placeholder payload of an idle decoder (never handed out: `#begin` allocates). */
 const NO_PAYLOAD = new Uint8Array(0);
@@ -260,7 +262,14 @@ export class PacketDecoder {
 
   #ensure(size: number): void {
     if (size <= this.#payload.length) return;
-    const grown = new Uint8Array(Math.min(this.#length, Math.max(size, this.#payload.length * 2)));
+    // A packet of at most DIRECT_GROWTH bytes grows to its full length at once, once more than
+    // the first block arrived: doubling through 8, 16, 32 and 64 KiB left about 124 KiB of freed
+    // copies per stalled handshake in the allocator (bench:hostile), against 74 KiB this way.
+    const grown = new Uint8Array(
+      this.#length <= DIRECT_GROWTH
+        ? this.#length
+        : Math.min(this.#length, Math.max(size, this.#payload.length * 2)),
+    );
     grown.set(this.#payload.subarray(0, this.#payloadFill));
     this.#payload = grown;
   }
