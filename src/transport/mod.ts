@@ -1,6 +1,6 @@
 /**
- * Transports: TCP, Unix sockets and TLS behind one small {@linkcode Transport} interface, and
- * self-signed certificates for TLS.
+ * Transports: TCP, Unix sockets and TLS behind one small {@linkcode Transport} interface, an
+ * in-memory transport for tests, and self-signed certificates for TLS.
  *
  * @module
  */
@@ -29,6 +29,16 @@ export {
   TlsTransport,
   type TlsTransportOptions,
 } from "./tls.ts";
+export {
+  DEFAULT_MEMORY_HIGH_WATER_MARK,
+  type MemoryAddr,
+  type MemoryConn,
+  type MemoryConnOptions,
+  memoryConnPair,
+  type MemoryConnPairOptions,
+  type MemoryListener,
+  MemoryTransport,
+} from "./memory.ts";
 export {
   certificateFingerprint,
   generateSelfSignedCert,

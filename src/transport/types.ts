@@ -79,8 +79,8 @@ export interface Listener extends AsyncIterable<Deno.Conn>, AsyncDisposable {
 
 /**
  * Opens and accepts byte-stream connections of one kind. The built-in implementations are
- * `TcpTransport`, `UnixTransport` and `TlsTransport` (or `createTransport`); any object with this
- * shape can be injected instead.
+ * `TcpTransport`, `UnixTransport` and `TlsTransport` (or `createTransport`), and
+ * `MemoryTransport` for tests; any object with this shape can be injected instead.
  *
  * @example Round trip over TCP
  * ```ts
@@ -100,8 +100,8 @@ export interface Listener extends AsyncIterable<Deno.Conn>, AsyncDisposable {
  * ```
  */
 export interface Transport {
-  /** Which transport this is. */
-  readonly kind: TransportKind;
+  /** Which transport this is: a configurable kind, or `"memory"` for `MemoryTransport`. */
+  readonly kind: TransportKind | "memory";
   /**
    * Starts listening.
    *
