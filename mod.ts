@@ -44,6 +44,7 @@ export {
   readPacketHeader,
   SUPPORTED_VERSIONS,
   writePacket,
+  writePacketHeader,
 } from "./src/core/packet.ts";
 export type { Packet, PacketLimitOptions } from "./src/core/packet.ts";
 

@@ -137,7 +137,37 @@ export function writePacket(
   payload: Uint8Array,
   version: number = PROTOCOL_VERSION,
 ): number {
-  const length = payload.length;
+  writePacketHeader(target, offset, payload.length, version);
+  target.set(payload, offset + HEADER_SIZE);
+  return offset + HEADER_SIZE + payload.length;
+}
+
+/**
+ * Writes the 9-byte header of a packet announcing `length` payload bytes at `offset` of
+ * `target`, for writers that put the payload in place themselves. The caller checks the length.
+ *
+ * @example Write a header, then the payload after it
+ * ```ts
+ * import { decodePacket, HEADER_SIZE, writePacketHeader } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const out = new Uint8Array(HEADER_SIZE + 2);
+ * writePacketHeader(out, 0, 2);
+ * out.set([7, 8], HEADER_SIZE);
+ * assert.deepEqual([...decodePacket(out).payload], [7, 8]);
+ * ```
+ *
+ * @param target The buffer to write into.
+ * @param offset Where the header starts.
+ * @param length The payload length it announces.
+ * @param version The version byte (default {@linkcode PROTOCOL_VERSION}).
+ */
+export function writePacketHeader(
+  target: Uint8Array,
+  offset: number,
+  length: number,
+  version: number = PROTOCOL_VERSION,
+): void {
   target[offset] = 0x4e;
   target[offset + 1] = 0x50;
   target[offset + 2] = 0x52;
@@ -147,8 +177,6 @@ export function writePacket(
   target[offset + 6] = (length >>> 16) & 0xff;
   target[offset + 7] = (length >>> 8) & 0xff;
   target[offset + 8] = length & 0xff;
-  target.set(payload, offset + HEADER_SIZE);
-  return offset + HEADER_SIZE + length;
 }
 
 /**
