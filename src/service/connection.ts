@@ -15,9 +15,6 @@
 
 import {
   type BodyCompressor,
-  type BodyDecompressor,
-  decodeBatch,
-  type DecodeBatchOptions,
   encodeBatch,
   encodedMessageSize,
   ErrorCodes,
@@ -30,6 +27,12 @@ import { logger } from "../log.ts";
 import { peerEvents } from "../log_budget.ts";
 import { type Dispatcher, logHandlerFailure } from "../protocol/dispatcher.ts";
 import { CloseCode, MAX_RECORD_NONCE, type SecureChannel } from "../secure/channel.ts";
+import type {
+  CloseOptions,
+  ConnectionOptions,
+  RequestOptions,
+  SessionInfo,
+} from "./connection_options.ts";
 import type { FrameReader } from "./frame_reader.ts";
 import { HandlerQueue } from "./handler_queue.ts";
 import { Liveness } from "./liveness.ts";
@@ -37,99 +40,26 @@ import { MessageRouter } from "./message_router.ts";
 import { Outbox, RECORD_OVERHEAD } from "./outbox.ts";
 import { closeCodeFor, closeReason, PeerClosedError } from "./peer_closed_error.ts";
 import { ReceiveQueue } from "./receive_queue.ts";
+import { RecordDecoder } from "./record_decoder.ts";
 import { RequestTable } from "./request_table.ts";
 
 export { PeerClosedError } from "./peer_closed_error.ts";
 export { RemoteError } from "./remote_error.ts";
+export type {
+  CloseOptions,
+  ConnectionOptions,
+  RequestOptions,
+  SessionInfo,
+} from "./connection_options.ts";
 
 const log = logger("connection");
 
-/** What both sides learned in the handshake. */
-export interface SessionInfo {
-  /** The encrypted record channel, or `null` in plaintext mode. */
-  channel: SecureChannel | null;
-  /** The Noise pattern that ran, or `"plaintext"`. */
-  pattern: string;
-  /** The negotiated feature bitmap (0x1 lz4, 0x2 zstd). */
-  features: number;
-  /** The peer's static public key, when the pattern has one. */
-  remoteStaticKey?: Uint8Array;
-  /** The Noise handshake hash (equal on both sides unless tampered with). */
-  handshakeHash?: Uint8Array;
-  /** Whether the peer's key was checked against configured trust. */
-  pinned: boolean;
-  /**
-   * The peer's `max_message` hello parameter: the largest batch it accepts in one record
-   * (secure mode) or packet (plaintext). The connection never sends more.
-   */
-  remoteMaxMessageSize?: number;
-}
-
-/** Options of a {@linkcode Connection}. */
-export interface ConnectionOptions {
-  /** `"client"` or `"server"`: which side of the session this is. */
-  role: "client" | "server";
-  /** Handles incoming requests and un-numbered messages; without it they are delivered to `receive()`. */
-  dispatcher?: Dispatcher;
-  /** The packet payload limit, also the largest record (default 16 MiB). */
-  maxPayloadSize?: number;
-  /**
-   * The most requests handled at once (default 32). At the limit the connection stops reading
-   * its socket, so TCP pushes back on the peer; replies keep flowing, so it never deadlocks.
-   */
-  backpressureLimit?: number;
-  /** The most bytes queued for writing before reading pauses and `send` throws (default 8 MiB). */
-  maxOutboundBytes?: number;
-  /** The most received messages waiting in `receive()` before reading pauses (default 1024). */
-  maxReceiveQueue?: number;
-  /** Send a Ping after this long without receiving anything; 3 missed means dead (0 disables). */
-  heartbeatIntervalMs?: number;
-  /** Close after this long without application messages in either direction (0 disables). */
-  idleTimeoutMs?: number;
-  /** The default time limit of `request()` (default 30000 ms). */
-  responseTimeoutMs?: number;
-  /** Close when a write makes no progress for this long (default 30000 ms; 0 disables). */
-  writeTimeoutMs?: number;
-  /** Compresses outgoing message bodies (only with negotiated compression). */
-  compressor?: BodyCompressor;
-  /** Decompresses incoming bodies; without it compressed bodies are a `PolicyViolation`. */
-  decompressor?: BodyDecompressor;
-  /** A numeric id for logs (default: a counter). */
-  id?: number;
-  /**
-   * Protocol violations (an un-numbered message nobody handles, an empty record) the peer may
-   * commit within a minute; one more closes the connection with CLOSE code 2 (default 16).
-   */
-  maxProtocolViolations?: number;
-}
-
-/** Options of {@linkcode Connection.close}. */
-export interface CloseOptions {
-  /** A short reason sent to the peer in the CLOSE record (secure mode; default `"closed"`). */
-  reason?: string;
-  /** The CLOSE code (default `CloseCode.Normal`, 0; a shutdown sends `CloseCode.GoingAway`). */
-  code?: number;
-  /** How long to wait for in-flight work before closing at once (default 10000 ms). */
-  timeoutMs?: number;
-}
-
-/** Options of {@linkcode Connection.request}. */
-export interface RequestOptions {
-  /** Abandons the request: it rejects with `Cancelled` and the peer is sent a `cancel`. */
-  signal?: AbortSignal;
-  /** The time limit in milliseconds (default: the connection's `responseTimeoutMs`). */
-  timeoutMs?: number;
-}
-
 let nextConnectionId = 1;
-const NO_MESSAGES: Message[] = [];
 /**
- * Records opened, and messages handled, per turn of the event loop before a connection yields
- * to the others. A full 256 KiB read of the smallest records is about 10,000 of them (10-100
- * ms of CPU for KEY_UPDATE or empty records, measured in the hostile-peer study); honest reads
- * rarely reach these numbers, so the yield costs them nothing.
+ * Messages handled per turn of the event loop before a connection yields to the others (the
+ * records of one read are opened in slices likewise: RECORDS_PER_TURN). Honest reads rarely
+ * hold this many, so the yield costs them nothing.
  */
-const RECORDS_PER_TURN = 1024;
 const MESSAGES_PER_TURN = 4096;
 /** The window over which protocol violations are counted. */
 const VIOLATION_WINDOW_MS = 60_000;
@@ -182,8 +112,6 @@ export class Connection implements AsyncDisposable {
   readonly #maxOutbound: number;
   readonly #responseMs: number;
   readonly #maxViolations: number;
-  /** A decrypted record is a fresh buffer: its messages may be views into it (no copy). */
-  readonly #decodeOptions: DecodeBatchOptions;
 
   // The parts.
   readonly #outbox: Outbox;
@@ -193,9 +121,8 @@ export class Connection implements AsyncDisposable {
   readonly #liveness: Liveness;
   readonly #router: MessageRouter;
 
-  /** Messages decoded but not handled yet (capacity ran out), from `#unhandledIndex` on. */
-  #unhandled: Message[] = NO_MESSAGES;
-  #unhandledIndex = 0;
+  /** Opens and decodes packets; holds the messages not handled yet (capacity ran out). */
+  readonly #decoder: RecordDecoder;
   /** Woken when capacity may have come back: the read loop and a draining close wait here. */
   #progressWaiters: (() => void)[] = [];
   #violations = 0;
@@ -267,12 +194,16 @@ export class Connection implements AsyncDisposable {
         DEFAULT_WRITE_TIMEOUT_MS,
       ),
     };
-    this.#decodeOptions = {
+    this.#decoder = new RecordDecoder(session.channel, {
+      // A decrypted record is a fresh buffer: its messages may be views into it (no copy).
       ownedInput: session.channel !== null,
       // The decoded total of one batch is capped at the packet limit, whatever decompressor.
       maxDecodedBytes: maxPayload,
       ...(options.decompressor === undefined ? {} : { decompressor: options.decompressor }),
-    };
+    }, (kind, detail) => {
+      this.#violation(kind, detail);
+      return this.#closed;
+    });
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
 
     const onProgress = () => this.#onProgress();
@@ -626,7 +557,7 @@ export class Connection implements AsyncDisposable {
   async #readLoop(): Promise<void> {
     try {
       for (;;) {
-        await this.#handleUnhandled();
+        await this.#handleDecoded();
         if (this.#closing || this.#closed) return;
         if (this.#mustPause()) {
           await this.#progress();
@@ -638,15 +569,7 @@ export class Connection implements AsyncDisposable {
           return;
         }
         this.#liveness.received();
-        // A read holds up to about 10,000 tiny records: open them in slices, letting the other
-        // connections run in between, so one peer cannot monopolise the event loop.
-        let next = this.#onPackets(packets, 0);
-        while (next < packets.length && !this.#closed) {
-          await this.#handleUnhandled();
-          await yieldTurn();
-          if (this.#closed) return;
-          next = this.#onPackets(packets, next);
-        }
+        await this.#decode(packets);
       }
     } catch (error) {
       if (this.#closing && !this.#closed && isClosedSocket(error)) return;
@@ -675,65 +598,11 @@ export class Connection implements AsyncDisposable {
     for (const waiter of waiters) waiter();
   }
 
-  /**
-   * Opens and decodes `packets` from `start` on, at most RECORDS_PER_TURN of them.
-   *
-   * @returns The index of the first packet not handled (`packets.length` when done).
-   */
-  #onPackets(packets: Packet[], start: number): number {
-    const end = Math.min(packets.length, start + RECORDS_PER_TURN);
-    for (let i = start; i < end; i++) {
-      const packet = packets[i]!;
-      if (packet.version !== PROTOCOL_VERSION) {
-        // The codec parses the original's version 1; a session speaks version 2 only.
-        throw new ProtocolError(
-          "UnsupportedVersion",
-          `Packet has version "${packet.version}", expected "${PROTOCOL_VERSION}" after the handshake`,
-        );
-      }
-      let body: Uint8Array;
-      if (this.#channel !== null) {
-        const opened = this.#channel.open(packet.payload);
-        if (opened.type === "key_update") continue;
-        if (opened.type === "close") {
-          log.debug("Connection {id} received CLOSE {code} {reason}", {
-            id: this.id,
-            code: opened.code,
-            reason: opened.reason,
-          });
-          if (opened.code !== CloseCode.Normal && opened.code !== CloseCode.GoingAway) {
-            // Codes 0 and 1 are clean ends; the others say what went wrong.
-            this.#peerClose = new PeerClosedError(opened.code, opened.reason);
-          }
-          this.#onPeerClose();
-          return packets.length;
-        }
-        body = opened.body;
-      } else {
-        body = packet.payload;
-      }
-      if (body.length === 0) {
-        // A sender never seals an empty DATA record (nor sends an empty packet): each one
-        // costs a decryption for nothing.
-        this.#violation("empty record", "Received a record with no messages");
-        if (this.#closed) return packets.length;
-        continue;
-      }
-      const messages = decodeBatch(body, this.#decodeOptions);
-      if (this.#unhandledIndex < this.#unhandled.length) {
-        this.#unhandled.push(...messages);
-      } else {
-        this.#unhandled = messages;
-        this.#unhandledIndex = 0;
-      }
-    }
-    return end;
-  }
-
   /** Handles decoded messages while there is capacity; the rest waits (bounded by one read). */
-  async #handleUnhandled(): Promise<void> {
+  async #handleDecoded(): Promise<void> {
     let handled = 0;
-    while (this.#unhandledIndex < this.#unhandled.length) {
+    const decoder = this.#decoder;
+    while (decoder.pending) {
       if (this.#closed) return;
       if (this.#mustPause()) {
         await this.#progress();
@@ -744,16 +613,33 @@ export class Connection implements AsyncDisposable {
         await yieldTurn();
         continue;
       }
-      this.#router.route(this.#takeUnhandled());
+      this.#router.route(decoder.take());
     }
-    this.#unhandled = NO_MESSAGES;
-    this.#unhandledIndex = 0;
   }
 
-  #takeUnhandled(): Message {
-    const message = this.#unhandled[this.#unhandledIndex]!;
-    this.#unhandled[this.#unhandledIndex++] = undefined as unknown as Message;
-    return message;
+  /** Decodes the packets of one read, in slices of bounded work. */
+  async #decode(packets: Packet[]): Promise<void> {
+    let next = this.#decoder.decode(packets, 0);
+    while (next < packets.length && !this.#closed) {
+      await this.#handleDecoded();
+      // A read holds up to about 10,000 tiny records: let the other connections run.
+      await yieldTurn();
+      if (this.#closed) return;
+      next = this.#decoder.decode(packets, next);
+    }
+    const close = this.#decoder.closeReceived;
+    if (close !== undefined && !this.#closing && !this.#closed) {
+      log.debug("Connection {id} received CLOSE {code} {reason}", {
+        id: this.id,
+        code: close.code,
+        reason: close.reason,
+      });
+      if (close.code !== CloseCode.Normal && close.code !== CloseCode.GoingAway) {
+        // Codes 0 and 1 are clean ends; the others say what went wrong.
+        this.#peerClose = new PeerClosedError(close.code, close.reason);
+      }
+      this.#onPeerClose();
+    }
   }
 
   /** The routes of the built-in message families. */
@@ -887,11 +773,10 @@ export class Connection implements AsyncDisposable {
   /** Handles what was already received, then waits for handlers and ordered replies. */
   async #drainInflight(): Promise<void> {
     while (
-      (this.#unhandledIndex < this.#unhandled.length || (this.#handlers?.busy ?? false)) &&
-      !this.#closed
+      (this.#decoder.pending || (this.#handlers?.busy ?? false)) && !this.#closed
     ) {
-      if (this.#unhandledIndex < this.#unhandled.length && !this.#mustPause()) {
-        this.#router.route(this.#takeUnhandled());
+      if (this.#decoder.pending && !this.#mustPause()) {
+        this.#router.route(this.#decoder.take());
         continue;
       }
       // Woken by a handler that finished (or a write, or the close itself): no polling.
