@@ -21,6 +21,7 @@
 import {
   type BodyCompressor,
   type BodyDecompressor,
+  COMPRESSION_ALGORITHMS,
   COMPRESSION_IDS,
   type CompressionAlgorithm,
   compressionFeatureBit,
@@ -42,7 +43,6 @@ export const DEFAULT_MAX_ENTROPY = 7.0;
 /** The default share of the body that compression must save for the result to be kept. */
 export const DEFAULT_MIN_SAVINGS = 1 / 16;
 
-const ALGORITHMS: readonly CompressionAlgorithm[] = ["lz4", "zstd"];
 const SAMPLE_RUNS = 16;
 const SAMPLE_RUN_LENGTH = 32;
 const SAMPLE_SIZE = SAMPLE_RUNS * SAMPLE_RUN_LENGTH;
@@ -168,7 +168,7 @@ export class CompressionPolicy implements BodyCompressor {
    */
   constructor(options: CompressionPolicyOptions) {
     const { algorithm } = options;
-    if (!ALGORITHMS.includes(algorithm)) {
+    if (!COMPRESSION_ALGORITHMS.includes(algorithm)) {
       throw new TypeError(`Unknown compression algorithm "${String(algorithm)}"`);
     }
     const threshold = options.threshold ?? DEFAULT_COMPRESSION_THRESHOLD;
@@ -280,7 +280,7 @@ export function createDecompressor(options: DecompressorOptions): BodyDecompress
     throw new RangeError(`Decompression limit "${maxSize}" is not a non-negative integer`);
   }
   for (const algorithm of options.accept) {
-    if (!ALGORITHMS.includes(algorithm)) {
+    if (!COMPRESSION_ALGORITHMS.includes(algorithm)) {
       throw new TypeError(`Unknown compression algorithm "${String(algorithm)}"`);
     }
   }
@@ -407,7 +407,7 @@ export interface CompressionPlan {
  */
 export function localCompressionBits(settings: CompressionSettings): number {
   if (settings.enabled !== true) return 0;
-  return compressionFeatureBits(settings.accept ?? ALGORITHMS);
+  return compressionFeatureBits(settings.accept ?? COMPRESSION_ALGORITHMS);
 }
 
 /**
@@ -441,7 +441,10 @@ export function planCompression(
   if (settings.enabled !== true) {
     return { algorithms: [], compressor: undefined, decompressor: undefined };
   }
-  const algorithms = negotiateCompression(settings.accept ?? ALGORITHMS, peerFeatureBits);
+  const algorithms = negotiateCompression(
+    settings.accept ?? COMPRESSION_ALGORITHMS,
+    peerFeatureBits,
+  );
   const preferred = settings.algorithm;
   const first = preferred !== undefined && algorithms.includes(preferred)
     ? preferred

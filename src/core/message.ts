@@ -178,6 +178,14 @@ export type CompressionAlgorithm = "lz4" | "zstd";
 /** Compression ids carried in the low two bits of a batch entry's flags byte (0: none). */
 export const COMPRESSION_IDS: { readonly lz4: 1; readonly zstd: 2 } = { lz4: 1, zstd: 2 } as const;
 
+/**
+ * Every {@linkcode CompressionAlgorithm}, in id order: the keys of {@linkcode COMPRESSION_IDS},
+ * so the list cannot miss an algorithm that has an id.
+ */
+export const COMPRESSION_ALGORITHMS: readonly CompressionAlgorithm[] = Object.freeze(
+  Object.keys(COMPRESSION_IDS) as CompressionAlgorithm[],
+);
+
 /** The mask of the compression id in a batch entry's flags byte. */
 export const COMPRESSION_FLAG_MASK = 0x03;
 

@@ -64,6 +64,14 @@ export const PATTERN_IDS: Readonly<Record<PatternName, number>> = Object.freeze(
   IKpsk2: 0x14,
 });
 
+/**
+ * Every {@linkcode PatternName}, in the order of {@linkcode PATTERN_IDS} (whose type makes the
+ * compiler keep it complete).
+ */
+export const PATTERN_NAMES: readonly PatternName[] = Object.freeze(
+  Object.keys(PATTERN_IDS) as PatternName[],
+);
+
 const PATTERNS_BY_ID = new Map<number, PatternName>(
   (Object.entries(PATTERN_IDS) as [PatternName, number][]).map(([name, id]) => [id, name]),
 );

@@ -130,7 +130,29 @@ export function encodeKey(key: Uint8Array): string {
   return toBase64Url(key);
 }
 
+/** Canonical unpadded base64url of 32 bytes (the last character carries 2 bits + 4 zero bits). */
 const KEY_TEXT = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
+
+/**
+ * Tells whether `text` is a key as {@linkcode encodeKey} writes it: exactly 43 base64url
+ * characters that encode 32 bytes canonically (what {@linkcode decodeKey} accepts).
+ *
+ * @example Check key text
+ * ```ts
+ * import { isKeyText } from "./keys.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.ok(isKeyText("_".repeat(42) + "8"));
+ * assert.ok(!isKeyText("_".repeat(42) + "9")); // non-canonical last character
+ * assert.ok(!isKeyText("too-short"));
+ * ```
+ *
+ * @param text The text to check.
+ * @returns Whether it is a canonical base64url 32-byte key.
+ */
+export function isKeyText(text: string): boolean {
+  return KEY_TEXT.test(text);
+}
 
 /**
  * Decodes a key written by {@linkcode encodeKey}: exactly 43 base64url characters that encode 32
@@ -149,7 +171,7 @@ const KEY_TEXT = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
  * @throws {TypeError} When the text is not a canonical base64url 32-byte key.
  */
 export function decodeKey(text: string): Uint8Array {
-  if (typeof text !== "string" || !KEY_TEXT.test(text)) {
+  if (typeof text !== "string" || !isKeyText(text)) {
     const shown = typeof text === "string" ? text.slice(0, 60) : typeof text;
     throw new TypeError(`Key "${shown}" is not 43 base64url characters encoding 32 bytes`);
   }

@@ -13,6 +13,14 @@
 /** The name of a built-in transport. */
 export type TransportKind = "tcp" | "unix" | "tls";
 
+// Keyed by the union, so the compiler keeps TRANSPORT_KINDS complete.
+const KINDS: Record<TransportKind, true> = { tcp: true, unix: true, tls: true };
+
+/** Every {@linkcode TransportKind}. */
+export const TRANSPORT_KINDS: readonly TransportKind[] = Object.freeze(
+  Object.keys(KINDS) as TransportKind[],
+);
+
 /** The default time limit of {@linkcode Transport.connect}, in milliseconds. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
 
