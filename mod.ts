@@ -100,7 +100,7 @@ export {
   saveConfig,
   stringifyConfig,
   validateConfig,
-} from "./src/config.ts";
+} from "./src/config/mod.ts";
 export type {
   ClientConfig,
   CompressionConfig,
@@ -116,7 +116,7 @@ export type {
   SecurityConfig,
   ServerConfig,
   TransportConfig,
-} from "./src/config.ts";
+} from "./src/config/mod.ts";
 export type { TransportKind } from "./src/transport/types.ts";
 
 export { LOG_CATEGORY, setupLogging, toLogLevel } from "./src/log.ts";

@@ -38,7 +38,7 @@ import {
   type Sink,
 } from "@logtape/logtape";
 import { ProtocolError } from "./errors.ts";
-import type { LoggingConfig } from "./config.ts";
+import type { LoggingConfig } from "./config/mod.ts";
 
 /** The root LogTape category of every logger in this library. */
 export const LOG_CATEGORY = "npro";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { main } from "../src/cli/main.ts";
-import { parseConfig } from "../src/config.ts";
+import { parseConfig } from "../src/config/mod.ts";
 import { Dispatcher, registerStandardHandlers } from "../src/protocol/dispatcher.ts";
 import { encodeKey, fingerprint, generateKeyPair, readKeyFile } from "../src/secure/keys.ts";
 import { serve, type Server } from "../src/service/daemon.ts";

@@ -13,7 +13,7 @@ import {
   saveConfig,
   stringifyConfig,
   validateConfig,
-} from "../src/config.ts";
+} from "../src/config/mod.ts";
 import { isProtocolError } from "../src/errors.ts";
 
 /** The original's example config.toml, from its configuration guide, unchanged. */
@@ -787,7 +787,7 @@ Deno.test("loadConfig: a missing file names the path and keeps the cause; no pat
 });
 
 Deno.test("loadConfig env: true reads only known names (--allow-env=NETWORK_PROTOCOL_* is enough)", async () => {
-  const configUrl = new URL("../src/config.ts", import.meta.url).href;
+  const configUrl = new URL("../src/config/mod.ts", import.meta.url).href;
   const script = `
     import { loadConfig } from ${JSON.stringify(configUrl)};
     const config = await loadConfig({ env: true });

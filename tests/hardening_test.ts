@@ -4,7 +4,7 @@
  * replies, KEY_UPDATE and empty-record storms, heartbeats and the idle timeout, typed endings.
  */
 import assert from "node:assert/strict";
-import { defaultConfig, type NetworkConfigInput } from "../src/config.ts";
+import { defaultConfig, type NetworkConfigInput } from "../src/config/mod.ts";
 import { encodeBatch, ErrorCodes, type Message } from "../src/core/message.ts";
 import { PacketDecoder } from "../src/core/codec.ts";
 import { encodePackets, HEADER_SIZE } from "../src/core/packet.ts";

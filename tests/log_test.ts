@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { getConfig, getLogger, reset, withContext } from "@logtape/logtape";
-import { defaultConfig, type LoggingConfig } from "../src/config.ts";
+import { defaultConfig, type LoggingConfig } from "../src/config/mod.ts";
 import { LOG_CATEGORY, logger, setupLogging, toLogLevel } from "../src/log.ts";
 import { isProtocolError } from "../src/errors.ts";
 

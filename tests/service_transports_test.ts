@@ -4,7 +4,7 @@ import { serve, type ServeOptions, type Server } from "../src/service/daemon.ts"
 import { encodePacket } from "../src/core/packet.ts";
 import { generateKeyPair } from "../src/secure/keys.ts";
 import { generateSelfSignedCert } from "../src/transport/certs.ts";
-import type { NetworkConfigInput } from "../src/config.ts";
+import type { NetworkConfigInput } from "../src/config/mod.ts";
 import {
   add,
   PATIENT_HANDSHAKE_MS,

@@ -3,7 +3,7 @@
  * environment variable) wired through `connect()`.
  */
 import assert from "node:assert/strict";
-import { loadConfig } from "../src/config.ts";
+import { loadConfig } from "../src/config/mod.ts";
 import { isProtocolError, ProtocolError } from "../src/errors.ts";
 import { Dispatcher, registerStandardHandlers } from "../src/protocol/dispatcher.ts";
 import { ClientHandshake, ServerHandshake } from "../src/secure/handshake.ts";

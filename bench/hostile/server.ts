@@ -18,7 +18,7 @@
  */
 
 import process from "node:process";
-import { loadConfig } from "../../src/config.ts";
+import { loadConfig } from "../../src/config/mod.ts";
 import { setupLogging } from "../../src/log.ts";
 import { Dispatcher, registerStandardHandlers } from "../../src/protocol/dispatcher.ts";
 import { serve } from "../../src/service/daemon.ts";

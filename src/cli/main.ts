@@ -14,7 +14,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { exampleConfig, loadConfig, type NetworkConfig } from "../config.ts";
+import { exampleConfig, loadConfig, type NetworkConfig } from "../config/mod.ts";
 import { ProtocolError } from "../errors.ts";
 import { setupLogging } from "../log.ts";
 import { Dispatcher, registerStandardHandlers } from "../protocol/dispatcher.ts";

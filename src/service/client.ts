@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { NetworkConfig, NetworkConfigInput } from "../config.ts";
+import type { NetworkConfig, NetworkConfigInput } from "../config/mod.ts";
 import type { Message } from "../core/message.ts";
 import { ProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";

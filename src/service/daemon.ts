@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { NetworkConfig, NetworkConfigInput } from "../config.ts";
+import type { NetworkConfig, NetworkConfigInput } from "../config/mod.ts";
 import { ProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";

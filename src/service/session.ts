@@ -6,7 +6,7 @@
  */
 
 import { encodePackets } from "../core/packet.ts";
-import { createConfig, type NetworkConfig, type NetworkConfigInput } from "../config.ts";
+import { createConfig, type NetworkConfig, type NetworkConfigInput } from "../config/mod.ts";
 import { ProtocolError } from "../errors.ts";
 import {
   type CompressionSettings,

@@ -1,0 +1,540 @@
+/**
+ * The configuration schema: ONE table with every key's section, TypeScript name (the TOML and
+ * environment names are derived from it), kind, default, range or allowed values, unit,
+ * description and the modules that read it. Everything else is generated from this table:
+ * {@linkcode defaultConfig}, the type and range checks of `validateConfig`, the environment
+ * variable names, `exampleConfig()`/`stringifyConfig()` comments and the key tables of
+ * docs/CONFIGURATION.md (`deno task config:docs`). Rules that relate two keys are the only
+ * checks written by hand (`validate.ts`).
+ *
+ * The table is typed by the section interfaces of `types.ts`, so the compiler refuses a key
+ * without an entry, an entry without a key, and a default of the wrong type.
+ *
+ * @module
+ */
+
+import { COMPRESSION_ALGORITHMS } from "../core/message.ts";
+import { PATTERN_NAMES } from "../secure/hello.ts";
+import { TRANSPORT_KINDS } from "../transport/types.ts";
+import type {
+  AnySpec,
+  KeyInfo,
+  SectionName,
+  SectionSchema,
+  StringSpec,
+  StringsSpec,
+} from "./spec.ts";
+import type { LogLevelName, NetworkConfig } from "./types.ts";
+
+/** The prefix of every environment variable. */
+export const ENV_PREFIX = "NETWORK_PROTOCOL_";
+
+// Keyed by the union, so the compiler keeps LOG_LEVEL_NAMES complete.
+const LEVELS: Record<LogLevelName, true> = {
+  trace: true,
+  debug: true,
+  info: true,
+  warn: true,
+  warning: true,
+  error: true,
+  fatal: true,
+};
+
+/** Every {@linkcode LogLevelName}, from the lowest level to the highest. */
+export const LOG_LEVEL_NAMES: readonly LogLevelName[] = Object.freeze(
+  Object.keys(LEVELS) as LogLevelName[],
+);
+
+const MIB = 1024 * 1024;
+const DAEMON = "service/daemon.ts";
+const CLIENT = "service/client.ts";
+const SESSION = "service/session.ts";
+const LOG = "log.ts";
+
+/** THE table. Sections and keys are in the order of the annotated TOML and the docs. */
+export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[S]> } = {
+  server: {
+    address: {
+      kind: "string",
+      default: "127.0.0.1:9000",
+      format: "listen-address",
+      description:
+        'Listen address: "host:port", "[ipv6]:port", or an absolute path when transport.kind = "unix".',
+      readBy: [DAEMON],
+    },
+    backpressureLimit: {
+      kind: "integer",
+      default: 32,
+      min: 1,
+      max: 1_000_000,
+      description: "In-flight requests per connection; at the limit the server stops reading.",
+      readBy: [DAEMON],
+    },
+    connectionTimeout: {
+      kind: "integer",
+      default: 5000,
+      min: 100,
+      max: 300_000,
+      unit: "ms",
+      description: "The handshake must finish within this many ms.",
+      readBy: [DAEMON, SESSION],
+    },
+    idleTimeout: {
+      kind: "integer",
+      default: 60_000,
+      min: 100,
+      max: 86_400_000,
+      unit: "ms",
+      zeroDisables: true,
+      description: "Close a connection with no traffic for this many ms.",
+      readBy: [DAEMON],
+    },
+    heartbeatInterval: {
+      kind: "integer",
+      default: 15_000,
+      min: 100,
+      max: 3_600_000,
+      unit: "ms",
+      description: "Ping after this many idle ms; a peer that misses 3 is dead.",
+      readBy: [DAEMON],
+    },
+    shutdownTimeout: {
+      kind: "integer",
+      default: 10_000,
+      min: 100,
+      max: 600_000,
+      unit: "ms",
+      description: "Graceful drain on shutdown in ms, then connections are closed.",
+      readBy: [DAEMON],
+    },
+    maxConnections: {
+      kind: "integer",
+      default: 1000,
+      min: 1,
+      max: 100_000,
+      description: "Connections beyond this are refused at accept time.",
+      readBy: [DAEMON],
+    },
+    maxHandshakes: {
+      kind: "integer",
+      default: 256,
+      min: 1,
+      max: 100_000,
+      description: "Connections still handshaking beyond this are refused.",
+      readBy: [DAEMON],
+    },
+    handshakeRate: {
+      kind: "integer",
+      default: 1000,
+      min: 1,
+      max: 1_000_000,
+      zeroDisables: true,
+      description: "New handshakes per second, whole server; more wait for their turn.",
+      readBy: [DAEMON],
+    },
+    handshakeRatePerAddress: {
+      kind: "integer",
+      default: 100,
+      min: 1,
+      max: 1_000_000,
+      zeroDisables: true,
+      description:
+        "New handshakes per second from one address, IPv6 by /64, bursts of 10 s' worth; more are refused.",
+      readBy: [DAEMON],
+    },
+    maxProtocolViolations: {
+      kind: "integer",
+      default: 16,
+      min: 0,
+      max: 1_000_000,
+      description: "Protocol violations a connection may commit per minute before CLOSE 2.",
+      readBy: [DAEMON],
+    },
+  },
+  client: {
+    address: {
+      kind: "string",
+      default: "127.0.0.1:9000",
+      format: "connect-address",
+      description:
+        'Server address: "host:port", "[ipv6]:port", or a socket path (unix: defaults to server.address).',
+      readBy: [CLIENT, SESSION],
+    },
+    connectionTimeout: {
+      kind: "integer",
+      default: 5000,
+      min: 100,
+      max: 300_000,
+      unit: "ms",
+      description: "Connect and handshake within this many ms.",
+      readBy: [CLIENT, SESSION],
+    },
+    operationTimeout: {
+      kind: "integer",
+      default: 3000,
+      min: 10,
+      max: 300_000,
+      unit: "ms",
+      description: "A single write must finish within this many ms.",
+      readBy: [CLIENT],
+    },
+    responseTimeout: {
+      kind: "integer",
+      default: 30_000,
+      min: 100,
+      max: 3_600_000,
+      unit: "ms",
+      description: "Wait at most this many ms for a reply.",
+      readBy: [CLIENT],
+    },
+    heartbeatInterval: {
+      kind: "integer",
+      default: 15_000,
+      min: 100,
+      max: 3_600_000,
+      unit: "ms",
+      description: "Ping after this many idle ms.",
+      readBy: [CLIENT],
+    },
+    autoReconnect: {
+      kind: "boolean",
+      default: true,
+      description: "Reconnect after a lost connection.",
+      readBy: [CLIENT],
+    },
+    maxReconnectAttempts: {
+      kind: "integer",
+      default: 3,
+      min: 0,
+      max: 1_000_000,
+      description: "Attempts before giving up; must be > 0 when auto_reconnect is on.",
+      readBy: [CLIENT],
+    },
+    reconnectDelay: {
+      kind: "integer",
+      default: 1000,
+      min: 10,
+      max: 60_000,
+      unit: "ms",
+      description: "First backoff step in ms; exponential with full jitter.",
+      readBy: [CLIENT],
+    },
+    maxReconnectDelay: {
+      kind: "integer",
+      default: 30_000,
+      min: 10,
+      max: 3_600_000,
+      unit: "ms",
+      description: "Cap of the backoff step in ms; not less than reconnect_delay.",
+      readBy: [CLIENT],
+    },
+  },
+  transport: {
+    kind: {
+      kind: "string",
+      default: "tcp",
+      values: TRANSPORT_KINDS,
+      description: "The transport of the daemon and the client.",
+      readBy: [DAEMON, CLIENT],
+    },
+    maxPayloadSize: {
+      kind: "integer",
+      default: 16 * MIB,
+      min: 1024,
+      max: 100 * MIB,
+      unit: "bytes",
+      description: "Largest packet payload in bytes, also the decompressed-size cap.",
+      readBy: [DAEMON, CLIENT, SESSION],
+    },
+    encryptionEnabled: {
+      kind: "boolean",
+      default: true,
+      description: "Run the Noise secure channel (false = plaintext; allowed, with a warning).",
+      readBy: [DAEMON, SESSION],
+    },
+    unixSocketMode: {
+      kind: "integer",
+      default: 0o600,
+      min: 0o000,
+      max: 0o777,
+      octal: true,
+      description: "Permission bits of a Unix socket file.",
+      readBy: [DAEMON],
+    },
+    tlsCertPath: {
+      kind: "string",
+      default: "",
+      description: "PEM certificate chain (TLS server, or client certificate).",
+      readBy: [DAEMON],
+    },
+    tlsKeyPath: {
+      kind: "string",
+      default: "",
+      description: "PEM private key of tls_cert_path.",
+      readBy: [DAEMON],
+    },
+    tlsCaPath: {
+      kind: "string",
+      default: "",
+      description: 'PEM CA bundle to trust instead of the system roots ("" = system roots).',
+      readBy: [CLIENT],
+    },
+    tlsServerName: {
+      kind: "string",
+      default: "",
+      format: "host-name",
+      description: 'Name to verify in the server certificate ("" = the address host).',
+      readBy: [CLIENT],
+    },
+    tlsAlpn: {
+      kind: "strings",
+      default: ["npro/2"],
+      itemBytes: { min: 1, max: 255 },
+      description: "ALPN protocol names.",
+      readBy: [DAEMON, CLIENT],
+    },
+  },
+  security: {
+    pattern: {
+      kind: "string",
+      default: "XX",
+      values: PATTERN_NAMES,
+      description: "Noise handshake pattern.",
+      readBy: [SESSION],
+    },
+    staticKeyPath: {
+      kind: "string",
+      default: "",
+      description: 'File with this side\'s static key pair ("" = a new key per process).',
+      readBy: [SESSION],
+    },
+    serverKeys: {
+      kind: "strings",
+      default: [],
+      keys: true,
+      unique: true,
+      description: "Server public keys a client accepts (pins); [] = no pinning (warned).",
+      readBy: [SESSION],
+    },
+    allowedKeys: {
+      kind: "strings",
+      default: [],
+      keys: true,
+      unique: true,
+      description: "Client public keys a server accepts; [] = no client authentication.",
+      readBy: [SESSION],
+    },
+    pskPath: {
+      kind: "string",
+      default: "",
+      description: "File with the 32-byte pre-shared key (psk patterns only).",
+      readBy: [SESSION],
+    },
+    allowUnauthenticated: {
+      kind: "boolean",
+      default: false,
+      description: 'Must be true to use the unauthenticated "NN" pattern.',
+      readBy: [SESSION],
+    },
+    knownServersPath: {
+      kind: "string",
+      default: "",
+      description:
+        'Known-servers file for trust on first use, keyed by client.address ("" = disabled; its directory must exist).',
+      readBy: [SESSION],
+    },
+    rekeyAfterRecords: {
+      kind: "integer",
+      default: 1_048_576,
+      min: 1,
+      max: 2 ** 53 - 2,
+      description: "Rekey a direction after this many records.",
+      readBy: [SESSION],
+    },
+    rekeyAfterBytes: {
+      kind: "integer",
+      default: 1024 * MIB,
+      min: 1024,
+      max: Number.MAX_SAFE_INTEGER,
+      unit: "bytes",
+      description: "Rekey a direction after this many bytes.",
+      readBy: [SESSION],
+    },
+    rekeyAfterMs: {
+      kind: "integer",
+      default: 600_000,
+      min: 1000,
+      max: 86_400_000,
+      unit: "ms",
+      description: "Rekey a direction after this many ms.",
+      readBy: [SESSION],
+    },
+  },
+  compression: {
+    enabled: {
+      kind: "boolean",
+      default: false,
+      description: "Compress outgoing payloads (negotiated).",
+      readBy: [SESSION],
+    },
+    algorithm: {
+      kind: "string",
+      default: "lz4",
+      values: COMPRESSION_ALGORITHMS,
+      description: "Algorithm used to send.",
+      readBy: [SESSION],
+    },
+    level: {
+      kind: "integer",
+      default: 3,
+      min: 1,
+      max: 22,
+      description: "Zstd level; ignored by lz4.",
+      readBy: [SESSION],
+    },
+    threshold: {
+      kind: "integer",
+      default: 512,
+      min: 0,
+      max: 100 * MIB,
+      unit: "bytes",
+      description:
+        "Payloads smaller than this many bytes are sent uncompressed; at most max_payload_size.",
+      readBy: [SESSION],
+    },
+    accept: {
+      kind: "strings",
+      default: ["lz4", "zstd"],
+      values: COMPRESSION_ALGORITHMS,
+      unique: true,
+      description: "Algorithms announced to and accepted from the peer when `enabled` is true; " +
+        "with compression off nothing is announced (features 0).",
+      readBy: [SESSION],
+    },
+  },
+  logging: {
+    appName: {
+      kind: "string",
+      default: "network-protocol",
+      length: { min: 1, max: 64 },
+      description: "Application name, added to JSON records.",
+      readBy: [LOG],
+    },
+    logLevel: {
+      kind: "string",
+      default: "info",
+      values: LOG_LEVEL_NAMES,
+      unlisted: ["warning"],
+      caseInsensitive: true,
+      description: 'Lowest level logged; "warning" is a synonym of "warn".',
+      readBy: [LOG],
+    },
+    logToConsole: {
+      kind: "boolean",
+      default: true,
+      description: "Log to standard error.",
+      readBy: [LOG],
+    },
+    logToFile: {
+      kind: "boolean",
+      default: false,
+      description: "Append to log_file_path.",
+      readBy: [LOG],
+    },
+    logFilePath: {
+      kind: "string",
+      default: "",
+      description: "Log file (required when log_to_file = true).",
+      readBy: [LOG],
+    },
+    jsonFormat: {
+      kind: "boolean",
+      default: false,
+      description: "JSON Lines instead of text.",
+      readBy: [LOG],
+    },
+  },
+};
+
+/** One-line comments of the sections in the annotated TOML. */
+export const SECTION_DOCS: Readonly<Record<SectionName, string>> = {
+  server: "The daemon. Durations are milliseconds.",
+  client: "The client. Durations are milliseconds.",
+  transport: "Transport and packet limits.",
+  security: "The Noise secure channel (keys are base64url X25519 public keys).",
+  compression: "Payload compression: negotiated, per message, applied before encryption.",
+  logging: "Logging of the npro CLI (the library itself never configures logging).",
+};
+
+/** The sections, in order. */
+export const SECTIONS: readonly SectionName[] = Object.freeze(
+  Object.keys(SCHEMA) as SectionName[],
+);
+
+/** The TOML name of a TypeScript property: `backpressureLimit` to `backpressure_limit`. */
+export function snakeCase(property: string): string {
+  return property.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/** The environment variable of a TOML key path's parts. */
+export function envName(section: string, name: string): string {
+  return `${ENV_PREFIX}${section.toUpperCase()}_${name.toUpperCase()}`;
+}
+
+/** Every key, in table order, with its derived names. */
+export const KEYS: readonly KeyInfo[] = Object.freeze(
+  SECTIONS.flatMap((section) =>
+    Object.entries(SCHEMA[section] as Record<string, AnySpec>).map(([property, spec]) => {
+      const name = snakeCase(property);
+      return Object.freeze({
+        ...spec,
+        section,
+        property,
+        name,
+        path: `${section}.${name}`,
+        env: envName(section, name),
+      });
+    })
+  ),
+);
+
+const BY_PATH = new Map(KEYS.map((key) => [key.path, key]));
+
+/** The keys of one section, in table order. */
+export function sectionKeys(section: SectionName): KeyInfo[] {
+  return KEYS.filter((key) => key.section === section);
+}
+
+/** The key at `section.name`, if there is one. */
+export function findKey(path: string): KeyInfo | undefined {
+  return BY_PATH.get(path);
+}
+
+/**
+ * The values of an enumeration that messages and docs list (synonyms left out).
+ *
+ * @param spec A string key with values.
+ * @returns The listed values.
+ */
+export function listedValues<T extends string>(spec: StringSpec<T> | StringsSpec<T>): T[] {
+  const unlisted = spec.kind === "string" ? spec.unlisted ?? [] : [];
+  return (spec.values ?? []).filter((v) => !unlisted.includes(v));
+}
+
+/** The original's `[transport]` compression keys, accepted as aliases: alias path to key path. */
+export const ALIASES: Readonly<Record<string, string>> = {
+  "transport.compression_enabled": "compression.enabled",
+  "transport.compression_level": "compression.level",
+  "transport.compression_threshold_bytes": "compression.threshold",
+  "transport.compression_threshold": "compression.threshold",
+};
+
+/** The original's environment variable names (applied before the generic names). */
+export const LEGACY_ENV: readonly { name: string; targets: readonly string[] }[] = [
+  { name: "NETWORK_PROTOCOL_BACKPRESSURE_LIMIT", targets: ["server.backpressure_limit"] },
+  {
+    name: "NETWORK_PROTOCOL_CONNECTION_TIMEOUT_MS",
+    targets: ["server.connection_timeout", "client.connection_timeout"],
+  },
+  { name: "NETWORK_PROTOCOL_HEARTBEAT_INTERVAL_MS", targets: ["server.heartbeat_interval"] },
+];

@@ -1,0 +1,229 @@
+/**
+ * The shape of a configuration: one interface per section, and the options of the functions
+ * that build one. Defaults, ranges, units and environment names are not repeated here: they are
+ * in the one table of `schema.ts`, and docs/CONFIGURATION.md lists them (generated from it).
+ *
+ * @module
+ */
+
+import type { CompressionAlgorithm } from "../core/message.ts";
+import type { PatternName } from "../secure/hello.ts";
+import type { TransportKind } from "../transport/types.ts";
+
+/** The Noise handshake patterns a configuration may name: the patterns the library runs. */
+export type HandshakePatternName = PatternName;
+
+/**
+ * The log level names a configuration accepts (`"warning"` is accepted as a synonym of
+ * `"warn"`; names are case-insensitive).
+ */
+export type LogLevelName = "trace" | "debug" | "info" | "warn" | "warning" | "error" | "fatal";
+
+/** The `[server]` section: the daemon. Durations are milliseconds. */
+export interface ServerConfig {
+  /**
+   * Listen address: `host:port`, `[ipv6]:port`, or an absolute socket path when
+   * `transport.kind` is `"unix"`. Port 0 picks a free port.
+   */
+  address: string;
+  /**
+   * In-flight requests per connection; at the limit the server stops reading that socket so TCP
+   * pushes back on the peer.
+   */
+  backpressureLimit: number;
+  /** The handshake must finish within this many milliseconds. */
+  connectionTimeout: number;
+  /** A connection with no traffic at all for this long is closed; 0 disables. */
+  idleTimeout: number;
+  /** Send a Ping after this long without traffic; a peer that misses 3 is dead. */
+  heartbeatInterval: number;
+  /** Graceful drain on shutdown, after which connections are closed by force. */
+  shutdownTimeout: number;
+  /** Connections beyond this are refused at accept time. */
+  maxConnections: number;
+  /** Connections still handshaking beyond this are refused at accept time. */
+  maxHandshakes: number;
+  /**
+   * New handshakes admitted per second for the whole server (a token bucket holding one
+   * second's worth); past it a new connection waits for its turn. 0 disables.
+   */
+  handshakeRate: number;
+  /**
+   * New handshakes admitted per second from one source address (IPv6 grouped by /64); 0
+   * disables. Behind a proxy that hides client addresses, raise it or set 0.
+   */
+  handshakeRatePerAddress: number;
+  /**
+   * Protocol violations (unknown opcodes, empty records, ...) a connection may commit within a
+   * minute; one more closes it with CLOSE code 2.
+   */
+  maxProtocolViolations: number;
+}
+
+/** The `[client]` section. Durations are milliseconds. */
+export interface ClientConfig {
+  /**
+   * Server address: `host:port`, `[ipv6]:port`, or an absolute socket path. When
+   * `transport.kind` is `"unix"` and this key is not set, the parsers use `server.address`.
+   */
+  address: string;
+  /** Connect and handshake must finish within this many milliseconds. */
+  connectionTimeout: number;
+  /** A single write must finish within this many milliseconds. */
+  operationTimeout: number;
+  /** Wait at most this long for a reply. */
+  responseTimeout: number;
+  /** Send a Ping after this long without traffic. */
+  heartbeatInterval: number;
+  /** Reconnect after a lost connection. */
+  autoReconnect: boolean;
+  /** Reconnection attempts before giving up. */
+  maxReconnectAttempts: number;
+  /** First backoff step; each attempt waits a random time up to the (doubled) step. */
+  reconnectDelay: number;
+  /** Cap of the backoff step. */
+  maxReconnectDelay: number;
+}
+
+/** The `[transport]` section. */
+export interface TransportConfig {
+  /** `"tcp"`, `"unix"` or `"tls"`. */
+  kind: TransportKind;
+  /** Largest packet payload in bytes, also the cap on decompressed size. */
+  maxPayloadSize: number;
+  /**
+   * Run the Noise secure channel. `false` sends plaintext (allowed, with a warning from
+   * {@linkcode configWarnings}, except over TLS).
+   */
+  encryptionEnabled: boolean;
+  /** Permission bits of a Unix socket file. */
+  unixSocketMode: number;
+  /** PEM certificate chain (TLS server, or client certificate); `""` for none. */
+  tlsCertPath: string;
+  /** PEM private key of `tlsCertPath`; `""` for none. */
+  tlsKeyPath: string;
+  /** PEM CA bundle to trust instead of the system roots; `""` for the system roots. */
+  tlsCaPath: string;
+  /** Name to verify in the server certificate; `""` means the address host. */
+  tlsServerName: string;
+  /** ALPN protocol names. */
+  tlsAlpn: string[];
+}
+
+/** The `[security]` section: the Noise secure channel. */
+export interface SecurityConfig {
+  /** Noise handshake pattern. */
+  pattern: HandshakePatternName;
+  /** File holding this side's static X25519 key pair; `""` generates one per process. */
+  staticKeyPath: string;
+  /** base64url X25519 public keys of the servers a client accepts (pins). */
+  serverKeys: string[];
+  /** base64url X25519 public keys of the clients a server accepts; `[]` = no client auth. */
+  allowedKeys: string[];
+  /** File holding the 32-byte pre-shared key of the psk patterns; `""` for none. */
+  pskPath: string;
+  /** Must be `true` to use the unauthenticated NN pattern. */
+  allowUnauthenticated: boolean;
+  /** Known-servers file for trust on first use; `""` disables it. */
+  knownServersPath: string;
+  /** Rekey a direction after this many records. */
+  rekeyAfterRecords: number;
+  /** Rekey a direction after this many bytes. */
+  rekeyAfterBytes: number;
+  /** Rekey a direction after this many milliseconds. */
+  rekeyAfterMs: number;
+}
+
+/** The `[compression]` section. */
+export interface CompressionConfig {
+  /** Compress outgoing payloads (negotiated with the peer). */
+  enabled: boolean;
+  /** Algorithm used to send. */
+  algorithm: CompressionAlgorithm;
+  /** Zstd level 1..22; ignored by LZ4. */
+  level: number;
+  /** Payloads smaller than this many bytes are sent uncompressed. */
+  threshold: number;
+  /** Algorithms announced to and accepted from the peer. */
+  accept: CompressionAlgorithm[];
+}
+
+/** The `[logging]` section, used by the CLI's {@linkcode setupLogging}. */
+export interface LoggingConfig {
+  /** Application name, added to JSON records. */
+  appName: string;
+  /** Lowest level logged. */
+  logLevel: LogLevelName;
+  /** Log to standard error. */
+  logToConsole: boolean;
+  /** Append to `logFilePath`. */
+  logToFile: boolean;
+  /** Log file path (required when `logToFile` is `true`). */
+  logFilePath: string;
+  /** JSON Lines instead of text. */
+  jsonFormat: boolean;
+}
+
+/**
+ * A complete configuration. Build one with {@linkcode defaultConfig} or {@linkcode loadConfig}.
+ * The default, range, unit and environment variable of every key are listed in
+ * docs/CONFIGURATION.md.
+ */
+export interface NetworkConfig {
+  /** The daemon. */
+  server: ServerConfig;
+  /** The client. */
+  client: ClientConfig;
+  /** Transport and packet limits. */
+  transport: TransportConfig;
+  /** The Noise secure channel. */
+  security: SecurityConfig;
+  /** Payload compression. */
+  compression: CompressionConfig;
+  /** Logging (CLI). */
+  logging: LoggingConfig;
+}
+
+/** Any subset of a {@linkcode NetworkConfig}, for {@linkcode createConfig}. */
+export type NetworkConfigInput = { [S in keyof NetworkConfig]?: Partial<NetworkConfig[S]> };
+
+/**
+ * Environment variables for {@linkcode parseConfig} and {@linkcode loadConfig}: a record of
+ * names to values, or a getter. Only the known `NETWORK_PROTOCOL_*` names are read.
+ */
+export type ConfigEnv =
+  | Readonly<Record<string, string | undefined>>
+  | ((name: string) => string | undefined);
+
+/** Options of {@linkcode parseConfig}. */
+export interface ParseConfigOptions {
+  /**
+   * Environment overrides layered over the TOML: a record, a getter, or `true` for the process
+   * environment (`Deno.env.get`, known names only). Default: none.
+   */
+  env?: ConfigEnv | boolean;
+  /** Name of the document in error messages (a file path). Default `"config"`. */
+  source?: string;
+}
+
+/** Options of {@linkcode loadConfig}. */
+export interface LoadConfigOptions {
+  /** TOML file to read; without it the defaults are used. */
+  path?: string | URL;
+  /**
+   * Environment overrides: a record, a getter, or `true` for the process environment
+   * (`Deno.env.get` of the known names only, so `--allow-env=NETWORK_PROTOCOL_*` is enough).
+   * Default: none.
+   */
+  env?: ConfigEnv | boolean;
+  /** Aborts reading the file. */
+  signal?: AbortSignal;
+  /** Milliseconds allowed for reading the file. Default 10000. */
+  timeout?: number;
+}
+
+/** Options of {@linkcode saveConfig}. */
+export interface SaveConfigOptions {
+  /** Aborts the write. */
+  signal?: AbortSignal;
+}

@@ -1,0 +1,369 @@
+/**
+ * Validation: the checks of each key, generated from its entry in the schema table (kind,
+ * range, allowed values, format), plus the few rules that relate two keys, written once here.
+ *
+ * @module
+ */
+
+import { isKeyText } from "../secure/keys.ts";
+import { TRANSPORT_KINDS, type TransportKind } from "../transport/types.ts";
+import { checkAddress, checkHost } from "./address.ts";
+import { defaultConfig } from "./defaults.ts";
+import { isPlainTable } from "./layers.ts";
+import { KEYS, listedValues, SECTIONS } from "./schema.ts";
+import type { KeyInfo, SectionName } from "./spec.ts";
+import { alternatives, describe, quote, quotedList } from "./text.ts";
+import type { NetworkConfig } from "./types.ts";
+
+/** A problem and the key it is about (for its origin: a TOML line, a variable). */
+export interface Issue {
+  /** `section.key` the issue is about, or a section name, or `""` for the whole object. */
+  readonly path: string;
+  /** The sentence. */
+  readonly message: string;
+}
+
+const UNIT_SUFFIX = { ms: " ms", bytes: " bytes" } as const;
+
+/**
+ * Writes a file mode in octal: `0o600`.
+ *
+ * @param mode The mode.
+ * @returns The text.
+ */
+export function octal(mode: number): string {
+  return `0o${mode.toString(8).padStart(3, "0")}`;
+}
+
+/** The transport the address rules assume: the configured one when valid, else TCP. */
+function kindOf(config: NetworkConfig): TransportKind {
+  const kind = config.transport.kind;
+  return TRANSPORT_KINDS.includes(kind) ? kind : "tcp";
+}
+
+/**
+ * What a check found: a value of the wrong type, a value of the right type that breaks a rule of
+ * its entry, or a valid value.
+ */
+type Verdict = "mistyped" | "invalid" | "valid";
+
+/** Checks one value against its table entry. */
+function checkKey(
+  key: KeyInfo,
+  value: unknown,
+  config: NetworkConfig,
+  push: (message: string) => void,
+): Verdict {
+  const path = key.path;
+  switch (key.kind) {
+    case "boolean":
+      if (typeof value === "boolean") return "valid";
+      push(`${path} must be a boolean, found ${describe(value)}`);
+      return "mistyped";
+    case "integer": {
+      if (typeof value !== "number" || !Number.isSafeInteger(value)) {
+        push(`${path} must be an integer, found ${describe(value)}`);
+        return "mistyped";
+      }
+      if (key.zeroDisables && value === 0) return "valid";
+      if (value >= key.min && value <= key.max) return "valid";
+      if (key.octal) {
+        push(
+          `${path} must be a permission mode from ${octal(key.min)} to ${octal(key.max)} ` +
+            `(write it as ${octal(key.default)} in TOML), found "${value}"`,
+        );
+      } else {
+        const unit = key.unit === undefined ? "" : UNIT_SUFFIX[key.unit];
+        push(
+          `${path} must be from ${key.min}${unit} to ${key.max}${unit}${
+            key.zeroDisables ? " (or 0 to disable)" : ""
+          }, found "${value}"`,
+        );
+      }
+      return "invalid";
+    }
+    case "string": {
+      if (typeof value !== "string") {
+        push(`${path} must be a string, found ${describe(value)}`);
+        return "mistyped";
+      }
+      if (!value.isWellFormed()) {
+        push(`${path} must be valid Unicode text (it contains a lone surrogate)`);
+        return "mistyped";
+      }
+      if (key.values !== undefined) {
+        const name = key.caseInsensitive ? value.toLowerCase() : value;
+        if (!key.values.includes(name)) {
+          push(`${path} must be one of ${quotedList(listedValues(key))}, found ${quote(value)}`);
+          return "invalid";
+        }
+      }
+      if (key.length !== undefined) {
+        const { min, max } = key.length;
+        if (value.length < min || value.length > max) {
+          push(`${path} must be ${min} to ${max} characters long, found ${quote(value)}`);
+          return "invalid";
+        }
+      }
+      if (key.format === "host-name") {
+        const problem = value === "" ? undefined : checkHost(value);
+        if (problem !== undefined) push(`${path}: ${problem}`);
+        return problem === undefined ? "valid" : "invalid";
+      }
+      if (key.format !== undefined) {
+        const problem = checkAddress(value, kindOf(config), key.format === "listen-address");
+        if (problem !== undefined) push(`${path} ${problem}`);
+        return problem === undefined ? "valid" : "invalid";
+      }
+      return "valid";
+    }
+    case "strings": {
+      if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) {
+        push(`${path} must be an array of strings, found ${describe(value)}`);
+        return "mistyped";
+      }
+      if (!value.every((v) => v.isWellFormed())) {
+        push(`${path} must contain valid Unicode text`);
+        return "mistyped";
+      }
+      let ok = true;
+      const seen = new Set<string>();
+      const fail = (message: string) => {
+        push(message);
+        ok = false;
+      };
+      for (const item of value) {
+        const entry = `${path} entry ${quote(item)}`;
+        const bytes = new TextEncoder().encode(item).length;
+        if (key.keys && !isKeyText(item)) {
+          fail(`${entry} is not a base64url X25519 public key (43 characters, 32 bytes)`);
+        } else if (key.values !== undefined && !key.values.includes(item)) {
+          fail(`${entry} must be ${alternatives(key.values)}`);
+        } else if (
+          key.itemBytes !== undefined && (bytes < key.itemBytes.min || bytes > key.itemBytes.max)
+        ) {
+          fail(`${entry} must be ${key.itemBytes.min} to ${key.itemBytes.max} bytes long`);
+        } else if (key.unique && seen.has(item)) {
+          fail(`${path} lists ${quote(item)} twice`);
+        }
+        seen.add(item);
+      }
+      return ok ? "valid" : "invalid";
+    }
+  }
+}
+
+/** A rule that relates keys. */
+interface Rule {
+  /** The keys that must have passed their own checks for the rule to apply. */
+  readonly needs: readonly string[];
+  /** The keys that need only to have the right type (their other problems are reported). */
+  readonly typed?: readonly string[];
+  /** Returns the key to report against and the problem, when the rule is broken. */
+  readonly check: (config: NetworkConfig) => readonly [path: string, message: string] | undefined;
+}
+
+/** Every rule between keys. Everything else is checked from the schema table. */
+const RULES: readonly Rule[] = [
+  {
+    needs: ["client.max_reconnect_attempts"],
+    check: ({ client: c }) =>
+      c.autoReconnect === true && c.maxReconnectAttempts === 0
+        ? [
+          "client.max_reconnect_attempts",
+          "client.max_reconnect_attempts must be greater than 0 when client.auto_reconnect is true",
+        ]
+        : undefined,
+  },
+  {
+    needs: ["client.reconnect_delay", "client.max_reconnect_delay"],
+    check: ({ client: c }) =>
+      c.maxReconnectDelay < c.reconnectDelay
+        ? [
+          "client.max_reconnect_delay",
+          `client.max_reconnect_delay "${c.maxReconnectDelay}" must not be less than ` +
+          `client.reconnect_delay "${c.reconnectDelay}"`,
+        ]
+        : undefined,
+  },
+  {
+    needs: ["transport.tls_cert_path", "transport.tls_key_path"],
+    check: ({ transport: t }) =>
+      (t.tlsCertPath === "") !== (t.tlsKeyPath === "")
+        ? [
+          t.tlsCertPath === "" ? "transport.tls_cert_path" : "transport.tls_key_path",
+          "transport.tls_cert_path and transport.tls_key_path must be set together",
+        ]
+        : undefined,
+  },
+  {
+    needs: ["security.pattern"],
+    check: ({ security: s }) =>
+      s.pattern === "NN" && s.allowUnauthenticated !== true
+        ? [
+          "security.pattern",
+          'security.pattern "NN" authenticates neither side; set security.allow_unauthenticated = true to use it',
+        ]
+        : undefined,
+  },
+  {
+    needs: ["security.pattern", "security.psk_path"],
+    check: ({ security: s }) => {
+      const usesPsk = s.pattern.includes("psk");
+      if (usesPsk && s.pskPath === "") {
+        return [
+          "security.psk_path",
+          `security.pattern ${quote(s.pattern)} needs security.psk_path`,
+        ];
+      }
+      if (!usesPsk && s.pskPath !== "") {
+        return [
+          "security.psk_path",
+          `security.psk_path is set but security.pattern ${
+            quote(s.pattern)
+          } does not use a pre-shared key`,
+        ];
+      }
+      return undefined;
+    },
+  },
+  {
+    needs: ["compression.threshold", "transport.max_payload_size"],
+    check: ({ compression: z, transport: t }) =>
+      z.threshold > t.maxPayloadSize
+        ? [
+          "compression.threshold",
+          `compression.threshold "${z.threshold}" must not exceed transport.max_payload_size "${t.maxPayloadSize}"`,
+        ]
+        : undefined,
+  },
+  {
+    needs: ["compression.algorithm"],
+    typed: ["compression.accept"],
+    check: ({ compression: z }) =>
+      z.enabled === true && !z.accept.includes(z.algorithm)
+        ? [
+          "compression.accept",
+          `compression.accept must include compression.algorithm ${
+            quote(z.algorithm)
+          } when compression is enabled`,
+        ]
+        : undefined,
+  },
+  {
+    needs: ["logging.log_file_path"],
+    check: ({ logging: l }) =>
+      l.logToFile === true && l.logFilePath === ""
+        ? [
+          "logging.log_file_path",
+          "logging.log_file_path is required when logging.log_to_file is true",
+        ]
+        : undefined,
+  },
+  {
+    needs: [],
+    check: ({ logging: l }) =>
+      l.logToConsole === false && l.logToFile === false
+        ? [
+          "logging.log_to_console",
+          "logging needs at least one output: set logging.log_to_console or logging.log_to_file to true",
+        ]
+        : undefined,
+  },
+];
+
+const ORDER = new Map(KEYS.map((key, i) => [key.path, i]));
+
+/**
+ * Checks a configuration: every key against its table entry, then the rules between keys.
+ *
+ * @param config The configuration (of any shape: this is also the check of untyped input).
+ * @returns The issues, in table order.
+ */
+export function collectIssues(config: NetworkConfig): Issue[] {
+  if (typeof config !== "object" || config === null) {
+    return [{
+      path: "",
+      message: `The configuration must be an object, found ${describe(config)}`,
+    }];
+  }
+  const issues: Issue[] = [];
+  for (const section of SECTIONS) {
+    if (!isPlainTable(config[section])) {
+      issues.push({
+        path: section,
+        message: `${section} must be an object, found ${describe(config[section])}`,
+      });
+    }
+  }
+  if (issues.length > 0) return issues;
+  const verdicts = new Map<string, Verdict>();
+  const sections = config as unknown as Record<string, Record<string, unknown>>;
+  for (const key of KEYS) {
+    const push = (message: string) => issues.push({ path: key.path, message });
+    verdicts.set(key.path, checkKey(key, sections[key.section]![key.property], config, push));
+  }
+  for (const rule of RULES) {
+    if (!rule.needs.every((path) => verdicts.get(path) === "valid")) continue;
+    if (!(rule.typed ?? []).every((path) => verdicts.get(path) !== "mistyped")) continue;
+    const broken = rule.check(config);
+    if (broken !== undefined) issues.push({ path: broken[0], message: broken[1] });
+  }
+  // Stable: the problems of one key stay in the order they were found.
+  return issues.sort((a, b) => (ORDER.get(a.path) ?? -1) - (ORDER.get(b.path) ?? -1));
+}
+
+/**
+ * Checks a configuration and returns every problem at once, in plain sentences (an empty array
+ * means valid). Names in the messages are the TOML names (`server.backpressure_limit`).
+ *
+ * @example Validate
+ * ```ts
+ * import { defaultConfig, validateConfig } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const config = defaultConfig();
+ * assert.deepEqual(validateConfig(config), []);
+ * config.server.backpressureLimit = 0;
+ * config.compression.level = 99;
+ * assert.equal(validateConfig(config).length, 2);
+ * ```
+ *
+ * @param config The configuration to check.
+ * @returns The problems, one sentence each.
+ */
+export function validateConfig(config: NetworkConfig): string[] {
+  return collectIssues(config).map((issue) => issue.message);
+}
+
+/**
+ * Checks one section on its own (the other sections at their defaults), with the same checks
+ * and messages as {@linkcode validateConfig}: for code that takes only a section, such as
+ * `setupLogging`.
+ *
+ * @example Check a logging section
+ * ```ts
+ * import { validateSection } from "./validate.ts";
+ * import { defaultConfig } from "./defaults.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const logging = { ...defaultConfig().logging, logToFile: true };
+ * assert.deepEqual(validateSection("logging", logging), [
+ *   "logging.log_file_path is required when logging.log_to_file is true",
+ * ]);
+ * ```
+ *
+ * @param section The section's name.
+ * @param values The section.
+ * @returns The problems of that section, one sentence each.
+ */
+export function validateSection<S extends SectionName>(
+  section: S,
+  values: NetworkConfig[S],
+): string[] {
+  const config = defaultConfig();
+  config[section] = values;
+  return collectIssues(config)
+    .filter((issue) => issue.path === section || issue.path.startsWith(`${section}.`))
+    .map((issue) => issue.message);
+}
