@@ -38,7 +38,11 @@ import {
   type Sink,
 } from "@logtape/logtape";
 import { ProtocolError } from "./errors.ts";
-import type { LoggingConfig } from "./config/mod.ts";
+import type { LoggingConfig, LogLevelName } from "./config/mod.ts";
+import { ConfigError, problemSummary } from "./config/error.ts";
+import { listedValues, LOG_LEVEL_NAMES, SCHEMA } from "./config/schema.ts";
+import { quotedList } from "./config/text.ts";
+import { validateSection } from "./config/validate.ts";
 
 /** The root LogTape category of every logger in this library. */
 export const LOG_CATEGORY = "npro";
@@ -86,24 +90,15 @@ export type LogTapeLevel = "trace" | "debug" | "info" | "warning" | "error" | "f
  * @throws {RangeError} For an unknown name.
  */
 export function toLogLevel(name: string): LogTapeLevel {
-  const level = name.toLowerCase();
-  switch (level) {
-    case "trace":
-    case "debug":
-    case "info":
-    case "error":
-    case "fatal":
-      return level;
-    case "warn":
-    case "warning":
-      return "warning";
-    default:
-      throw new RangeError(
-        `Log level ${
-          JSON.stringify(name)
-        } is not one of "trace", "debug", "info", "warn", "error", "fatal"`,
-      );
+  const level = name.toLowerCase() as LogLevelName;
+  if (!LOG_LEVEL_NAMES.includes(level)) {
+    throw new RangeError(
+      `Log level ${JSON.stringify(name)} is not one of ${
+        quotedList(listedValues(SCHEMA.logging.logLevel))
+      }`,
+    );
   }
+  return level === "warn" ? "warning" : level;
 }
 
 /** Options of {@linkcode setupLogging}. */
@@ -196,7 +191,9 @@ let queue: Promise<unknown> = Promise.resolve();
  * @param config The `logging` section of a configuration.
  * @param options Console destination, extra categories and file mode.
  * @returns A handle whose disposal resets logging and closes the log file.
- * @throws {ProtocolError} `ConfigError` when the section is invalid or the file cannot be opened.
+ * @throws {ConfigError} When the section is invalid: every problem, with the messages of
+ * `validateConfig`.
+ * @throws {ProtocolError} `ConfigError` when the log file cannot be opened.
  */
 export function setupLogging(
   config: LoggingConfig,
@@ -211,24 +208,15 @@ async function configureLogging(
   config: LoggingConfig,
   options: SetupLoggingOptions,
 ): Promise<AsyncDisposable> {
-  let level: LogLevel;
-  try {
-    level = toLogLevel(String(config.logLevel));
-  } catch (error) {
-    throw new ProtocolError("ConfigError", (error as Error).message, { cause: error });
-  }
-  if (config.logToFile && config.logFilePath === "") {
-    throw new ProtocolError(
-      "ConfigError",
-      "logging.log_file_path is required when logging.log_to_file is true",
+  // The same checks and messages as validateConfig, for a section that did not come through it.
+  const problems = validateSection("logging", config);
+  if (problems.length > 0) {
+    throw new ConfigError(
+      problemSummary("Logging configuration is invalid", problems.length),
+      problems,
     );
   }
-  if (!config.logToConsole && !config.logToFile) {
-    throw new ProtocolError(
-      "ConfigError",
-      "Logging needs at least one output: set logging.log_to_console or logging.log_to_file",
-    );
-  }
+  const level: LogLevel = toLogLevel(config.logLevel);
   const app = JSON.stringify(config.appName);
   const json = getJsonLinesFormatter({ categorySeparator: ".", message: "rendered" });
   const format: (record: LogRecord) => string = config.jsonFormat
