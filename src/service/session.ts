@@ -280,7 +280,8 @@ function knownServersFromConfig(config: NetworkConfig): NonNullable<
 
 /**
  * Completes a configuration, applying an address override to one section before validation
- * (so that, say, a Unix socket path replaces the TCP default).
+ * (so that, say, a Unix socket path replaces the TCP default; with `transport.kind = "unix"` the
+ * other section's unset address follows it, by the configuration's own rule).
  *
  * @param config A complete or partial configuration.
  * @param section The section the address belongs to.
@@ -293,13 +294,6 @@ export function withAddress(
   address: string | undefined,
 ): NetworkConfig {
   const input: NetworkConfigInput = { ...(config ?? {}) };
-  if (address !== undefined) {
-    input[section] = { ...input[section], address };
-    // A Unix socket path is both ends' address: the TCP default of the other section is void.
-    if (input.transport?.kind === "unix") {
-      const other = section === "server" ? "client" : "server";
-      if (input[other]?.address === undefined) input[other] = { ...input[other], address };
-    }
-  }
+  if (address !== undefined) input[section] = { ...input[section], address };
   return createConfig(input);
 }
