@@ -23,6 +23,7 @@ import {
   establish,
   withAddress,
 } from "./session.ts";
+import { sleep } from "../util/async.ts";
 
 const log = logger("client");
 
@@ -555,19 +556,4 @@ class ReconnectingClient implements Client {
     this.#status.emit(error === undefined ? { type: "closed" } : { type: "closed", error });
     this.#resolveClosed(this.#error);
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  if (signal.aborted) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(true);
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      resolve(false);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }

@@ -41,6 +41,9 @@ import { Outbox, RECORD_OVERHEAD } from "./outbox.ts";
 import { closeCodeFor, closeReason, PeerClosedError } from "./peer_closed_error.ts";
 import { ReceiveQueue } from "./receive_queue.ts";
 import { RecordDecoder } from "./record_decoder.ts";
+import { abortable, yieldTurn } from "../util/async.ts";
+import { nonNegativeOption, positiveOption } from "../util/options.ts";
+import { closeQuietly } from "../util/resource.ts";
 import { RequestTable } from "./request_table.ts";
 
 export { PeerClosedError } from "./peer_closed_error.ts";
@@ -160,35 +163,35 @@ export class Connection implements AsyncDisposable {
     this.#dispatcher = options.dispatcher;
     this.#compressor = options.compressor;
     const maxPayload = options.maxPayloadSize ?? MAX_PAYLOAD_SIZE;
-    this.#backpressureLimit = positive(
+    this.#backpressureLimit = positiveOption(
       "backpressureLimit",
       options.backpressureLimit,
       DEFAULT_BACKPRESSURE_LIMIT,
     );
-    this.#maxOutbound = positive(
+    this.#maxOutbound = positiveOption(
       "maxOutboundBytes",
       options.maxOutboundBytes,
       DEFAULT_MAX_OUTBOUND_BYTES,
     );
-    this.#responseMs = positive(
+    this.#responseMs = positiveOption(
       "responseTimeoutMs",
       options.responseTimeoutMs,
       DEFAULT_RESPONSE_TIMEOUT_MS,
     );
-    this.#maxViolations = nonNegative(
+    this.#maxViolations = nonNegativeOption(
       "maxProtocolViolations",
       options.maxProtocolViolations,
       DEFAULT_MAX_PROTOCOL_VIOLATIONS,
     );
-    const maxReceive = positive(
+    const maxReceive = positiveOption(
       "maxReceiveQueue",
       options.maxReceiveQueue,
       DEFAULT_MAX_RECEIVE_QUEUE,
     );
     const liveness = {
-      heartbeatMs: nonNegative("heartbeatIntervalMs", options.heartbeatIntervalMs, 0),
-      idleMs: nonNegative("idleTimeoutMs", options.idleTimeoutMs, 0),
-      writeTimeoutMs: nonNegative(
+      heartbeatMs: nonNegativeOption("heartbeatIntervalMs", options.heartbeatIntervalMs, 0),
+      idleMs: nonNegativeOption("idleTimeoutMs", options.idleTimeoutMs, 0),
+      writeTimeoutMs: nonNegativeOption(
         "writeTimeoutMs",
         options.writeTimeoutMs,
         DEFAULT_WRITE_TIMEOUT_MS,
@@ -351,7 +354,7 @@ export class Connection implements AsyncDisposable {
    */
   flush(signal?: AbortSignal): Promise<void> {
     if (this.#outbox.idle) return Promise.resolve();
-    return withSignal(this.#outbox.drained(), signal, "Flush");
+    return abortable(this.#outbox.drained(), signal, "Flush");
   }
 
   /**
@@ -868,41 +871,12 @@ function packetsOf(payloads: Uint8Array[]): Uint8Array {
   return encodePackets(payloads.map((payload) => ({ version: PROTOCOL_VERSION, payload })));
 }
 
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
-}
-
-/** Lets the other tasks of the event loop run (a macrotask turn, not a microtask). */
-function yieldTurn(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
-}
-
 function remoteAddrOf(conn: Deno.Conn): Deno.Addr | undefined {
   try {
     return conn.remoteAddr;
   } catch {
     return undefined;
   }
-}
-
-function positive(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!(value > 0) || !Number.isFinite(value)) {
-    throw new RangeError(`Cannot use ${name} "${value}": it must be a positive number`);
-  }
-  return value;
-}
-
-function nonNegative(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!(value >= 0) || !Number.isFinite(value)) {
-    throw new RangeError(`Cannot use ${name} "${value}": it must be zero or a positive number`);
-  }
-  return value;
 }
 
 function isClosedSocket(error: unknown): boolean {
@@ -918,32 +892,4 @@ function isClosedSocket(error: unknown): boolean {
 export function toProtocolError(error: unknown): ProtocolError {
   if (error instanceof ProtocolError) return error;
   return new ProtocolError("Internal", `Unexpected failure: ${String(error)}`, { cause: error });
-}
-
-function withSignal<T>(
-  promise: Promise<T>,
-  signal: AbortSignal | undefined,
-  what: string,
-): Promise<T> {
-  if (signal === undefined) return promise;
-  if (signal.aborted) {
-    return Promise.reject(
-      new ProtocolError("Cancelled", `${what} was cancelled`, { cause: signal.reason }),
-    );
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () =>
-      reject(new ProtocolError("Cancelled", `${what} was cancelled`, { cause: signal.reason }));
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
 }

@@ -27,6 +27,7 @@ import {
   serverSecurityFromConfig,
   withAddress,
 } from "./session.ts";
+import { closeQuietly } from "../util/resource.ts";
 
 const log = logger("daemon");
 
@@ -374,14 +375,6 @@ class DaemonServer implements Server {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
-  }
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
   }
 }
 

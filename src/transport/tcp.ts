@@ -13,6 +13,7 @@ import {
   type TransportConnectOptions,
   type TransportListenOptions,
 } from "./types.ts";
+import { closeQuietly } from "../util/resource.ts";
 
 /** A host and a port, as parsed by {@linkcode parseHostPort}. */
 export interface HostPort {
@@ -97,15 +98,6 @@ export function checkTimeout(name: string, value: number): number {
     throw new RangeError(`${name} "${value}" is outside the range 1 to ${MAX_TIMER_MS}`);
   }
   return value;
-}
-
-/** Closes a connection or listener, ignoring "already closed". */
-export function closeQuietly(resource: { close(): void }): void {
-  try {
-    resource.close();
-  } catch {
-    // Already closed.
-  }
 }
 
 const TIMEOUT = Symbol("timeout");

@@ -9,7 +9,6 @@
 import { ProtocolError } from "../errors.ts";
 import {
   checkBacklog,
-  closeQuietly,
   formatHostPort,
   listenError,
   parseConnectAddress,
@@ -17,6 +16,7 @@ import {
   withDeadline,
   wrapListener,
 } from "./tcp.ts";
+import { closeQuietly } from "../util/resource.ts";
 import type {
   Listener,
   Transport,

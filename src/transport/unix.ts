@@ -6,7 +6,8 @@
  */
 
 import { ProtocolError } from "../errors.ts";
-import { closeQuietly, listenError, withDeadline, wrapListener } from "./tcp.ts";
+import { listenError, withDeadline, wrapListener } from "./tcp.ts";
+import { closeQuietly } from "../util/resource.ts";
 import type {
   Listener,
   Transport,
