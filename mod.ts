@@ -119,8 +119,9 @@ export type {
 } from "./src/config/mod.ts";
 export type { TransportKind } from "./src/transport/types.ts";
 
-export { LOG_CATEGORY, setupLogging, toLogLevel } from "./src/log.ts";
-export type { LogTapeLevel, SetupLoggingOptions } from "./src/log.ts";
+export { LOG_CATEGORY } from "./src/log.ts";
+export { setupLogging, toLogLevel } from "./src/log_setup.ts";
+export type { LogTapeLevel, SetupLoggingOptions } from "./src/log_setup.ts";
 
 export {
   certificateFingerprint,

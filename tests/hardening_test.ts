@@ -8,7 +8,7 @@ import { defaultConfig, type NetworkConfigInput } from "../src/config/mod.ts";
 import { encodeBatch, ErrorCodes, type Message } from "../src/core/message.ts";
 import { PacketDecoder } from "../src/core/codec.ts";
 import { encodePackets, HEADER_SIZE } from "../src/core/packet.ts";
-import { setupLogging } from "../src/log.ts";
+import { setupLogging } from "../src/log_setup.ts";
 import { LogBudget } from "../src/log_budget.ts";
 import { ApplicationError } from "../src/protocol/application_error.ts";
 import { Dispatcher, registerStandardHandlers } from "../src/protocol/dispatcher.ts";

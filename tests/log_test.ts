@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { getConfig, getLogger, reset, withContext } from "@logtape/logtape";
 import { defaultConfig, type LoggingConfig } from "../src/config/mod.ts";
-import { LOG_CATEGORY, logger, setupLogging, toLogLevel } from "../src/log.ts";
+import { LOG_CATEGORY, logger } from "../src/log.ts";
+import { setupLogging, toLogLevel } from "../src/log_setup.ts";
 import { isProtocolError } from "../src/errors.ts";
 
 function logging(overrides: Partial<LoggingConfig> = {}): LoggingConfig {

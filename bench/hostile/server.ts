@@ -19,7 +19,7 @@
 
 import process from "node:process";
 import { loadConfig } from "../../src/config/mod.ts";
-import { setupLogging } from "../../src/log.ts";
+import { setupLogging } from "../../src/log_setup.ts";
 import { Dispatcher, registerStandardHandlers } from "../../src/protocol/dispatcher.ts";
 import { serve } from "../../src/service/daemon.ts";
 import { connect } from "../../src/service/client.ts";

@@ -16,7 +16,7 @@
 import { parseArgs } from "node:util";
 import { exampleConfig, loadConfig, type NetworkConfig } from "../config/mod.ts";
 import { ProtocolError } from "../errors.ts";
-import { setupLogging } from "../log.ts";
+import { setupLogging } from "../log_setup.ts";
 import { Dispatcher, registerStandardHandlers } from "../protocol/dispatcher.ts";
 import {
   decodeKey,
