@@ -191,6 +191,8 @@ class DaemonServer implements Server {
   readonly #connections = new Set<Connection>();
   readonly #handshaking = new Set<Deno.Conn>();
   readonly #admission: HandshakeAdmission;
+  /** One task per accepted connection, from its handshake to its close. */
+  readonly #tasks = new Set<Promise<void>>();
   #stopping = false;
   #shutdownPromise: Promise<void> | undefined;
   #acceptLoop: Promise<void>;
@@ -266,7 +268,9 @@ class DaemonServer implements Server {
         closeQuietly(conn);
         continue;
       }
-      void this.#serveOne(conn, verdict === "server rate");
+      const task = this.#serveOne(conn, verdict === "server rate");
+      this.#tasks.add(task);
+      void task.finally(() => this.#tasks.delete(task));
     }
   }
 
@@ -364,10 +368,8 @@ class DaemonServer implements Server {
     ]);
     clearTimeout(timer);
     for (const connection of this.#connections) connection.abort();
-    // Let the per-connection tasks observe their close.
-    while (this.#connections.size > 0 || this.#handshaking.size > 0) {
-      await new Promise((resolve) => setTimeout(resolve, 1));
-    }
+    // Every per-connection task ends once its connection (or handshake) is closed.
+    await Promise.allSettled([...this.#tasks]);
     peerEvents.flush();
     log.info("Server on {addr} stopped", { addr: formatAddr(this.addr) });
     this.#resolveFinished();
