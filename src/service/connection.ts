@@ -118,11 +118,12 @@ export class Connection implements AsyncDisposable {
 
   // The parts.
   readonly #outbox: Outbox;
-  readonly #requests: RequestTable;
+  #requestTable: RequestTable | undefined;
+  /** Whether the dispatcher answers PING itself (otherwise the connection does). */
+  readonly #hasPing: boolean;
   readonly #handlers: HandlerQueue | undefined;
   readonly #inbox: ReceiveQueue;
   readonly #liveness: Liveness;
-  readonly #router: MessageRouter;
 
   /** Opens and decodes packets; holds the messages not handled yet (capacity ran out). */
   readonly #decoder: RecordDecoder;
@@ -224,10 +225,7 @@ export class Connection implements AsyncDisposable {
       onError: (error) => this.#fail(error),
       onActivity: () => this.#liveness.markActive(),
     });
-    this.#requests = new RequestTable(
-      (message) => this.#outbox.enqueue(message, false),
-      this.#responseMs,
-    );
+    this.#hasPing = this.#dispatcher?.has("PING") ?? false;
     this.#inbox = new ReceiveQueue(maxReceive, onProgress);
     this.#handlers = this.#dispatcher === undefined ? undefined : new HandlerQueue({
       dispatcher: this.#dispatcher,
@@ -244,22 +242,16 @@ export class Connection implements AsyncDisposable {
         return self.#outbox.writeStartedAt;
       },
       get busy() {
-        return (self.#handlers?.busy ?? false) || self.#requests.size > 0;
+        return (self.#handlers?.busy ?? false) || (self.#requestTable?.size ?? 0) > 0;
       },
       get closing() {
         return self.#closing;
       },
       sendPing: () => this.#outbox.enqueue({ type: "ping" }, false),
       expire: (now) => this.#handlers?.expire(now),
+      onIdle: () => void this.close({ code: CloseCode.IdleTimeout, reason: "idle timeout" }),
+      onDead: (error) => this.#fail(error),
     }, liveness);
-    this.#liveness.subscribe((event) => {
-      if (event.type === "idle") {
-        void this.close({ code: CloseCode.IdleTimeout, reason: "idle timeout" });
-      } else if (event.type === "dead") {
-        this.#fail(event.error);
-      }
-    });
-    this.#router = this.#routes();
     // Bytes that arrived together with the end of the handshake are parsed by the first read.
     reader.startSession(maxPayload);
     this.#readLoopDone = this.#readLoop();
@@ -616,7 +608,7 @@ export class Connection implements AsyncDisposable {
         await yieldTurn();
         continue;
       }
-      this.#router.route(decoder.take());
+      Connection.#router.route(this, decoder.take());
     }
   }
 
@@ -645,51 +637,57 @@ export class Connection implements AsyncDisposable {
     }
   }
 
-  /** The routes of the built-in message families. */
-  #routes(): MessageRouter {
-    const handlers = this.#handlers;
-    const hasPing = this.#dispatcher?.has("PING") ?? false;
-    return new MessageRouter((message) => {
-      // Un-numbered application messages: the dispatcher's, else the application's.
-      this.#liveness.markActive();
-      if (handlers !== undefined) handlers.handleOrdered(message);
-      else this.#inbox.deliver(message);
+  /**
+   * The routes of the built-in message families, shared by every connection. A new family
+   * (streams, cluster probes) registers its message types here.
+   */
+  static readonly #router: MessageRouter<Connection> = new MessageRouter<Connection>(
+    // Un-numbered application messages: the dispatcher's, else the application's.
+    (c, message) => {
+      c.#liveness.markActive();
+      if (c.#handlers !== undefined) c.#handlers.handleOrdered(message);
+      else c.#inbox.deliver(message);
+    },
+  )
+    .register("pong", (c) => c.#liveness.pong())
+    // A heartbeat: answered, but it is not activity (the idle timeout ignores it).
+    .register("ping", (c, message) => {
+      if (c.#hasPing) c.#handlers!.handleOrdered(message);
+      else c.#outbox.enqueue({ type: "pong" }, false);
     })
-      .register("pong", () => this.#liveness.pong())
-      // A heartbeat: answered, but it is not activity (the idle timeout ignores it).
-      .register("ping", (message) => {
-        if (hasPing) handlers!.handleOrdered(message);
-        else this.#outbox.enqueue({ type: "pong" }, false);
-      })
-      .register("response", (message) => {
-        this.#liveness.markActive();
-        this.#requests.answer(message);
-      })
-      .register("error", (message) => {
-        this.#liveness.markActive();
-        this.#requests.answer(message);
-      })
-      .register("cancel", (message) => handlers?.cancel(message.id))
-      .register("disconnect", () => this.#onPeerClose())
-      .register("request", (message) => {
-        const isPing = message.message.type === "ping";
-        if (!isPing) this.#liveness.markActive();
-        if (handlers !== undefined && (!isPing || hasPing)) {
-          handlers.handleRequest(message);
-        } else if (isPing) {
-          this.#outbox.enqueue(
-            { type: "response", id: message.id, message: { type: "pong" } },
-            false,
-          );
-        } else {
-          this.#outbox.enqueue({
-            type: "error",
-            id: message.id,
-            code: ErrorCodes.UnknownOpcode,
-            text: "This side handles no requests",
-          }, false);
-        }
-      });
+    .register("response", (c, message) => c.#onAnswer(message))
+    .register("error", (c, message) => c.#onAnswer(message))
+    .register("cancel", (c, message) => c.#handlers?.cancel(message.id))
+    .register("disconnect", (c) => c.#onPeerClose())
+    .register("request", (c, message) => {
+      const isPing = message.message.type === "ping";
+      if (!isPing) c.#liveness.markActive();
+      if (c.#handlers !== undefined && (!isPing || c.#hasPing)) {
+        c.#handlers.handleRequest(message);
+      } else if (isPing) {
+        c.#outbox.enqueue({ type: "response", id: message.id, message: { type: "pong" } }, false);
+      } else {
+        c.#outbox.enqueue({
+          type: "error",
+          id: message.id,
+          code: ErrorCodes.UnknownOpcode,
+          text: "This side handles no requests",
+        }, false);
+      }
+    });
+
+  #onAnswer(message: Extract<Message, { type: "response" | "error" }>): void {
+    this.#liveness.markActive();
+    // No table yet: nothing was ever asked, so this is a late or stray answer.
+    this.#requestTable?.answer(message);
+  }
+
+  /** The table of requests this side sent, made with the first one (servers rarely send any). */
+  get #requests(): RequestTable {
+    return this.#requestTable ??= new RequestTable(
+      (message) => this.#outbox.enqueue(message, false),
+      this.#responseMs,
+    );
   }
 
   #handlerFailed(message: Message, error: unknown): void {
@@ -779,7 +777,7 @@ export class Connection implements AsyncDisposable {
       (this.#decoder.pending || (this.#handlers?.busy ?? false)) && !this.#closed
     ) {
       if (this.#decoder.pending && !this.#mustPause()) {
-        this.#router.route(this.#decoder.take());
+        Connection.#router.route(this, this.#decoder.take());
         continue;
       }
       // Woken by a handler that finished (or a write, or the close itself): no polling.
@@ -839,7 +837,7 @@ export class Connection implements AsyncDisposable {
     const closing = farewell === undefined
       ? Promise.resolve(closeQuietly(this.#conn))
       : this.#writeFarewell(farewell);
-    this.#requests.close(
+    this.#requestTable?.close(
       error ?? new ProtocolError("ConnectionClosed", "Connection closed before the answer"),
     );
     this.#handlers?.close();

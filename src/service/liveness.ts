@@ -38,6 +38,14 @@ export interface LivenessHost {
    * @param now The current time (performance.now()).
    */
   expire(now: number): void;
+  /** Nothing but heartbeats moved for the idle timeout. */
+  onIdle(): void;
+  /**
+   * The peer missed its heartbeats, or a write made no progress.
+   *
+   * @param error Which, as a `Timeout` error.
+   */
+  onDead(error: ProtocolError): void;
 }
 
 /** Options of {@linkcode Liveness}. */
@@ -61,7 +69,15 @@ export interface LivenessOptions {
  * import assert from "node:assert/strict";
  *
  * const events: LivenessEvent["type"][] = [];
- * const host = { writeStartedAt: 0, busy: false, closing: false, sendPing() {}, expire() {} };
+ * const host = {
+ *   writeStartedAt: 0,
+ *   busy: false,
+ *   closing: false,
+ *   sendPing() {},
+ *   expire() {},
+ *   onIdle() {},
+ *   onDead() {},
+ * };
  * const liveness = new Liveness(host, { heartbeatMs: 20, idleMs: 0, writeTimeoutMs: 0 });
  * liveness.subscribe((event) => events.push(event.type));
  * await new Promise((resolve) => setTimeout(resolve, 200));
@@ -75,7 +91,8 @@ export class Liveness {
   readonly #idleMs: number;
   readonly #writeTimeoutMs: number;
   readonly #tickMs: number;
-  readonly #listeners: ((event: LivenessEvent) => void)[] = [];
+  /** Other subscribers than the host (made with the first). */
+  #listeners: ((event: LivenessEvent) => void)[] | undefined;
   readonly #watchdog = (): void => this.#onTick();
   #lastReceived = performance.now();
   #lastActivity = performance.now();
@@ -119,7 +136,7 @@ export class Liveness {
    * @param listener Called with each event.
    */
   subscribe(listener: (event: LivenessEvent) => void): void {
-    this.#listeners.push(listener);
+    (this.#listeners ??= []).push(listener);
   }
 
   /** Something arrived from the peer: it is alive. */
@@ -150,7 +167,9 @@ export class Liveness {
   }
 
   #emit(event: LivenessEvent): void {
-    for (const listener of this.#listeners) listener(event);
+    if (event.type === "idle") this.#host.onIdle();
+    else if (event.type === "dead") this.#host.onDead(event.error);
+    if (this.#listeners !== undefined) { for (const listener of this.#listeners) listener(event); }
   }
 
   #onTick(): void {
