@@ -15,6 +15,7 @@
 
 import { COMPRESSION_ALGORITHMS } from "../core/message.ts";
 import { PATTERN_NAMES } from "../secure/hello.ts";
+import { DEFAULT_ALPN_PROTOCOLS } from "../transport/tls.ts";
 import { TRANSPORT_KINDS } from "../transport/types.ts";
 import type {
   AnySpec,
@@ -288,7 +289,7 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
     },
     tlsAlpn: {
       kind: "strings",
-      default: ["npro/2"],
+      default: [...DEFAULT_ALPN_PROTOCOLS],
       itemBytes: { min: 1, max: 255 },
       description: "ALPN protocol names.",
       readBy: [DAEMON, CLIENT],

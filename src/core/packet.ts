@@ -92,10 +92,10 @@ export function readPacketHeader(
     );
   }
   const version = bytes[offset + 4]!;
-  if (version !== 1 && version !== 2) {
+  if (!SUPPORTED_VERSIONS.includes(version)) {
     throw new ProtocolError(
       "UnsupportedVersion",
-      `Packet version "${version}" is not supported: expected 1 or 2`,
+      `Packet version "${version}" is not supported: expected ${SUPPORTED_VERSIONS.join(" or ")}`,
     );
   }
   const length = ((bytes[offset + 5]! << 24) >>> 0) + (bytes[offset + 6]! << 16) +
@@ -309,8 +309,10 @@ export function decodePacket(bytes: Uint8Array, options?: PacketLimitOptions): P
 }
 
 function checkEncodable(version: number, length: number, max: number): void {
-  if (version !== 1 && version !== 2) {
-    throw new RangeError(`Cannot encode packet version "${version}": expected 1 or 2`);
+  if (!SUPPORTED_VERSIONS.includes(version)) {
+    throw new RangeError(
+      `Cannot encode packet version "${version}": expected ${SUPPORTED_VERSIONS.join(" or ")}`,
+    );
   }
   if (length > max) {
     throw new ProtocolError(

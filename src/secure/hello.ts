@@ -17,6 +17,7 @@
  * @module
  */
 
+import { PROTOCOL_VERSION } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
 
 /** The hello format version this library writes and accepts. */
@@ -282,8 +283,8 @@ export function helloPrologue(header: Uint8Array): Uint8Array {
   return out;
 }
 
-/** The prologue label: ASCII `npro/2` followed by a zero byte. */
-export const PROLOGUE_LABEL: Uint8Array = new TextEncoder().encode("npro/2\0");
+/** The prologue label: ASCII `npro/2` (the packet version) followed by a zero byte. */
+export const PROLOGUE_LABEL: Uint8Array = new TextEncoder().encode(`npro/${PROTOCOL_VERSION}\0`);
 
 function handshakeError(message: string): ProtocolError {
   return new ProtocolError("HandshakeFailed", message);

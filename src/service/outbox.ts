@@ -14,7 +14,7 @@ import {
   type Message,
   writeBatchEntries,
 } from "../core/message.ts";
-import { encodePackets, HEADER_SIZE, writePacketHeader } from "../core/packet.ts";
+import { encodePackets, HEADER_SIZE, PROTOCOL_VERSION, writePacketHeader } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
 import type { SecureChannel } from "../secure/channel.ts";
 
@@ -315,7 +315,7 @@ export class Outbox {
       out.set(payload, HEADER_SIZE);
       return out;
     }
-    return encodePackets(payloads.map((payload) => ({ version: 2, payload })), {
+    return encodePackets(payloads.map((payload) => ({ version: PROTOCOL_VERSION, payload })), {
       maxPayloadSize: this.#sendPayload,
     });
   }

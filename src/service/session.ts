@@ -5,7 +5,7 @@
  * @module
  */
 
-import { encodePackets } from "../core/packet.ts";
+import { encodePackets, PROTOCOL_VERSION } from "../core/packet.ts";
 import { createConfig, type NetworkConfig, type NetworkConfigInput } from "../config/mod.ts";
 import { ProtocolError } from "../errors.ts";
 import {
@@ -53,7 +53,10 @@ function handshakeIO(conn: Deno.Conn, reader: FrameReader): HandshakeIO {
   return {
     readPacket: () => reader.readPacket(),
     writePackets: (payloads) =>
-      writeAll(conn, encodePackets(payloads.map((payload) => ({ version: 2, payload })))),
+      writeAll(
+        conn,
+        encodePackets(payloads.map((payload) => ({ version: PROTOCOL_VERSION, payload }))),
+      ),
   };
 }
 

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { PROTOCOL_VERSION } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
 import {
   checkBacklog,
@@ -25,7 +26,9 @@ import type {
 } from "./types.ts";
 
 /** The ALPN protocol name of this protocol's version 2, offered and accepted by default. */
-export const DEFAULT_ALPN_PROTOCOLS: readonly string[] = Object.freeze(["npro/2"]);
+export const DEFAULT_ALPN_PROTOCOLS: readonly string[] = Object.freeze([
+  `npro/${PROTOCOL_VERSION}`,
+]);
 
 /**
  * PEM material: the PEM text itself (`"-----BEGIN CERTIFICATE-----\n..."`), or `{ path }` to
