@@ -34,13 +34,13 @@ import type {
   SessionInfo,
 } from "./connection_options.ts";
 import type { FrameReader } from "./frame_reader.ts";
-import { HandlerQueue } from "./handler_queue.ts";
-import { Liveness } from "./liveness.ts";
+import { HandlerQueue, type HandlerQueueHost } from "./handler_queue.ts";
+import { Liveness, type LivenessHost } from "./liveness.ts";
 import { MessageRouter } from "./message_router.ts";
-import { Outbox, RECORD_OVERHEAD } from "./outbox.ts";
+import { Outbox, type OutboxHost, RECORD_OVERHEAD } from "./outbox.ts";
 import { closeCodeFor, closeReason, PeerClosedError } from "./peer_closed_error.ts";
 import { ReceiveQueue } from "./receive_queue.ts";
-import { RecordDecoder } from "./record_decoder.ts";
+import { RecordDecoder, type RecordDecoderHost } from "./record_decoder.ts";
 import { abortable, yieldTurn } from "../util/async.ts";
 import { nonNegativeOption, positiveOption } from "../util/options.ts";
 import { closeQuietly } from "../util/resource.ts";
@@ -198,19 +198,17 @@ export class Connection implements AsyncDisposable {
         DEFAULT_WRITE_TIMEOUT_MS,
       ),
     };
+    // One object answers every part's calls, with its methods on the prototype: no closure per
+    // connection and part (idle connections are many; see docs/PERFORMANCE.md, idle memory).
+    const hooks = new Connection.#Hooks(this);
     this.#decoder = new RecordDecoder(session.channel, {
       // A decrypted record is a fresh buffer: its messages may be views into it (no copy).
       ownedInput: session.channel !== null,
       // The decoded total of one batch is capped at the packet limit, whatever decompressor.
       maxDecodedBytes: maxPayload,
       ...(options.decompressor === undefined ? {} : { decompressor: options.decompressor }),
-    }, (kind, detail) => {
-      this.#violation(kind, detail);
-      return this.#closed;
-    });
+    }, hooks);
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
-
-    const onProgress = () => this.#onProgress();
     this.#outbox = new Outbox({
       conn,
       channel: session.channel,
@@ -221,37 +219,17 @@ export class Connection implements AsyncDisposable {
       ),
       maxBytes: this.#maxOutbound,
       compressor: options.compressor,
-      onWritten: onProgress,
-      onError: (error) => this.#fail(error),
-      onActivity: () => this.#liveness.markActive(),
+      host: hooks,
     });
     this.#hasPing = this.#dispatcher?.has("PING") ?? false;
-    this.#inbox = new ReceiveQueue(maxReceive, onProgress);
+    this.#inbox = new ReceiveQueue(maxReceive, hooks);
     this.#handlers = this.#dispatcher === undefined ? undefined : new HandlerQueue({
       dispatcher: this.#dispatcher,
       remoteAddr: remoteAddrOf(conn),
       remoteStaticKey: session.remoteStaticKey,
-      reply: (message) => this.#reply(message),
-      onSettled: onProgress,
-      onUnorderedFailure: (message, error) => this.#handlerFailed(message, error),
+      host: hooks,
     });
-    // deno-lint-ignore no-this-alias
-    const self = this;
-    this.#liveness = new Liveness({
-      get writeStartedAt() {
-        return self.#outbox.writeStartedAt;
-      },
-      get busy() {
-        return (self.#handlers?.busy ?? false) || (self.#requestTable?.size ?? 0) > 0;
-      },
-      get closing() {
-        return self.#closing;
-      },
-      sendPing: () => this.#outbox.enqueue({ type: "ping" }, false),
-      expire: (now) => this.#handlers?.expire(now),
-      onIdle: () => void this.close({ code: CloseCode.IdleTimeout, reason: "idle timeout" }),
-      onDead: (error) => this.#fail(error),
-    }, liveness);
+    this.#liveness = new Liveness(hooks, liveness);
     // Bytes that arrived together with the end of the handshake are parsed by the first read.
     reader.startSession(maxPayload);
     this.#readLoopDone = this.#readLoop();
@@ -636,6 +614,67 @@ export class Connection implements AsyncDisposable {
       this.#onPeerClose();
     }
   }
+
+  /** What the parts call back into: one per connection, its methods shared on the prototype. */
+  static readonly #Hooks = class ConnectionHooks
+    implements OutboxHost, HandlerQueueHost, LivenessHost, RecordDecoderHost {
+    readonly c: Connection;
+
+    constructor(c: Connection) {
+      this.c = c;
+    }
+
+    // Progress: capacity may have come back.
+    onWritten(): void {
+      this.c.#onProgress();
+    }
+    onSettled(): void {
+      this.c.#onProgress();
+    }
+    onTaken(): void {
+      this.c.#onProgress();
+    }
+
+    onWriteError(error: ProtocolError): void {
+      this.c.#fail(error);
+    }
+    onActivity(): void {
+      this.c.#liveness.markActive();
+    }
+    reply(message: Message): void {
+      this.c.#reply(message);
+    }
+    onUnorderedFailure(message: Message, error: unknown): void {
+      this.c.#handlerFailed(message, error);
+    }
+    onViolation(kind: string, detail: string): boolean {
+      this.c.#violation(kind, detail);
+      return this.c.#closed;
+    }
+
+    // Liveness.
+    get writeStartedAt(): number {
+      return this.c.#outbox.writeStartedAt;
+    }
+    get busy(): boolean {
+      return (this.c.#handlers?.busy ?? false) || (this.c.#requestTable?.size ?? 0) > 0;
+    }
+    get closing(): boolean {
+      return this.c.#closing;
+    }
+    sendPing(): void {
+      this.c.#outbox.enqueue({ type: "ping" }, false);
+    }
+    expire(now: number): void {
+      this.c.#handlers?.expire(now);
+    }
+    onIdle(): void {
+      void this.c.close({ code: CloseCode.IdleTimeout, reason: "idle timeout" });
+    }
+    onDead(error: ProtocolError): void {
+      this.c.#fail(error);
+    }
+  };
 
   /**
    * The routes of the built-in message families, shared by every connection. A new family

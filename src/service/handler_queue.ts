@@ -89,11 +89,26 @@ export interface HandlerQueueOptions {
   remoteAddr: Deno.Addr | undefined;
   /** The peer's static key, for handler contexts. */
   remoteStaticKey: Uint8Array | undefined;
-  /** Sends a reply (the connection checks its size). */
+  /** Sends the replies and hears about failures. */
+  host: HandlerQueueHost;
+}
+
+/** What a {@linkcode HandlerQueue} asks of its connection. */
+export interface HandlerQueueHost {
+  /**
+   * Sends a reply (the connection checks its size).
+   *
+   * @param message The reply.
+   */
   reply(message: Message): void;
-  /** Called when a handler finished or a held reply went out: capacity was freed. */
+  /** A handler finished or a held reply went out: capacity was freed. */
   onSettled(): void;
-  /** Called when a handler of an un-numbered message failed (or nobody handles it). */
+  /**
+   * A handler of an un-numbered message failed (or nobody handles it).
+   *
+   * @param message The message.
+   * @param error What the handler threw.
+   */
   onUnorderedFailure(message: Message, error: unknown): void;
 }
 
@@ -112,9 +127,11 @@ export interface HandlerQueueOptions {
  *   dispatcher: registerStandardHandlers(new Dispatcher()),
  *   remoteAddr: undefined,
  *   remoteStaticKey: undefined,
- *   reply: (message) => replies.push(message),
- *   onSettled: () => {},
- *   onUnorderedFailure: () => {},
+ *   host: {
+ *     reply: (message) => replies.push(message),
+ *     onSettled: () => {},
+ *     onUnorderedFailure: () => {},
+ *   },
  * });
  * queue.handleRequest({ type: "request", id: 7, message: { type: "echo", text: "a" } });
  * queue.handleOrdered({ type: "ping" });
@@ -128,9 +145,7 @@ export class HandlerQueue {
   readonly #dispatcher: Dispatcher;
   readonly #remoteAddr: Deno.Addr | undefined;
   readonly #remoteStaticKey: Uint8Array | undefined;
-  readonly #reply: (message: Message) => void;
-  readonly #onSettled: () => void;
-  readonly #onUnorderedFailure: (message: Message, error: unknown) => void;
+  readonly #host: HandlerQueueHost;
   /** Numbered requests whose async handler runs, by id. */
   readonly #numbered = new Map<number, HandlerContextImpl>();
   /** Async handlers running: numbered and un-numbered. */
@@ -151,9 +166,7 @@ export class HandlerQueue {
     this.#dispatcher = options.dispatcher;
     this.#remoteAddr = options.remoteAddr;
     this.#remoteStaticKey = options.remoteStaticKey;
-    this.#reply = options.reply;
-    this.#onSettled = options.onSettled;
-    this.#onUnorderedFailure = options.onUnorderedFailure;
+    this.#host = options.host;
   }
 
   /** Async handlers running now (numbered and un-numbered). */
@@ -186,7 +199,7 @@ export class HandlerQueue {
     const ctx = new HandlerContextImpl(this.#remoteAddr, this.#remoteStaticKey, true);
     const reply = this.#dispatcher.handle(message, ctx);
     if (!(reply instanceof Promise)) {
-      this.#reply(reply);
+      this.#host.reply(reply);
       return;
     }
     if (message.deadline !== undefined) ctx.expiresAt = performance.now() + message.deadline;
@@ -208,8 +221,8 @@ export class HandlerQueue {
           text: reason instanceof Error ? reason.message : "Request was cancelled",
         };
       }
-      this.#reply(answer);
-      this.#onSettled();
+      this.#host.reply(answer);
+      this.#host.onSettled();
     });
   }
 
@@ -225,12 +238,12 @@ export class HandlerQueue {
     try {
       reply = this.#dispatcher.handle(message, ctx);
     } catch (error) {
-      this.#onUnorderedFailure(message, error);
+      this.#host.onUnorderedFailure(message, error);
       if (this.#slots.length > this.#slotHead) this.#pushSlot(true, null);
       return;
     }
     if (!(reply instanceof Promise)) {
-      if (this.#slots.length === this.#slotHead) this.#reply(reply);
+      if (this.#slots.length === this.#slotHead) this.#host.reply(reply);
       else this.#pushSlot(true, reply);
       return;
     }
@@ -240,12 +253,12 @@ export class HandlerQueue {
       (answer) => {
         slot.reply = answer;
       },
-      (error) => this.#onUnorderedFailure(message, error),
+      (error) => this.#host.onUnorderedFailure(message, error),
     ).finally(() => {
       this.#running--;
       this.#settle(slot);
       this.#release();
-      this.#onSettled();
+      this.#host.onSettled();
     });
   }
 
@@ -310,7 +323,7 @@ export class HandlerQueue {
       this.#slotHead++;
       this.#heldCount--;
       this.#heldBytes -= slot.bytes;
-      if (slot.reply !== null && !this.#closed) this.#reply(slot.reply);
+      if (slot.reply !== null && !this.#closed) this.#host.reply(slot.reply);
     }
     if (this.#slotHead === slots.length) {
       this.#slots = [];

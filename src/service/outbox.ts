@@ -45,11 +45,21 @@ export interface OutboxOptions {
   maxBytes: number;
   /** Compresses message bodies (negotiated compression). */
   compressor?: BodyCompressor | undefined;
-  /** Called after each write completes: room was made. */
+  /** Told about writes and activity. */
+  host: OutboxHost;
+}
+
+/** What an {@linkcode Outbox} tells its connection. */
+export interface OutboxHost {
+  /** A write completed: room was made. */
   onWritten(): void;
-  /** Called when a write fails: the connection is broken. */
-  onError(error: ProtocolError): void;
-  /** Called when a message other than a heartbeat is queued (activity, for the idle timeout). */
+  /**
+   * A write failed: the connection is broken.
+   *
+   * @param error The failure.
+   */
+  onWriteError(error: ProtocolError): void;
+  /** A message other than a heartbeat was queued (activity, for the idle timeout). */
   onActivity(): void;
 }
 
@@ -63,9 +73,7 @@ export class Outbox {
   readonly #sendPayload: number;
   readonly #maxBytes: number;
   readonly #compressor: BodyCompressor | undefined;
-  readonly #onWritten: () => void;
-  readonly #onError: (error: ProtocolError) => void;
-  readonly #onActivity: () => void;
+  readonly #host: OutboxHost;
   #queue: Message[] = [];
   /** `#sizes[i]` is the encoded size of `#queue[i]`, computed once when it was queued. */
   #sizes: number[] = [];
@@ -91,9 +99,7 @@ export class Outbox {
     this.#sendPayload = options.sendPayload;
     this.#maxBytes = options.maxBytes;
     this.#compressor = options.compressor;
-    this.#onWritten = options.onWritten;
-    this.#onError = options.onError;
-    this.#onActivity = options.onActivity;
+    this.#host = options.host;
   }
 
   /** Bytes queued or being written. */
@@ -167,7 +173,7 @@ export class Outbox {
     this.#sizes.push(size);
     this.#entryBytes += batchEntrySize(size);
     this.#queuedBytes += size + PER_MESSAGE_OVERHEAD;
-    if (!isHeartbeat(message)) this.#onActivity();
+    if (!isHeartbeat(message)) this.#host.onActivity();
     if (!this.#scheduled && !this.#writing) {
       this.#scheduled = true;
       queueMicrotask(() => void this.flushNow().catch(() => {}));
@@ -186,7 +192,7 @@ export class Outbox {
 
   /**
    * Encodes and writes what is queued now, and what is queued while that write runs, until the
-   * queue is empty. A write failure is reported through `onError`.
+   * queue is empty. A write failure is reported to the host.
    */
   async flushNow(): Promise<void> {
     this.#scheduled = false;
@@ -207,10 +213,10 @@ export class Outbox {
         this.#queuedBytes = 0;
         await this.write(this.#encode(messages, sizes, entryBytes));
         this.#writingBytes = 0;
-        this.#onWritten();
+        this.#host.onWritten();
       }
     } catch (error) {
-      this.#onError(
+      this.#host.onWriteError(
         error instanceof ProtocolError
           ? error
           : new ProtocolError("Internal", `Unexpected failure: ${String(error)}`, {

@@ -20,7 +20,7 @@ type Waiter = (message: Message | null) => void;
  * import { ReceiveQueue } from "./receive_queue.ts";
  * import assert from "node:assert/strict";
  *
- * const queue = new ReceiveQueue(2, () => {});
+ * const queue = new ReceiveQueue(2, { onTaken: () => {} });
  * const next = queue.receive();
  * queue.deliver({ type: "ping" });
  * assert.deepEqual(await next, { type: "ping" });
@@ -30,7 +30,7 @@ type Waiter = (message: Message | null) => void;
  */
 export class ReceiveQueue {
   readonly #limit: number;
-  readonly #onTaken: () => void;
+  readonly #host: { onTaken(): void };
   #queue: Message[] = [];
   #waiters: Waiter[] = [];
   #closed = false;
@@ -39,11 +39,11 @@ export class ReceiveQueue {
    * Creates an empty queue.
    *
    * @param limit How many messages it holds before {@linkcode ReceiveQueue.full} says so.
-   * @param onTaken Called when the application took messages (reading may resume).
+   * @param host Told when the application took messages (reading may resume).
    */
-  constructor(limit: number, onTaken: () => void) {
+  constructor(limit: number, host: { onTaken(): void }) {
     this.#limit = limit;
-    this.#onTaken = onTaken;
+    this.#host = host;
   }
 
   /** Whether it holds its limit of messages (the connection pauses reading). */
@@ -71,7 +71,7 @@ export class ReceiveQueue {
   receive(signal?: AbortSignal): Promise<Message | null> {
     if (this.#queue.length > 0) {
       const message = this.#queue.shift()!;
-      if (this.#queue.length < this.#limit) this.#onTaken();
+      if (this.#queue.length < this.#limit) this.#host.onTaken();
       return Promise.resolve(message);
     }
     if (this.#closed) return Promise.resolve(null);
@@ -107,7 +107,7 @@ export class ReceiveQueue {
   #takeAll(): Message[] {
     const batch = this.#queue;
     this.#queue = [];
-    this.#onTaken();
+    this.#host.onTaken();
     return batch;
   }
 

@@ -21,6 +21,18 @@ export const RECORDS_PER_TURN = 1024;
 
 const NO_MESSAGES: Message[] = [];
 
+/** What a {@linkcode RecordDecoder} tells its connection. */
+export interface RecordDecoderHost {
+  /**
+   * A protocol violation (an empty record).
+   *
+   * @param kind A short name of it.
+   * @param detail What happened.
+   * @returns `true` when the connection ended because of it (decoding stops).
+   */
+  onViolation(kind: string, detail: string): boolean;
+}
+
 /**
  * Decodes the packets of one session and queues their messages.
  *
@@ -30,7 +42,7 @@ const NO_MESSAGES: Message[] = [];
  * import { encodeBatch } from "../core/message.ts";
  * import assert from "node:assert/strict";
  *
- * const decoder = new RecordDecoder(null, {}, () => false);
+ * const decoder = new RecordDecoder(null, {}, { onViolation: () => false });
  * const payload = encodeBatch([{ type: "ping" }, { type: "echo", text: "a" }]);
  * assert.equal(decoder.decode([{ version: 2, payload }], 0), 1);
  * assert.deepEqual(decoder.take(), { type: "ping" });
@@ -41,7 +53,7 @@ const NO_MESSAGES: Message[] = [];
 export class RecordDecoder {
   readonly #channel: SecureChannel | null;
   readonly #options: DecodeBatchOptions;
-  readonly #onViolation: (kind: string, detail: string) => boolean;
+  readonly #host: RecordDecoderHost;
   #queue: Message[] = NO_MESSAGES;
   #index = 0;
   #close: CloseInfo | undefined;
@@ -51,17 +63,12 @@ export class RecordDecoder {
    *
    * @param channel The session's channel, or `null` in plaintext mode.
    * @param options How batches are decoded (decompression, limits, ownership of the input).
-   * @param onViolation Told about a protocol violation (an empty record); returns `true` when
-   * the connection ended because of it, which stops decoding.
+   * @param host Told about protocol violations.
    */
-  constructor(
-    channel: SecureChannel | null,
-    options: DecodeBatchOptions,
-    onViolation: (kind: string, detail: string) => boolean,
-  ) {
+  constructor(channel: SecureChannel | null, options: DecodeBatchOptions, host: RecordDecoderHost) {
     this.#channel = channel;
     this.#options = options;
-    this.#onViolation = onViolation;
+    this.#host = host;
   }
 
   /** The peer's CLOSE, once a record carried it: nothing after it is decoded. */
@@ -111,7 +118,7 @@ export class RecordDecoder {
       if (body.length === 0) {
         // A sender never seals an empty DATA record (nor sends an empty packet): each one
         // costs a decryption for nothing.
-        if (this.#onViolation("empty record", "Received a record with no messages")) {
+        if (this.#host.onViolation("empty record", "Received a record with no messages")) {
           return packets.length;
         }
         continue;
