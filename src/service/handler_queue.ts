@@ -147,7 +147,8 @@ export class HandlerQueue {
   readonly #remoteStaticKey: Uint8Array | undefined;
   readonly #host: HandlerQueueHost;
   /** Numbered requests whose async handler runs, by id. */
-  readonly #numbered = new Map<number, HandlerContextImpl>();
+  /** Made with the first async numbered handler: most connections of a server never need it. */
+  #numbered: Map<number, HandlerContextImpl> | undefined;
   /** Async handlers running: numbered and un-numbered. */
   #running = 0;
   #slots: ReplySlot[] = [];
@@ -203,10 +204,10 @@ export class HandlerQueue {
       return;
     }
     if (message.deadline !== undefined) ctx.expiresAt = performance.now() + message.deadline;
-    this.#numbered.set(message.id, ctx);
+    (this.#numbered ??= new Map()).set(message.id, ctx);
     this.#running++;
     reply.then((answer) => {
-      this.#numbered.delete(message.id);
+      this.#numbered!.delete(message.id);
       this.#running--;
       if (this.#closed) return;
       const aborted = abortReason(ctx);
@@ -268,7 +269,7 @@ export class HandlerQueue {
    * @param id The request id.
    */
   cancel(id: number): void {
-    const ctx = this.#numbered.get(id);
+    const ctx = this.#numbered?.get(id);
     if (ctx !== undefined) {
       abortContext(ctx, new ProtocolError("Cancelled", `Peer cancelled request ${id}`));
     }
@@ -280,6 +281,7 @@ export class HandlerQueue {
    * @param now The current time (performance.now()).
    */
   expire(now: number): void {
+    if (this.#numbered === undefined) return;
     for (const [id, ctx] of this.#numbered) {
       if (ctx.expiresAt < now) {
         abortContext(ctx, new ProtocolError("Timeout", `Request ${id} passed its deadline`));
@@ -290,7 +292,7 @@ export class HandlerQueue {
   /** Aborts every running handler and drops what is held: the connection closed. */
   close(): void {
     this.#closed = true;
-    for (const ctx of this.#numbered.values()) {
+    for (const ctx of this.#numbered?.values() ?? []) {
       abortContext(ctx, new ProtocolError("ConnectionClosed", "Connection closed"));
     }
   }
