@@ -52,12 +52,7 @@ export { PacketDecoder, PacketDecoderStream, PacketEncoderStream } from "./src/c
 export type { PacketDecoderOptions } from "./src/core/codec.ts";
 
 export {
-  COMPRESSION_FLAG_MASK,
-  COMPRESSION_IDS,
-  compressionFeatureBit,
-  decodeBatch,
   decodeMessage,
-  encodeBatch,
   encodedMessageSize,
   encodeMessage,
   ErrorCodes,
@@ -66,15 +61,10 @@ export {
   RESERVED_OPCODES,
 } from "./src/core/message.ts";
 export type {
-  BodyCompressor,
-  BodyDecompressor,
   CancelMessage,
-  CompressionAlgorithm,
   CustomMessage,
-  DecodeBatchOptions,
   DisconnectMessage,
   EchoMessage,
-  EncodeBatchOptions,
   ErrorMessage,
   Message,
   PingMessage,
@@ -83,6 +73,15 @@ export type {
   ResponseMessage,
   UnknownMessage,
 } from "./src/core/message.ts";
+export { COMPRESSION_FLAG_MASK, decodeBatch, encodeBatch } from "./src/core/batch.ts";
+export type {
+  BodyCompressor,
+  BodyDecompressor,
+  DecodeBatchOptions,
+  EncodeBatchOptions,
+} from "./src/core/batch.ts";
+export { COMPRESSION_IDS, compressionFeatureBit } from "./src/core/compression_ids.ts";
+export type { CompressionAlgorithm } from "./src/core/compression_ids.ts";
 
 export { Dispatcher, registerStandardHandlers } from "./src/protocol/dispatcher.ts";
 export { ApplicationError, MIN_APPLICATION_ERROR_CODE } from "./src/protocol/application_error.ts";

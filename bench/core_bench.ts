@@ -10,13 +10,8 @@
 
 import { PacketDecoder } from "../src/core/codec.ts";
 import { Slab } from "../src/core/slab.ts";
-import {
-  decodeBatch,
-  decodeMessage,
-  encodeBatch,
-  encodeMessage,
-  type Message,
-} from "../src/core/message.ts";
+import { decodeBatch, encodeBatch } from "../src/core/batch.ts";
+import { decodeMessage, encodeMessage, type Message } from "../src/core/message.ts";
 import { decodePacket, encodePacket, writePacket } from "../src/core/packet.ts";
 import { Dispatcher, registerStandardHandlers } from "../src/protocol/dispatcher.ts";
 

@@ -4,7 +4,8 @@
  * send) and reads what the server answers, record by record.
  */
 import assert from "node:assert/strict";
-import { encodeBatch, type Message } from "../src/core/message.ts";
+import { encodeBatch } from "../src/core/batch.ts";
+import type { Message } from "../src/core/message.ts";
 import { encodePackets, type Packet } from "../src/core/packet.ts";
 import { ProtocolError } from "../src/errors.ts";
 import type { SecureChannel } from "../src/secure/channel.ts";

@@ -10,13 +10,8 @@ import zlib from "node:zlib";
 import { Buffer } from "node:buffer";
 import * as lz4Module from "npm:lz4-wasm@0.9.2/lz4_wasm_bg.wasm";
 import { isProtocolError } from "../src/errors.ts";
-import {
-  type BodyDecompressor,
-  decodeBatch,
-  encodedMessageSize,
-  encodeMessage,
-  type Message,
-} from "../src/core/message.ts";
+import { type BodyDecompressor, decodeBatch } from "../src/core/batch.ts";
+import { encodedMessageSize, encodeMessage, type Message } from "../src/core/message.ts";
 import { compress, decompress, initCompression } from "../src/compression/compress.ts";
 import { createDecompressor } from "../src/compression/policy.ts";
 import { inspectZstd } from "../src/compression/zstd.ts";

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decodeBatch, encodeBatch, encodeMessage, type Message } from "../src/core/message.ts";
+import { decodeBatch, encodeBatch } from "../src/core/batch.ts";
+import { encodeMessage, type Message } from "../src/core/message.ts";
 import { isProtocolError } from "../src/errors.ts";
 import zlib from "node:zlib";
 import { compress } from "../src/compression/compress.ts";

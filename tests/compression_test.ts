@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import type { CompressionAlgorithm } from "../src/core/message.ts";
+import type { CompressionAlgorithm } from "../src/core/compression_ids.ts";
 import { isProtocolError } from "../src/errors.ts";
 import { compress, decompress, initCompression } from "../src/compression/compress.ts";
 import { inspectZstd } from "../src/compression/zstd.ts";

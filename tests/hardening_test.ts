@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { defaultConfig, type NetworkConfigInput } from "../src/config/mod.ts";
-import { encodeBatch, ErrorCodes, type Message } from "../src/core/message.ts";
+import { encodeBatch } from "../src/core/batch.ts";
+import { ErrorCodes, type Message } from "../src/core/message.ts";
 import { PacketDecoder } from "../src/core/codec.ts";
 import { encodePackets, HEADER_SIZE } from "../src/core/packet.ts";
 import { setupLogging } from "../src/log_setup.ts";

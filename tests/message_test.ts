@@ -3,10 +3,12 @@ import fc from "fast-check";
 import {
   type BodyCompressor,
   type BodyDecompressor,
-  compressionFeatureBit,
   decodeBatch,
-  decodeMessage,
   encodeBatch,
+} from "../src/core/batch.ts";
+import { compressionFeatureBit } from "../src/core/compression_ids.ts";
+import {
+  decodeMessage,
   encodedMessageSize,
   encodeMessage,
   type Message,

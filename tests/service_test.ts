@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { type Client, connect } from "../src/service/client.ts";
 import { serve, type Server } from "../src/service/daemon.ts";
 import { encodePacket } from "../src/core/packet.ts";
-import { encodeBatch, ErrorCodes, type Message } from "../src/core/message.ts";
+import { encodeBatch } from "../src/core/batch.ts";
+import { ErrorCodes, type Message } from "../src/core/message.ts";
 import { generateKeyPair } from "../src/secure/keys.ts";
 import { generateSelfSignedCert } from "../src/transport/certs.ts";
 import { ProtocolError } from "../src/errors.ts";
@@ -340,7 +341,7 @@ Deno.test("10,000 pipelined requests in one write never deadlock at backpressure
     await writeAll(conn, all);
     // Read every answer.
     const { PacketDecoder } = await import("../src/core/codec.ts");
-    const { decodeBatch } = await import("../src/core/message.ts");
+    const { decodeBatch } = await import("../src/core/batch.ts");
     const decoder = new PacketDecoder();
     const seen = new Set<number>();
     const buffer = new Uint8Array(65536);

@@ -10,8 +10,8 @@ import {
   DEFAULT_MEMORY_HIGH_WATER_MARK,
   type MemoryConn,
   memoryConnPair,
-  MemoryTransport,
-} from "../src/transport/memory.ts";
+} from "../src/transport/memory_conn.ts";
+import { MemoryTransport } from "../src/transport/memory_transport.ts";
 import type { Transport } from "../src/transport/types.ts";
 
 // ---------------------------------------------------------------------------------------------

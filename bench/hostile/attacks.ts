@@ -26,9 +26,10 @@
  * @module
  */
 
-import { encodeBatch, type Message } from "../../src/core/message.ts";
+import { encodeBatch } from "../../src/core/batch.ts";
+import type { Message } from "../../src/core/message.ts";
 import { encodePackets, HEADER_SIZE } from "../../src/core/packet.ts";
-import { decodeBatch } from "../../src/core/message.ts";
+import { decodeBatch } from "../../src/core/batch.ts";
 import { clientHandshake } from "../../src/secure/handshake_runner.ts";
 import { FrameReader } from "../../src/service/frame_reader.ts";
 import { type RawPeer, rawSecurePeer } from "../../tests/_hostile_peer.ts";

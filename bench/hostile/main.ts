@@ -47,7 +47,7 @@
  */
 
 import { CipherState } from "../../src/secure/noise/cipher_state.ts";
-import { encodeBatch } from "../../src/core/message.ts";
+import { encodeBatch } from "../../src/core/batch.ts";
 import { SecureChannel } from "../../src/secure/channel.ts";
 import { MAX_HANDSHAKE_PAYLOAD } from "../../src/secure/handshake.ts";
 import {

@@ -2,12 +2,12 @@ import { compress } from "../../src/compression/compress.ts";
 import { createDecompressor } from "../../src/compression/policy.ts";
 import {
   type BodyCompressor,
-  COMPRESSION_IDS,
   decodeBatch,
   type DecodeBatchOptions,
   encodeBatch,
-  type Message,
-} from "../../src/core/message.ts";
+} from "../../src/core/batch.ts";
+import { COMPRESSION_IDS } from "../../src/core/compression_ids.ts";
+import type { Message } from "../../src/core/message.ts";
 import { ProtocolError } from "../../src/errors.ts";
 import {
   DEFAULT_MAX_KEY_UPDATES_PER_SECOND,

@@ -1,4 +1,5 @@
-import { decodeBatch, decodeMessage, encodeBatch, encodeMessage } from "../../src/core/message.ts";
+import { decodeBatch, encodeBatch } from "../../src/core/batch.ts";
+import { decodeMessage, encodeMessage } from "../../src/core/message.ts";
 import type { FuzzTarget } from "../target.ts";
 
 /** The message and batch decoders; whatever decodes must re-encode and decode to the same. */

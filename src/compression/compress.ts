@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { CompressionAlgorithm } from "../core/message.ts";
+import type { CompressionAlgorithm } from "../core/compression_ids.ts";
 import { ProtocolError } from "../errors.ts";
 import { lz4Compress, lz4Decompress } from "./lz4.ts";
 import { initZstdWasm, zstdCompress, zstdDecompress } from "./zstd.ts";

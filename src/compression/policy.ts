@@ -18,14 +18,13 @@
  * @module
  */
 
+import type { BodyCompressor, BodyDecompressor } from "../core/batch.ts";
 import {
-  type BodyCompressor,
-  type BodyDecompressor,
   COMPRESSION_ALGORITHMS,
   COMPRESSION_IDS,
   type CompressionAlgorithm,
   compressionFeatureBit,
-} from "../core/message.ts";
+} from "../core/compression_ids.ts";
 import { ProtocolError } from "../errors.ts";
 import { lz4Compress, lz4Decompress } from "./lz4.ts";
 import {

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { COMPRESSION_ALGORITHMS } from "../core/message.ts";
+import { COMPRESSION_ALGORITHMS } from "../core/compression_ids.ts";
 import { PATTERN_NAMES } from "../secure/hello.ts";
 import { DEFAULT_ALPN_PROTOCOLS } from "../transport/tls.ts";
 import { TRANSPORT_KINDS } from "../transport/types.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { CompressionAlgorithm } from "../core/message.ts";
+import type { CompressionAlgorithm } from "../core/compression_ids.ts";
 import type { PatternName } from "../secure/hello.ts";
 import type { TransportKind } from "../transport/types.ts";
 

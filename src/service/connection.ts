@@ -13,14 +13,8 @@
  * @module
  */
 
-import {
-  type BodyCompressor,
-  encodeBatch,
-  encodedMessageSize,
-  ErrorCodes,
-  type Message,
-  opcodeOf,
-} from "../core/message.ts";
+import { type BodyCompressor, encodeBatch } from "../core/batch.ts";
+import { encodedMessageSize, ErrorCodes, type Message, opcodeOf } from "../core/message.ts";
 import { encodePackets, MAX_PAYLOAD_SIZE, type Packet, PROTOCOL_VERSION } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { BodyCompressor, BodyDecompressor } from "../core/message.ts";
+import type { BodyCompressor, BodyDecompressor } from "../core/batch.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";
 import type { SecureChannel } from "../secure/channel.ts";
 

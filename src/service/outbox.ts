@@ -10,10 +10,9 @@ import {
   batchEntrySize,
   type BodyCompressor,
   encodeBatch,
-  encodedMessageSize,
-  type Message,
   writeBatchEntries,
-} from "../core/message.ts";
+} from "../core/batch.ts";
+import { encodedMessageSize, type Message } from "../core/message.ts";
 import { encodePackets, HEADER_SIZE, PROTOCOL_VERSION, writePacketHeader } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
 import type { SecureChannel } from "../secure/channel.ts";

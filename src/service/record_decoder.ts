@@ -6,7 +6,8 @@
  * @module
  */
 
-import { decodeBatch, type DecodeBatchOptions, type Message } from "../core/message.ts";
+import { decodeBatch, type DecodeBatchOptions } from "../core/batch.ts";
+import type { Message } from "../core/message.ts";
 import { type Packet, PROTOCOL_VERSION } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
 import type { CloseInfo, SecureChannel } from "../secure/channel.ts";
@@ -39,7 +40,7 @@ export interface RecordDecoderHost {
  * @example Decode plaintext packets, take the messages
  * ```ts
  * import { RecordDecoder } from "./record_decoder.ts";
- * import { encodeBatch } from "../core/message.ts";
+ * import { encodeBatch } from "../core/batch.ts";
  * import assert from "node:assert/strict";
  *
  * const decoder = new RecordDecoder(null, {}, { onViolation: () => false });

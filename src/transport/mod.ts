@@ -36,9 +36,8 @@ export {
   type MemoryConnOptions,
   memoryConnPair,
   type MemoryConnPairOptions,
-  type MemoryListener,
-  MemoryTransport,
-} from "./memory.ts";
+} from "./memory_conn.ts";
+export { type MemoryListener, MemoryTransport } from "./memory_transport.ts";
 export {
   certificateFingerprint,
   generateSelfSignedCert,
