@@ -77,9 +77,9 @@ export type Authorizer = (remoteStaticKey: Uint8Array) => boolean | Promise<bool
 /** The server's security options. */
 export interface ServerSecurityOptions extends CommonSecurityOptions {
   /**
-   * The patterns the server accepts. Default: with a `psk`, XXpsk3 and IKpsk2 (or NNpsk0 without
-   * a static key); with mutual authentication, XX and IK; otherwise NK, XX and IK. NN, KK and
-   * NNpsk0 must be listed explicitly. With `encryption: false`, only plaintext is accepted.
+   * The patterns the server accepts. Default: with a `psk` and a static key, XXpsk3 and IKpsk2;
+   * with a `psk` alone, NNpsk0; with mutual authentication, XX and IK; otherwise NK, XX and IK.
+   * NN and KK must be listed explicitly. With `encryption: false`, only plaintext is accepted.
    */
   accept?: readonly PatternName[];
   /** The server's static key pair: required for every pattern but NN and NNpsk0. */
@@ -318,6 +318,42 @@ export function resolveClientPolicy(options: ClientSecurityOptions): ClientPolic
 }
 
 /**
+ * The patterns a server accepts when its options list none (docs/PROTOCOL.md, "Patterns a server
+ * accepts by default"): with a `psk` and a static key, XXpsk3 and IKpsk2; with a `psk` alone,
+ * NNpsk0; with a static key and mutual authentication (`clientKeys` or `authorize`), XX and IK,
+ * the patterns that carry a client key; with a static key alone, NK, XX and IK. NN and KK are
+ * never accepted by default. This is the only place the rule is written: the server policy and
+ * the configuration's `allow_unauthenticated` both use it.
+ *
+ * @example The defaults of a server with a static key
+ * ```ts
+ * import { defaultAcceptedPatterns } from "./policy.ts";
+ * import { generateKeyPair } from "./keys.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const staticKey = generateKeyPair();
+ * assert.deepEqual(defaultAcceptedPatterns({ staticKey }), ["NK", "XX", "IK"]);
+ * assert.deepEqual(defaultAcceptedPatterns({ staticKey, authorize: () => true }), ["XX", "IK"]);
+ * assert.deepEqual(defaultAcceptedPatterns({ psk: new Uint8Array(32) }), ["NNpsk0"]);
+ * ```
+ *
+ * @param options The server's keys and client checks.
+ * @returns The patterns, or an empty list when no pattern can run with these options (no static
+ * key and no psk, or mutual authentication with a psk but no static key).
+ */
+export function defaultAcceptedPatterns(
+  options: Pick<ServerSecurityOptions, "staticKey" | "psk" | "clientKeys" | "authorize">,
+): PatternName[] {
+  const mutual = options.clientKeys !== undefined || options.authorize !== undefined;
+  if (options.psk !== undefined) {
+    if (options.staticKey !== undefined) return ["XXpsk3", "IKpsk2"];
+    return mutual ? [] : ["NNpsk0"];
+  }
+  if (options.staticKey === undefined) return [];
+  return mutual ? ["XX", "IK"] : ["NK", "XX", "IK"];
+}
+
+/**
  * Validates server options and computes the accepted patterns.
  *
  * @param options The server options.
@@ -350,16 +386,15 @@ export function resolveServerPolicy(options: ServerSecurityOptions): ServerPolic
   if (options.accept !== undefined) {
     if (options.accept.length === 0) throw new TypeError("The accept list is empty");
     accept = options.accept;
-  } else if (psk !== undefined) {
-    if (staticKey !== undefined) accept = ["XXpsk3", "IKpsk2"];
-    else if (!mutual) accept = ["NNpsk0"];
-    else throw new TypeError("Mutual authentication needs the server's staticKey");
-  } else if (staticKey !== undefined) {
-    accept = mutual ? ["XX", "IK"] : ["NK", "XX", "IK"];
   } else {
-    throw new TypeError(
-      "A server needs a staticKey, a psk, or an explicit accept list (NN must be listed to be used)",
-    );
+    accept = defaultAcceptedPatterns(options);
+    if (accept.length === 0) {
+      throw new TypeError(
+        psk !== undefined
+          ? "Mutual authentication needs the server's staticKey"
+          : "A server needs a staticKey, a psk, or an explicit accept list (NN must be listed to be used)",
+      );
+    }
   }
   for (const pattern of accept) {
     const facts = PATTERN_INFO[pattern];

@@ -12,8 +12,8 @@ import { logger } from "../log.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";
 import type { CompressionSettings } from "../compression/policy.ts";
 import { CloseCode } from "../secure/channel.ts";
-import { generateKeyPair, type KeyPair } from "../secure/keys.ts";
-import type { ServerSecurityOptions } from "../secure/policy.ts";
+import { generateKeyPair } from "../secure/keys.ts";
+import { resolveServerPolicy, type ServerSecurityOptions } from "../secure/policy.ts";
 import { createTransport } from "../transport/mod.ts";
 import type { TlsServerOptions } from "../transport/tls.ts";
 import type { Listener, Transport } from "../transport/types.ts";
@@ -22,7 +22,6 @@ import { Connection } from "./connection.ts";
 import { peerEvents } from "../log_budget.ts";
 import {
   compressionFromConfig,
-  defaultAccept,
   establish,
   serverSecurityFromConfig,
   withAddress,
@@ -107,26 +106,18 @@ export interface Server extends AsyncDisposable {
  * @throws {ProtocolError} `AddressInUse` when the address is taken, `PermissionDenied` for a
  * privileged port, an unwritable socket directory or a missing Deno permission, `ConfigError` for
  * an invalid configuration or address, `TlsError` for unusable TLS settings.
+ * @throws {TypeError} For security options that cannot be used together (checked before
+ * listening).
  */
 export async function serve(options: ServeOptions, dispatcher: Dispatcher): Promise<Server> {
   const config = withAddress(options.config, "server", options.address);
   const address = config.server.address;
-  let generated: KeyPair | undefined;
-  if (
-    config.transport.encryptionEnabled && config.security.staticKeyPath === "" &&
-    options.security?.staticKey === undefined
-  ) {
-    generated = generateKeyPair();
+  const security = await serverSecurityFromConfig(config, options.security, () => {
     log.info("No static key configured: generated one for this run");
-  }
-  const fromConfig = await serverSecurityFromConfig(config, generated);
-  const security: ServerSecurityOptions = { ...fromConfig, ...options.security };
-  if (options.security?.accept === undefined && fromConfig.accept !== undefined) {
-    // The configured list was computed without the caller's keys: recompute it with them.
-    security.accept = config.security.allowUnauthenticated && config.security.pattern !== "NN"
-      ? [...defaultAccept(security), "NN"]
-      : fromConfig.accept;
-  }
+    return generateKeyPair();
+  });
+  // Invalid combinations fail here, before anything listens (not at every handshake).
+  resolveServerPolicy(security);
   const compression = options.compression ?? compressionFromConfig(config);
   const transport = options.transport ?? transportFromConfig(config, options.tls);
   const listener = await transport.listen(address);

@@ -18,10 +18,12 @@ import { clientHandshake, type HandshakeIO, serverHandshake } from "../secure/ha
 import { decodeKey, type KeyPair, readKeyFile } from "../secure/keys.ts";
 import { RECORD_TAG_SIZE } from "../secure/channel.ts";
 import { KnownServersFile } from "../secure/known_servers.ts";
-import type {
-  ClientSecurityOptions,
-  CommonSecurityOptions,
-  ServerSecurityOptions,
+import {
+  type ClientSecurityOptions,
+  type CommonSecurityOptions,
+  defaultAcceptedPatterns,
+  PATTERN_INFO,
+  type ServerSecurityOptions,
 } from "../secure/policy.ts";
 import { FrameReader } from "./frame_reader.ts";
 import type { ConnectionOptions, SessionInfo } from "./connection.ts";
@@ -181,46 +183,52 @@ async function readStaticKey(path: string): Promise<KeyPair> {
 }
 
 /**
- * The server's security options from a configuration: `security.static_key_path` (a key is
- * generated for this run when empty and `generateKey` is set), `allowed_keys`, `psk_path`,
- * `pattern`/`allow_unauthenticated`, `transport.encryption_enabled` and the handshake timeout.
+ * The server's security options from a configuration: `security.static_key_path`,
+ * `allowed_keys`, `psk_path`, `pattern`/`allow_unauthenticated`, `transport.encryption_enabled`
+ * and the handshake timeout, with `overrides` applied on top.
+ *
+ * What depends on the keys is computed last, from the merged options, so that a caller's `psk`,
+ * `clientKeys`, `authorize` or `staticKey` counts exactly as it would without a configuration:
+ * - without a static key, `generateKey` makes one for this run, but only when the patterns
+ *   need it (a `psk` alone runs NNpsk0, which has no server key);
+ * - `security.pattern` other than XX restricts the server to that pattern (XX stands for the
+ *   policy's defaults), and `allow_unauthenticated` adds NN. An `accept` list in `overrides` wins.
  *
  * @param config The configuration.
- * @param generated A key to use when no key file is configured.
+ * @param overrides Options that replace the configuration's (for example an `authorize`
+ * callback or a `staticKey` object).
+ * @param generateKey Makes a static key for this run when none is configured and one is needed.
  * @returns The server security options.
  */
 export async function serverSecurityFromConfig(
   config: NetworkConfig,
-  generated?: KeyPair,
+  overrides?: ServerSecurityOptions,
+  generateKey?: () => KeyPair,
 ): Promise<ServerSecurityOptions> {
   const s = config.security;
-  const options: ServerSecurityOptions = commonSecurity(config, config.server.connectionTimeout);
-  if (!config.transport.encryptionEnabled) return options;
-  if (s.staticKeyPath !== "") options.staticKey = await readStaticKey(s.staticKeyPath);
-  else if (generated !== undefined) options.staticKey = generated;
-  if (s.allowedKeys.length > 0) options.clientKeys = s.allowedKeys.map(decodeKey);
-  if (s.pskPath !== "") options.psk = await readPsk(s.pskPath);
-  if (s.pattern !== "XX" || s.allowUnauthenticated) {
-    options.accept = s.allowUnauthenticated && s.pattern !== "NN"
-      ? [...defaultAccept(options), "NN"]
-      : [s.pattern];
+  const fromConfig: ServerSecurityOptions = commonSecurity(
+    config,
+    config.server.connectionTimeout,
+  );
+  if (config.transport.encryptionEnabled) {
+    if (s.staticKeyPath !== "") fromConfig.staticKey = await readStaticKey(s.staticKeyPath);
+    if (s.allowedKeys.length > 0) fromConfig.clientKeys = s.allowedKeys.map(decodeKey);
+    if (s.pskPath !== "") fromConfig.psk = await readPsk(s.pskPath);
+  }
+  const options: ServerSecurityOptions = { ...fromConfig, ...overrides };
+  if (options.encryption === false) return options;
+  const listed = overrides?.accept ?? (s.pattern === "XX" ? undefined : [s.pattern]);
+  if (options.staticKey === undefined && generateKey !== undefined) {
+    const needed = listed === undefined
+      ? defaultAcceptedPatterns(options).length === 0
+      : listed.some((pattern) => PATTERN_INFO[pattern]?.serverStatic === true);
+    if (needed) options.staticKey = generateKey();
+  }
+  if (overrides?.accept === undefined && (listed !== undefined || s.allowUnauthenticated)) {
+    const base = listed ?? defaultAcceptedPatterns(options);
+    options.accept = s.allowUnauthenticated && !base.includes("NN") ? [...base, "NN"] : base;
   }
   return options;
-}
-
-/**
- * The patterns a server accepts when none are configured: with a psk, XXpsk3 and IKpsk2; with
- * mutual authentication (an allow-list or an authorizer), XX and IK; otherwise NK, XX and IK.
- *
- * @param options The server security options.
- * @returns The accepted patterns.
- */
-export function defaultAccept(
-  options: ServerSecurityOptions,
-): NonNullable<ServerSecurityOptions["accept"]> {
-  if (options.psk !== undefined) return ["XXpsk3", "IKpsk2"];
-  if (options.clientKeys !== undefined || options.authorize !== undefined) return ["XX", "IK"];
-  return ["NK", "XX", "IK"];
 }
 
 /**
@@ -244,11 +252,10 @@ export async function clientSecurityFromConfig(
   if (s.serverKeys.length > 0) options.serverKeys = s.serverKeys.map(decodeKey);
   if (s.staticKeyPath !== "") options.staticKey = await readStaticKey(s.staticKeyPath);
   if (s.pskPath !== "") options.psk = await readPsk(s.pskPath);
-  // The configured pattern is the server's default; a client picks NK/XX from its pins unless
-  // the configuration names a pattern that needs explicit selection.
-  if (s.pattern === "NN" || s.pattern === "IK" || s.pattern === "KK" || s.pattern === "IKpsk2") {
-    options.pattern = s.pattern;
-  }
+  // XX stands for the server's defaults, among which a client picks from its keys (NK with one
+  // pin, XX, or XXpsk3/NNpsk0 with a psk); any other pattern is the only one a server with this
+  // configuration accepts, so the client runs exactly that one (or fails before dialling).
+  if (s.pattern !== "XX") options.pattern = s.pattern;
   // Pins win over trust on first use; without pins the client runs XX (or XXpsk3), which
   // transmits the server's static key, and checks it against the file before it sends its last
   // handshake message (and so before any data).
