@@ -50,7 +50,8 @@ const MIB = 1024 * 1024;
 const DAEMON = "service/daemon.ts";
 const CLIENT = "service/client.ts";
 const SESSION = "service/session.ts";
-const LOG = "log.ts";
+const TRANSPORT_CONFIG = "service/transport_config.ts";
+const LOG = "log_setup.ts";
 
 /** THE table. Sections and keys are in the order of the annotated TOML and the docs. */
 export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[S]> } = {
@@ -236,7 +237,7 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       default: "tcp",
       values: TRANSPORT_KINDS,
       description: "The transport of the daemon and the client.",
-      readBy: [DAEMON, CLIENT],
+      readBy: [TRANSPORT_CONFIG],
     },
     maxPayloadSize: {
       kind: "integer",
@@ -251,7 +252,7 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       kind: "boolean",
       default: true,
       description: "Run the Noise secure channel (false = plaintext; allowed, with a warning).",
-      readBy: [DAEMON, SESSION],
+      readBy: [SESSION],
     },
     unixSocketMode: {
       kind: "integer",
@@ -260,39 +261,39 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       max: 0o777,
       octal: true,
       description: "Permission bits of a Unix socket file.",
-      readBy: [DAEMON],
+      readBy: [TRANSPORT_CONFIG],
     },
     tlsCertPath: {
       kind: "string",
       default: "",
       description: "PEM certificate chain (TLS server, or client certificate).",
-      readBy: [DAEMON],
+      readBy: [TRANSPORT_CONFIG],
     },
     tlsKeyPath: {
       kind: "string",
       default: "",
       description: "PEM private key of tls_cert_path.",
-      readBy: [DAEMON],
+      readBy: [TRANSPORT_CONFIG],
     },
     tlsCaPath: {
       kind: "string",
       default: "",
       description: 'PEM CA bundle to trust instead of the system roots ("" = system roots).',
-      readBy: [CLIENT],
+      readBy: [TRANSPORT_CONFIG],
     },
     tlsServerName: {
       kind: "string",
       default: "",
       format: "host-name",
       description: 'Name to verify in the server certificate ("" = the address host).',
-      readBy: [CLIENT],
+      readBy: [TRANSPORT_CONFIG],
     },
     tlsAlpn: {
       kind: "strings",
       default: [...DEFAULT_ALPN_PROTOCOLS],
       itemBytes: { min: 1, max: 255 },
       description: "ALPN protocol names.",
-      readBy: [DAEMON, CLIENT],
+      readBy: [TRANSPORT_CONFIG],
     },
   },
   security: {

@@ -13,9 +13,9 @@ import type { Dispatcher } from "../protocol/dispatcher.ts";
 import type { CompressionSettings } from "../compression/policy.ts";
 import { fingerprint } from "../secure/keys.ts";
 import { type ClientSecurityOptions, resolveClientPolicy } from "../secure/policy.ts";
-import { createTransport } from "../transport/mod.ts";
 import type { TlsClientOptions } from "../transport/tls.ts";
 import type { Transport } from "../transport/types.ts";
+import { transportFromConfig } from "./transport_config.ts";
 import { Connection, type RequestOptions } from "./connection.ts";
 import {
   clientSecurityFromConfig,
@@ -159,7 +159,7 @@ export async function connect(options: ConnectOptions = {}): Promise<Client> {
       { address },
     );
   }
-  const transport = options.transport ?? transportFromConfig(config, options.tls);
+  const transport = options.transport ?? transportFromConfig(config, "client", options.tls);
   const client = new ReconnectingClient(
     address,
     config,
@@ -194,24 +194,6 @@ function mergeSecurity(
 function hasPins(security: ClientSecurityOptions): boolean {
   return (security.serverKeys?.length ?? 0) > 0 || security.knownServers !== undefined ||
     security.psk !== undefined;
-}
-
-function transportFromConfig(config: NetworkConfig, tls?: TlsClientOptions): Transport {
-  const t = config.transport;
-  switch (t.kind) {
-    case "tcp":
-      return createTransport("tcp");
-    case "unix":
-      return createTransport("unix");
-    case "tls": {
-      const client: TlsClientOptions = tls ?? {
-        ...(t.tlsCaPath === "" ? {} : { caCerts: [{ path: t.tlsCaPath }] }),
-        ...(t.tlsServerName === "" ? {} : { serverName: t.tlsServerName }),
-        alpnProtocols: t.tlsAlpn,
-      };
-      return createTransport("tls", { client });
-    }
-  }
 }
 
 class StatusStream {

@@ -7,16 +7,15 @@
  */
 
 import type { NetworkConfig, NetworkConfigInput } from "../config/mod.ts";
-import { ProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";
 import type { CompressionSettings } from "../compression/policy.ts";
 import { CloseCode } from "../secure/channel.ts";
 import { generateKeyPair } from "../secure/keys.ts";
 import { resolveServerPolicy, type ServerSecurityOptions } from "../secure/policy.ts";
-import { createTransport } from "../transport/mod.ts";
 import type { TlsServerOptions } from "../transport/tls.ts";
 import type { Listener, Transport } from "../transport/types.ts";
+import { transportFromConfig } from "./transport_config.ts";
 import { HandshakeAdmission } from "./admission.ts";
 import { Connection } from "./connection.ts";
 import { peerEvents } from "../log_budget.ts";
@@ -119,7 +118,7 @@ export async function serve(options: ServeOptions, dispatcher: Dispatcher): Prom
   // Invalid combinations fail here, before anything listens (not at every handshake).
   resolveServerPolicy(security);
   const compression = options.compression ?? compressionFromConfig(config);
-  const transport = options.transport ?? transportFromConfig(config, options.tls);
+  const transport = options.transport ?? transportFromConfig(config, "server", options.tls);
   const listener = await transport.listen(address);
   const server = new DaemonServer(listener, config, security, compression, dispatcher);
   if (options.signal !== undefined) {
@@ -136,30 +135,6 @@ export async function serve(options: ServeOptions, dispatcher: Dispatcher): Prom
     transport: transport.kind,
   });
   return server;
-}
-
-function transportFromConfig(config: NetworkConfig, tls?: TlsServerOptions): Transport {
-  const t = config.transport;
-  switch (t.kind) {
-    case "tcp":
-      return createTransport("tcp");
-    case "unix":
-      return createTransport("unix", { mode: t.unixSocketMode });
-    case "tls": {
-      const server: TlsServerOptions = tls ?? {
-        cert: { path: t.tlsCertPath },
-        key: { path: t.tlsKeyPath },
-        alpnProtocols: t.tlsAlpn,
-      };
-      if (tls === undefined && (t.tlsCertPath === "" || t.tlsKeyPath === "")) {
-        throw new ProtocolError(
-          "ConfigError",
-          "TLS transport needs transport.tls_cert_path and transport.tls_key_path",
-        );
-      }
-      return createTransport("tls", { server });
-    }
-  }
 }
 
 /** Formats an address for logs and the CLI. */
