@@ -129,6 +129,7 @@ export {
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_MEMORY_HIGH_WATER_MARK,
   DEFAULT_UNIX_SOCKET_MODE,
+  formatAddr,
   generateSelfSignedCert,
   memoryConnPair,
   MemoryTransport,
@@ -235,7 +236,7 @@ export { addressKey, HandshakeAdmission } from "./src/service/admission.ts";
 export type { AdmissionVerdict, HandshakeAdmissionOptions } from "./src/service/admission.ts";
 export { LogBudget } from "./src/log_budget.ts";
 export type { LogBudgetOptions } from "./src/log_budget.ts";
-export { formatAddr, serve } from "./src/service/daemon.ts";
+export { serve } from "./src/service/daemon.ts";
 export type { ServeOptions, Server } from "./src/service/daemon.ts";
 export { connect } from "./src/service/client.ts";
 export type { Client, ClientStatus, ConnectOptions } from "./src/service/client.ts";

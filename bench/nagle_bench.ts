@@ -13,7 +13,8 @@
  */
 
 import { generateSelfSignedCert } from "../src/transport/certs.ts";
-import { formatHostPort, TcpTransport } from "../src/transport/tcp.ts";
+import { formatHostPort } from "../src/transport/address.ts";
+import { TcpTransport } from "../src/transport/tcp.ts";
 import { type TlsClientOptions, TlsTransport } from "../src/transport/tls.ts";
 import type { Listener } from "../src/transport/types.ts";
 

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { isProtocolError, ProtocolError } from "../src/errors.ts";
 import { createTransport } from "../src/transport/mod.ts";
-import { formatHostPort, parseHostPort, TcpTransport, withDeadline } from "../src/transport/tcp.ts";
+import { formatHostPort, parseHostPort } from "../src/transport/address.ts";
+import { TcpTransport, withDeadline } from "../src/transport/tcp.ts";
 
 const HEADER = 4;
 const PAYLOAD = 64;

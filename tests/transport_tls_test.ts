@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import * as nodeTls from "node:tls";
 import type { AddressInfo } from "node:net";
 import { isProtocolError } from "../src/errors.ts";
+import { formatHostPort } from "../src/transport/address.ts";
 import {
   createTransport,
   generateSelfSignedCert,
@@ -51,7 +52,7 @@ async function pair(
 }> {
   await using listener = await listenSide.listen(options.address ?? "127.0.0.1:0");
   const { hostname, port } = listener.addr as Deno.NetAddr;
-  const target = hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+  const target = formatHostPort(hostname, port);
   let alpn: string | null | undefined;
   const [client, accepted] = await Promise.allSettled([
     clientSide.connect(target, { timeoutMs: options.timeoutMs ?? 3000 }),

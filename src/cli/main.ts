@@ -27,7 +27,8 @@ import {
 } from "../secure/keys.ts";
 import { generateSelfSignedCert } from "../transport/certs.ts";
 import { type Client, connect } from "../service/client.ts";
-import { formatAddr, serve } from "../service/daemon.ts";
+import { serve } from "../service/daemon.ts";
+import { formatAddr } from "../transport/address.ts";
 
 const USAGE = `Usage: npro <command> [options]
 

@@ -13,6 +13,7 @@ import type { CompressionSettings } from "../compression/policy.ts";
 import { CloseCode } from "../secure/channel.ts";
 import { generateKeyPair } from "../secure/keys.ts";
 import { resolveServerPolicy, type ServerSecurityOptions } from "../secure/policy.ts";
+import { formatAddr } from "../transport/address.ts";
 import type { TlsServerOptions } from "../transport/tls.ts";
 import type { Listener, Transport } from "../transport/types.ts";
 import { transportFromConfig } from "./transport_config.ts";
@@ -135,14 +136,6 @@ export async function serve(options: ServeOptions, dispatcher: Dispatcher): Prom
     transport: transport.kind,
   });
   return server;
-}
-
-/** Formats an address for logs and the CLI. */
-export function formatAddr(addr: Deno.Addr): string {
-  if ("path" in addr) return addr.path ?? "(unnamed socket)";
-  if (!("hostname" in addr)) return `vsock:${addr.cid}:${addr.port}`;
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  return `${host}:${addr.port}`;
 }
 
 class DaemonServer implements Server {

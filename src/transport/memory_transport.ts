@@ -16,7 +16,8 @@ import {
   type MemoryConnOptions,
   memoryConnPair,
 } from "./memory_conn.ts";
-import { checkTimeout, formatHostPort, parseConnectAddress, parseHostPort } from "./tcp.ts";
+import { formatAddr, formatHostPort, parseConnectAddress, parseHostPort } from "./address.ts";
+import { checkTimeout } from "./tcp.ts";
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   type Listener,
@@ -279,10 +280,6 @@ function addressKeyOf(addr: MemoryAddr): string {
     : `unix ${addr.path}`;
 }
 
-function addrText(addr: MemoryAddr): string {
-  return "hostname" in addr ? formatHostPort(addr.hostname, addr.port) : addr.path;
-}
-
 class MemoryListenerImpl implements MemoryListener {
   readonly addr: MemoryAddr;
   readonly #backlog: MemoryConn[] = [];
@@ -351,6 +348,9 @@ class MemoryListenerImpl implements MemoryListener {
   }
 
   #closedError(): ProtocolError {
-    return new ProtocolError("ConnectionClosed", `Listener on "${addrText(this.addr)}" is closed`);
+    return new ProtocolError(
+      "ConnectionClosed",
+      `Listener on "${formatAddr(this.addr)}" is closed`,
+    );
   }
 }

@@ -18,7 +18,8 @@ export {
   type TransportKind,
   type TransportListenOptions,
 } from "./types.ts";
-export { type HostPort, parseHostPort, TcpTransport, type TcpTransportOptions } from "./tcp.ts";
+export { formatAddr, type HostPort, parseHostPort } from "./address.ts";
+export { TcpTransport, type TcpTransportOptions } from "./tcp.ts";
 export { DEFAULT_UNIX_SOCKET_MODE, UnixTransport, type UnixTransportOptions } from "./unix.ts";
 export {
   DEFAULT_ALPN_PROTOCOLS,

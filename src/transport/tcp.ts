@@ -1,6 +1,6 @@
 /**
  * TCP transport: `Deno.listen` and `Deno.connect` with `TCP_NODELAY` and keep-alive switched on
- * for every socket, plus the address parser and the deadline logic the other transports share.
+ * for every socket, plus the deadline logic the other transports share.
  *
  * @module
  */
@@ -14,80 +14,9 @@ import {
   type TransportListenOptions,
 } from "./types.ts";
 import { closeQuietly } from "../util/resource.ts";
-
-/** A host and a port, as parsed by {@linkcode parseHostPort}. */
-export interface HostPort {
-  /** A host name or an IP address literal, IPv6 without brackets. */
-  hostname: string;
-  /** The port, 0 to 65535. */
-  port: number;
-}
+import { formatAddr, parseConnectAddress, parseHostPort } from "./address.ts";
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/**
- * Parses `"host:port"`, `"127.0.0.1:9000"` or `"[::1]:9000"`.
- *
- * @example Parse IPv4 and IPv6 addresses
- * ```ts
- * import { parseHostPort } from "@npro/network-protocol";
- * import assert from "node:assert/strict";
- *
- * assert.deepEqual(parseHostPort("127.0.0.1:9000"), { hostname: "127.0.0.1", port: 9000 });
- * assert.deepEqual(parseHostPort("[::1]:0"), { hostname: "::1", port: 0 });
- * ```
- *
- * @param address The address to parse.
- * @returns The host name (IPv6 literals without brackets) and the port.
- * @throws {TypeError} When the address is not a string of that form.
- * @throws {RangeError} When the port is above 65535.
- */
-export function parseHostPort(address: string): HostPort {
-  if (typeof address !== "string") {
-    throw new TypeError(`Address must be a string, got "${typeof address}"`);
-  }
-  let hostname: string;
-  let portText: string;
-  if (address.startsWith("[")) {
-    const end = address.indexOf("]");
-    if (end < 0 || address[end + 1] !== ":") {
-      throw new TypeError(`Address "${address}" is not of the form "[ipv6]:port"`);
-    }
-    hostname = address.slice(1, end);
-    portText = address.slice(end + 2);
-  } else {
-    const colon = address.lastIndexOf(":");
-    if (colon < 0) throw new TypeError(`Address "${address}" has no port`);
-    hostname = address.slice(0, colon);
-    portText = address.slice(colon + 1);
-    if (hostname.includes(":")) {
-      throw new TypeError(`IPv6 address "${address}" must be written as "[host]:port"`);
-    }
-  }
-  if (hostname.length === 0 || /[\s/\[\]]/.test(hostname)) {
-    throw new TypeError(`Address "${address}" has no valid host`);
-  }
-  if (!/^\d{1,5}$/.test(portText)) {
-    throw new TypeError(`Address "${address}" has no valid port`);
-  }
-  const port = Number(portText);
-  if (port > 65535) {
-    throw new RangeError(`Port "${port}" of address "${address}" exceeds "65535"`);
-  }
-  return { hostname, port };
-}
-
-/** Parses a connect address: like {@linkcode parseHostPort}, but port 0 is refused. */
-export function parseConnectAddress(address: string): HostPort {
-  const parsed = parseHostPort(address);
-  if (parsed.port === 0) throw new RangeError(`Cannot connect to port "0" of "${address}"`);
-  return parsed;
-}
-
-/** Formats a host and port back into an address (IPv6 in brackets). */
-export function formatHostPort(hostname: string, port: number): string {
-  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
-}
 
 /** Validates a timeout in milliseconds and returns it. */
 export function checkTimeout(name: string, value: number): number {
@@ -226,14 +155,6 @@ export function osErrorCode(
   return undefined;
 }
 
-function addrText(addr: Deno.Addr): string {
-  if (addr.transport === "tcp" || addr.transport === "udp") {
-    return formatHostPort(addr.hostname, addr.port);
-  }
-  if (addr.transport === "unix" || addr.transport === "unixpacket") return addr.path;
-  return addr.transport;
-}
-
 /**
  * Wraps a `Deno.Listener` into a {@linkcode Listener}: closed-state errors become
  * `ProtocolError` code `ConnectionClosed`, `prepare` runs on every accepted connection (a
@@ -288,9 +209,13 @@ class WrappedListener<C extends Deno.Conn> implements Listener {
         }
         const message = error instanceof Error ? error.message : String(error);
         const code = /os error (23|24)\)/.test(message) ? "LimitExceeded" : "ConnectionClosed";
-        throw new ProtocolError(code, `Accepting on "${addrText(this.addr)}" failed: ${message}`, {
-          cause: error,
-        });
+        throw new ProtocolError(
+          code,
+          `Accepting on "${formatAddr(this.addr)}" failed: ${message}`,
+          {
+            cause: error,
+          },
+        );
       }
       if (this.#closed) {
         closeQuietly(conn);
@@ -331,9 +256,13 @@ class WrappedListener<C extends Deno.Conn> implements Listener {
   }
 
   #closedError(cause: unknown): ProtocolError {
-    return new ProtocolError("ConnectionClosed", `Listener on "${addrText(this.addr)}" is closed`, {
-      cause,
-    });
+    return new ProtocolError(
+      "ConnectionClosed",
+      `Listener on "${formatAddr(this.addr)}" is closed`,
+      {
+        cause,
+      },
+    );
   }
 }
 

@@ -8,15 +8,8 @@
 
 import { PROTOCOL_VERSION } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
-import {
-  checkBacklog,
-  formatHostPort,
-  listenError,
-  parseConnectAddress,
-  parseHostPort,
-  withDeadline,
-  wrapListener,
-} from "./tcp.ts";
+import { formatHostPort, parseConnectAddress, parseHostPort } from "./address.ts";
+import { checkBacklog, listenError, withDeadline, wrapListener } from "./tcp.ts";
 import { closeQuietly } from "../util/resource.ts";
 import type {
   Listener,
