@@ -11,8 +11,10 @@ import { encodeKey, generateKeyPair } from "../src/secure/keys.ts";
 import {
   type ClientSecurityOptions,
   defaultAcceptedPatterns,
+  PATTERN_INFO,
   type ServerSecurityOptions,
 } from "../src/secure/policy.ts";
+import { PATTERN_NAMES, type PatternName } from "../src/secure/hello.ts";
 import { connect } from "../src/service/client.ts";
 import { serve } from "../src/service/daemon.ts";
 import { serverSecurityFromConfig } from "../src/service/session.ts";
@@ -208,5 +210,27 @@ Deno.test("default accept: a client and a daemon with the same psk settings conn
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("pattern facts are derived from the Noise patterns", () => {
+  // [messages, serverStatic, serverKnown, clientStatic, clientKnown, psk]
+  const expected: Record<PatternName, [number, boolean, boolean, boolean, boolean, boolean]> = {
+    NN: [2, false, false, false, false, false],
+    NK: [2, true, true, false, false, false],
+    XX: [3, true, false, true, false, false],
+    IK: [2, true, true, true, false, false],
+    KK: [2, true, true, true, true, false],
+    NNpsk0: [2, false, false, false, false, true],
+    XXpsk3: [3, true, false, true, false, true],
+    IKpsk2: [2, true, true, true, false, true],
+  };
+  for (const name of PATTERN_NAMES) {
+    const f = PATTERN_INFO[name];
+    assert.deepEqual(
+      [f.messages, f.serverStatic, f.serverKnown, f.clientStatic, f.clientKnown, f.psk],
+      expected[name],
+      name,
+    );
   }
 });

@@ -9,9 +9,10 @@
 
 import type { CryptoProvider } from "./crypto.ts";
 import type { SecureChannelOptions } from "./channel.ts";
-import { KNOWN_FEATURES, type PatternName } from "./hello.ts";
+import { KNOWN_FEATURES, PATTERN_NAMES, type PatternName } from "./hello.ts";
 import type { KeyPair } from "./keys.ts";
 import type { KnownServers } from "./known_servers.ts";
+import { getPattern } from "./noise/patterns.ts";
 
 /** The default handshake time limit: 5 seconds. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
@@ -95,7 +96,10 @@ export interface ServerSecurityOptions extends CommonSecurityOptions {
   psk?: Uint8Array;
 }
 
-/** Facts about the patterns this library runs. */
+/**
+ * Facts about a pattern this library runs, derived from its tokens in `noise/patterns.ts`: the
+ * server is the responder, the client the initiator.
+ */
 export interface PatternInfo {
   /** Noise messages in the handshake (2 or 3). */
   messages: 2 | 3;
@@ -111,28 +115,38 @@ export interface PatternInfo {
   psk: boolean;
 }
 
-/** Per-pattern facts. */
-export const PATTERN_INFO: Readonly<Record<PatternName, PatternInfo>> = Object.freeze({
-  NN: info(2, false, false, false, false, false),
-  NK: info(2, true, true, false, false, false),
-  XX: info(3, true, false, true, false, false),
-  IK: info(2, true, true, true, false, false),
-  KK: info(2, true, true, true, true, false),
-  NNpsk0: info(2, false, false, false, false, true),
-  XXpsk3: info(3, true, false, true, false, true),
-  IKpsk2: info(2, true, true, true, false, true),
-});
-
-function info(
-  messages: 2 | 3,
-  serverStatic: boolean,
-  serverKnown: boolean,
-  clientStatic: boolean,
-  clientKnown: boolean,
-  psk: boolean,
-): PatternInfo {
-  return { messages, serverStatic, serverKnown, clientStatic, clientKnown, psk };
+/**
+ * The facts of one pattern, read from its Noise definition: a side has a static key when a
+ * pre-message or one of its own messages carries the token `s`, and the other side knows it
+ * before the handshake when a pre-message does.
+ */
+function patternInfo(name: PatternName): PatternInfo {
+  const pattern = getPattern(name);
+  const sends = (initiator: boolean): boolean =>
+    pattern.messages.some((tokens, i) => (i % 2 === 0) === initiator && tokens.includes("s"));
+  const messages = pattern.messages.length;
+  if (messages !== 2 && messages !== 3) {
+    throw new RangeError(`Pattern "${name}" has ${messages} messages: expected 2 or 3`);
+  }
+  const serverKnown = pattern.responderPreMessage.includes("s");
+  const clientKnown = pattern.initiatorPreMessage.includes("s");
+  return Object.freeze({
+    messages,
+    serverStatic: serverKnown || sends(false),
+    serverKnown,
+    clientStatic: clientKnown || sends(true),
+    clientKnown,
+    psk: pattern.pskCount > 0,
+  });
 }
+
+/** Per-pattern facts, for every {@linkcode PatternName}. */
+export const PATTERN_INFO: Readonly<Record<PatternName, PatternInfo>> = Object.freeze(
+  Object.fromEntries(PATTERN_NAMES.map((name) => [name, patternInfo(name)])) as Record<
+    PatternName,
+    PatternInfo
+  >,
+);
 
 /** The Noise protocol name of a pattern in the suite `25519_ChaChaPoly_SHA256`. */
 export function protocolName(pattern: PatternName): string {
@@ -296,10 +310,10 @@ export function resolveClientPolicy(options: ClientSecurityOptions): ClientPolic
   if (!facts.serverStatic && pins.length > 0) {
     throw new TypeError(`Pattern "${pattern}" cannot check the configured server keys`);
   }
-  if (facts.clientKnown && staticKey === undefined) {
-    throw new TypeError(`Pattern "${pattern}" needs the client's staticKey`);
-  }
-  if (pattern.startsWith("IK") && staticKey === undefined) {
+  // A pattern whose server knows the client's key (KK), or that sends the client's key to a server
+  // the client knows in advance (IK), is chosen to authenticate the client: it needs a configured
+  // key. XX generates one for a client without.
+  if ((facts.clientKnown || (facts.clientStatic && facts.serverKnown)) && staticKey === undefined) {
     throw new TypeError(`Pattern "${pattern}" needs the client's staticKey`);
   }
   if (!facts.clientStatic && staticKey !== undefined) {
