@@ -205,7 +205,7 @@ export type {
   SecureChannelOptions,
 } from "./src/secure/channel.ts";
 export { ClientHandshake, MAX_HANDSHAKE_PAYLOAD, ServerHandshake } from "./src/secure/handshake.ts";
-export type { HandshakeDriver, HandshakeResult } from "./src/secure/handshake.ts";
+export type { HandshakeDriver, HandshakeResult, SessionHandshake } from "./src/secure/handshake.ts";
 export {
   clientHandshake,
   performHandshake,

@@ -27,15 +27,18 @@ import {
   encodeHello,
   encodeParams,
   type HandshakeParams,
+  HELLO_HEADER_SIZE,
   helloPrologue,
+  MAX_PARAMS_SIZE,
   type PatternName,
 } from "./hello.ts";
 import { constantTimeEqual, fingerprint, type KeyPair } from "./keys.ts";
 import type { KnownServers } from "./known_servers.ts";
-import { HandshakeState } from "./noise/handshake_state.ts";
+import { HandshakeState, MAX_MESSAGE_LENGTH } from "./noise/handshake_state.ts";
 import {
   type ClientPolicy,
   type ClientSecurityOptions,
+  type CommonSecurityOptions,
   PATTERN_INFO,
   protocolName,
   resolveClientPolicy,
@@ -46,7 +49,8 @@ import {
 import type { SecureChannelOptions } from "./channel.ts";
 
 /** The largest handshake packet payload accepted: the Noise message limit plus a hello. */
-export const MAX_HANDSHAKE_PAYLOAD: number = 65535 + 6 + 1024;
+export const MAX_HANDSHAKE_PAYLOAD: number = MAX_MESSAGE_LENGTH + HELLO_HEADER_SIZE +
+  MAX_PARAMS_SIZE;
 
 const EMPTY = new Uint8Array(0);
 
@@ -160,17 +164,42 @@ function isMember(set: readonly Uint8Array[], key: Uint8Array): boolean {
   return found;
 }
 
+/** What a driver knows when its handshake completes. */
+interface FinishOptions {
+  /** The finished Noise handshake, to split into the channel; none in plaintext mode. */
+  hs?: HandshakeState | undefined;
+  /** Whether this side is the initiator (the client). */
+  initiator: boolean;
+  /** This side's feature bitmap. */
+  localFeatures: number;
+  /** The peer's parameters. */
+  remote: HandshakeParams;
+  /** The pattern that ran, or `"plaintext"`. */
+  pattern: PatternName | "plaintext";
+  /** Whether the peer's static key was checked against configured trust. */
+  pinned: boolean;
+}
+
 /** The state shared by both drivers: turn-taking, terminal failure, the result. */
 class DriverCore {
+  /** The crypto provider of the handshake. */
+  readonly provider: CryptoProvider;
+  /** Options of the resulting channel. */
+  readonly channelOptions: SecureChannelOptions | undefined;
   state: "start" | "wait" | "done" | "failed" = "start";
   failure: ProtocolError | undefined;
   out: HandshakeResult | undefined;
   busy = false;
+  /** The driver's handling of one packet payload in turn. */
+  step: (payload: Uint8Array) => Promise<Uint8Array[]> = () =>
+    Promise.reject(new ProtocolError("HandshakeFailed", "The handshake driver has no step"));
 
-  async receive(
-    payload: Uint8Array,
-    step: (payload: Uint8Array) => Promise<Uint8Array[]>,
-  ): Promise<Uint8Array[]> {
+  constructor(options: CommonSecurityOptions) {
+    this.provider = options.provider ?? defaultProvider();
+    this.channelOptions = options.channel;
+  }
+
+  async receive(payload: Uint8Array): Promise<Uint8Array[]> {
     this.check();
     if (this.state !== "wait" || this.busy) {
       throw this.fail(
@@ -180,7 +209,7 @@ class DriverCore {
     this.busy = true;
     try {
       checkSize(payload);
-      const out = await step(payload);
+      const out = await this.step(payload);
       this.check();
       return out;
     } catch (error) {
@@ -222,28 +251,21 @@ class DriverCore {
     return error;
   }
 
-  finish(
-    hs: HandshakeState | undefined,
-    initiator: boolean,
-    local: number,
-    remote: HandshakeParams,
-    pattern: PatternName | "plaintext",
-    pinned: boolean,
-    channelOptions: SecureChannelOptions | undefined,
-  ): void {
+  finish(options: FinishOptions): void {
+    const { hs, remote } = options;
     let channel: SecureChannel | null = null;
     if (hs !== undefined) {
       const [c1, c2] = hs.split();
       channel = new SecureChannel(
-        initiator ? { send: c1, receive: c2 } : { send: c2, receive: c1 },
-        channelOptions,
+        options.initiator ? { send: c1, receive: c2 } : { send: c2, receive: c1 },
+        this.channelOptions,
       );
     }
     const result: HandshakeResult = {
       channel,
-      pattern,
-      features: local & remote.features,
-      pinned,
+      pattern: options.pattern,
+      features: options.localFeatures & remote.features,
+      pinned: options.pinned,
     };
     if (remote.maxMessageSize !== undefined) result.remoteMaxMessageSize = remote.maxMessageSize;
     if (hs !== undefined) {
@@ -253,6 +275,91 @@ class DriverCore {
     }
     this.out = result;
     this.state = "done";
+  }
+}
+
+/** Gives the drivers of this module the state their base class keeps private. */
+let coreOf: (driver: SessionHandshake) => DriverCore;
+
+/**
+ * What {@linkcode ClientHandshake} and {@linkcode ServerHandshake} share: turn-taking (one
+ * packet at a time, in turn), the terminal failure, the result and the time limit. It is not
+ * meant to be extended outside this module.
+ *
+ * @example Both drivers are session handshakes
+ * ```ts
+ * import { ClientHandshake, generateKeyPair, ServerHandshake } from "@npro/network-protocol";
+ * import type { SessionHandshake } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const drivers: SessionHandshake[] = [
+ *   new ClientHandshake(),
+ *   new ServerHandshake({ staticKey: generateKeyPair() }),
+ * ];
+ * for (const driver of drivers) assert.equal(driver.isComplete, false);
+ * ```
+ */
+export abstract class SessionHandshake implements HandshakeDriver {
+  readonly #core: DriverCore;
+
+  static {
+    coreOf = (driver) => driver.#core;
+  }
+
+  /** The handshake time limit in milliseconds. */
+  readonly timeoutMs: number;
+
+  /**
+   * Takes what both sides use from their options.
+   *
+   * @param timeoutMs The handshake time limit in milliseconds (validated).
+   * @param options The options: the crypto provider and the channel's options.
+   */
+  protected constructor(timeoutMs: number, options: CommonSecurityOptions) {
+    this.timeoutMs = timeoutMs;
+    this.#core = new DriverCore(options);
+  }
+
+  /** Whether the handshake finished successfully. */
+  get isComplete(): boolean {
+    return this.#core.state === "done";
+  }
+
+  /**
+   * Returns the payloads to send first.
+   *
+   * @returns Packet payloads to send.
+   */
+  abstract start(): Uint8Array[];
+
+  /**
+   * Processes one received packet payload.
+   *
+   * @param payload The packet payload.
+   * @returns Packet payloads to send (possibly none).
+   * @throws {ProtocolError} `HandshakeFailed` or `PolicyViolation`; the driver is dead afterwards.
+   */
+  receive(payload: Uint8Array): Promise<Uint8Array[]> {
+    return this.#core.receive(payload);
+  }
+
+  /**
+   * The result, once complete.
+   *
+   * @returns The result.
+   * @throws {ProtocolError} `HandshakeFailed` before completion or after a failure.
+   */
+  result(): HandshakeResult {
+    return this.#core.result();
+  }
+
+  /**
+   * Ends the handshake as failed (for example on a timeout); later calls throw `reason`'s code.
+   *
+   * @param reason The failure.
+   */
+  abort(reason: ProtocolError): void {
+    this.#core.abort(reason);
   }
 }
 
@@ -289,32 +396,25 @@ class DriverCore {
  * assert.equal(opened.type, "data");
  * ```
  */
-export class ClientHandshake implements HandshakeDriver {
-  readonly #core = new DriverCore();
+export class ClientHandshake extends SessionHandshake {
+  readonly #core: DriverCore;
   readonly #policy: ClientPolicy;
-  readonly #provider: CryptoProvider;
-  readonly #channelOptions: SecureChannelOptions | undefined;
   #hs: HandshakeState | undefined;
   #received = 0;
 
-  /** The handshake time limit in milliseconds. */
-  readonly timeoutMs: number;
-
-  /** Whether the handshake finished successfully. */
-  get isComplete(): boolean {
-    return this.#core.state === "done";
-  }
-
   /**
-   * Processes one received packet payload.
+   * Validates the options and chooses the pattern.
    *
-   * @param payload The packet payload.
-   * @returns Packet payloads to send (possibly none).
-   * @throws {ProtocolError} `HandshakeFailed` or `PolicyViolation`; the driver is dead afterwards.
+   * @param options The client's security options.
+   * @throws {TypeError} For malformed keys or options the chosen mode cannot enforce.
+   * @throws {RangeError} For out-of-range numbers.
    */
-  receive(payload: Uint8Array): Promise<Uint8Array[]> {
-    this.#received++;
-    return this.#core.receive(payload, (p) => this.#step(p));
+  constructor(options: ClientSecurityOptions = {}) {
+    const policy = resolveClientPolicy(options);
+    super(policy.timeoutMs, options);
+    this.#policy = policy;
+    this.#core = coreOf(this);
+    this.#core.step = (payload) => this.#step(payload);
   }
 
   /**
@@ -383,39 +483,6 @@ export class ClientHandshake implements HandshakeDriver {
     );
   }
 
-  /**
-   * The result, once complete.
-   *
-   * @returns The result.
-   * @throws {ProtocolError} `HandshakeFailed` before completion or after a failure.
-   */
-  result(): HandshakeResult {
-    return this.#core.result();
-  }
-
-  /**
-   * Ends the handshake as failed (for example on a timeout); later calls throw `reason`'s code.
-   *
-   * @param reason The failure.
-   */
-  abort(reason: ProtocolError): void {
-    this.#core.abort(reason);
-  }
-
-  /**
-   * Validates the options and chooses the pattern.
-   *
-   * @param options The client's security options.
-   * @throws {TypeError} For malformed keys or options the chosen mode cannot enforce.
-   * @throws {RangeError} For out-of-range numbers.
-   */
-  constructor(options: ClientSecurityOptions = {}) {
-    this.#policy = resolveClientPolicy(options);
-    this.#provider = options.provider ?? defaultProvider();
-    this.#channelOptions = options.channel;
-    this.timeoutMs = this.#policy.timeoutMs;
-  }
-
   /** The pattern this client runs, or `"plaintext"`. */
   get pattern(): PatternName | "plaintext" {
     return this.#policy.pattern ?? "plaintext";
@@ -427,7 +494,7 @@ export class ClientHandshake implements HandshakeDriver {
    * @returns The payloads to send (one).
    * @throws {ProtocolError} `HandshakeFailed` when called twice or after a failure.
    */
-  start(): Uint8Array[] {
+  override start(): Uint8Array[] {
     this.#core.check();
     if (this.#core.state !== "start") {
       throw this.#core.fail(
@@ -444,7 +511,7 @@ export class ClientHandshake implements HandshakeDriver {
       const facts = PATTERN_INFO[pattern];
       const header = encodeHello("noise", pattern, params);
       let s: KeyPair | undefined = policy.staticKey;
-      if (facts.clientStatic && s === undefined) s = this.#provider.generateKeyPair();
+      if (facts.clientStatic && s === undefined) s = this.#core.provider.generateKeyPair();
       const hs = new HandshakeState({
         protocolName: protocolName(pattern),
         initiator: true,
@@ -452,7 +519,7 @@ export class ClientHandshake implements HandshakeDriver {
         ...(s === undefined ? {} : { s: s.privateKey }),
         ...(facts.serverKnown ? { rs: policy.pins[0]! } : {}),
         ...(policy.psk === undefined ? {} : { psks: [policy.psk] }),
-        provider: this.#provider,
+        provider: this.#core.provider,
       });
       this.#hs = hs;
       const message = hs.writeMessage(EMPTY);
@@ -466,21 +533,20 @@ export class ClientHandshake implements HandshakeDriver {
   }
 
   async #step(payload: Uint8Array): Promise<Uint8Array[]> {
+    this.#received++;
     const policy = this.#policy;
     if (policy.mode === "plaintext") {
       const hello = decodeHello(payload);
       if (hello.mode !== "plaintext" || hello.rest.length !== 0) {
         throw new ProtocolError("HandshakeFailed", "Expected a plaintext server hello");
       }
-      this.#core.finish(
-        undefined,
-        true,
-        policy.features,
-        hello.params,
-        "plaintext",
-        false,
-        undefined,
-      );
+      this.#core.finish({
+        initiator: true,
+        localFeatures: policy.features,
+        remote: hello.params,
+        pattern: "plaintext",
+        pinned: false,
+      });
       return [];
     }
     const hs = this.#hs!;
@@ -536,7 +602,14 @@ export class ClientHandshake implements HandshakeDriver {
         );
       }
     }
-    this.#core.finish(hs, true, policy.features, params, pattern, pinned, this.#channelOptions);
+    this.#core.finish({
+      hs,
+      initiator: true,
+      localFeatures: policy.features,
+      remote: params,
+      pattern,
+      pinned,
+    });
     return out;
   }
 }
@@ -579,52 +652,13 @@ function keyChanged(
  * await assert.rejects(server.receive(client.start()[0]!), { code: "PolicyViolation" });
  * ```
  */
-export class ServerHandshake implements HandshakeDriver {
-  readonly #core = new DriverCore();
+export class ServerHandshake extends SessionHandshake {
+  readonly #core: DriverCore;
   readonly #policy: ServerPolicy;
-  readonly #provider: CryptoProvider;
-  readonly #channelOptions: SecureChannelOptions | undefined;
   #hs: HandshakeState | undefined;
   #pattern: PatternName | undefined;
+  #clientParams: HandshakeParams = { features: 0 };
   #pinned = false;
-
-  /** The handshake time limit in milliseconds. */
-  readonly timeoutMs: number;
-
-  /** Whether the handshake finished successfully. */
-  get isComplete(): boolean {
-    return this.#core.state === "done";
-  }
-
-  /**
-   * Processes one received packet payload.
-   *
-   * @param payload The packet payload.
-   * @returns Packet payloads to send (possibly none).
-   * @throws {ProtocolError} `HandshakeFailed` or `PolicyViolation`; the driver is dead afterwards.
-   */
-  receive(payload: Uint8Array): Promise<Uint8Array[]> {
-    return this.#core.receive(payload, (p) => this.#step(p));
-  }
-
-  /**
-   * The result, once complete.
-   *
-   * @returns The result.
-   * @throws {ProtocolError} `HandshakeFailed` before completion or after a failure.
-   */
-  result(): HandshakeResult {
-    return this.#core.result();
-  }
-
-  /**
-   * Ends the handshake as failed (for example on a timeout); later calls throw `reason`'s code.
-   *
-   * @param reason The failure.
-   */
-  abort(reason: ProtocolError): void {
-    this.#core.abort(reason);
-  }
 
   /**
    * Validates the options.
@@ -634,10 +668,11 @@ export class ServerHandshake implements HandshakeDriver {
    * @throws {RangeError} For out-of-range numbers.
    */
   constructor(options: ServerSecurityOptions) {
-    this.#policy = resolveServerPolicy(options);
-    this.#provider = options.provider ?? defaultProvider();
-    this.#channelOptions = options.channel;
-    this.timeoutMs = this.#policy.timeoutMs;
+    const policy = resolveServerPolicy(options);
+    super(policy.timeoutMs, options);
+    this.#policy = policy;
+    this.#core = coreOf(this);
+    this.#core.step = (payload) => this.#step(payload);
     this.#core.state = "wait";
   }
 
@@ -651,7 +686,7 @@ export class ServerHandshake implements HandshakeDriver {
    *
    * @returns An empty array.
    */
-  start(): Uint8Array[] {
+  override start(): Uint8Array[] {
     this.#core.check();
     return [];
   }
@@ -710,15 +745,13 @@ export class ServerHandshake implements HandshakeDriver {
           throw new ProtocolError("HandshakeFailed", "Plaintext hello has trailing bytes");
         }
         const reply = encodeHello("plaintext", undefined, this.#params());
-        this.#core.finish(
-          undefined,
-          false,
-          policy.features,
-          hello.params,
-          "plaintext",
-          false,
-          undefined,
-        );
+        this.#core.finish({
+          initiator: false,
+          localFeatures: policy.features,
+          remote: hello.params,
+          pattern: "plaintext",
+          pinned: false,
+        });
         return [reply];
       }
       const pattern = hello.pattern!;
@@ -730,7 +763,7 @@ export class ServerHandshake implements HandshakeDriver {
         ...(facts.serverStatic ? { s: policy.staticKey!.privateKey } : {}),
         ...(facts.clientKnown ? { rs: policy.clientKeys![0]! } : {}),
         ...(policy.psk === undefined ? {} : { psks: [policy.psk] }),
-        provider: this.#provider,
+        provider: this.#core.provider,
       });
       this.#hs = hs;
       this.#pattern = pattern;
@@ -754,17 +787,14 @@ export class ServerHandshake implements HandshakeDriver {
     return [];
   }
 
-  #clientParams: HandshakeParams = { features: 0 };
-
   #complete(hs: HandshakeState): void {
-    this.#core.finish(
+    this.#core.finish({
       hs,
-      false,
-      this.#policy.features,
-      this.#clientParams,
-      this.#pattern!,
-      this.#pinned,
-      this.#channelOptions,
-    );
+      initiator: false,
+      localFeatures: this.#policy.features,
+      remote: this.#clientParams,
+      pattern: this.#pattern!,
+      pinned: this.#pinned,
+    });
   }
 }
