@@ -8,6 +8,8 @@
 
 import type { CompressionAlgorithm } from "../core/compression_ids.ts";
 import { ProtocolError } from "../errors.ts";
+import { deadline } from "../util/async.ts";
+import { checkTimeout } from "../util/options.ts";
 import { lz4Compress, lz4Decompress } from "./lz4.ts";
 import { initZstdWasm, zstdCompress, zstdDecompress } from "./zstd.ts";
 
@@ -136,38 +138,14 @@ export interface InitCompressionOptions {
  * @param options An abort signal and a timeout.
  * @returns A promise that settles when the module is ready.
  * @throws {ProtocolError} `Cancelled` when aborted, `Timeout` when the timeout passes.
+ * @throws {TypeError} When `timeout` is not a finite number.
+ * @throws {RangeError} When `timeout` is outside 1 to 2^31 - 1 ms.
  */
 export async function initCompression(options?: InitCompressionOptions): Promise<void> {
-  const timeout = options?.timeout ?? 10_000;
-  if (!(timeout > 0)) throw new RangeError(`Timeout "${timeout}" must be greater than 0`);
-  const signal = options?.signal;
-  if (signal?.aborted) {
-    throw new ProtocolError("Cancelled", "Compression initialisation was aborted", {
-      cause: signal.reason,
-    });
-  }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let onAbort: (() => void) | undefined;
-  const stop = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new ProtocolError("Timeout", `Compression initialisation took over "${timeout}" ms`),
-        ),
-      timeout,
-    );
-    onAbort = () =>
-      reject(
-        new ProtocolError("Cancelled", "Compression initialisation was aborted", {
-          cause: signal?.reason,
-        }),
-      );
-    signal?.addEventListener("abort", onAbort, { once: true });
+  const timeout = checkTimeout("timeout", options?.timeout ?? 10_000);
+  await deadline("Compression initialisation", timeout, initZstdWasm, {
+    signal: options?.signal,
+    timeoutError: () =>
+      new ProtocolError("Timeout", `Compression initialisation took over "${timeout}" ms`),
   });
-  try {
-    await Promise.race([initZstdWasm(), stop]);
-  } finally {
-    clearTimeout(timer);
-    if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
-  }
 }

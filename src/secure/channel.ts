@@ -16,6 +16,7 @@
 
 import { MAX_PAYLOAD_SIZE } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
+import { nonNegativeOption, positiveIntegerOption } from "../util/options.ts";
 import type { CipherState } from "./noise/cipher_state.ts";
 
 /** Record type bytes: the last byte of a record's decrypted inner plaintext. */
@@ -157,14 +158,6 @@ const KEY_UPDATE_RESULT: OpenedRecord = Object.freeze({ type: "key_update" as co
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-function positiveOption(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!(value > 0) || (!Number.isSafeInteger(value) && value !== Infinity)) {
-    throw new RangeError(`Cannot use ${name} "${value}": it must be a positive integer`);
-  }
-  return value;
-}
-
 /**
  * An encrypted, authenticated record channel over the two directional cipher states of a
  * finished Noise handshake. It is sans-I/O: it turns bodies into record bytes and record bytes
@@ -248,20 +241,23 @@ export class SecureChannel {
     }
     this.#send = keys.send;
     this.#receive = keys.receive;
-    this.#rekeyAfterRecords = positiveOption(
+    this.#rekeyAfterRecords = positiveIntegerOption(
       "rekeyAfterRecords",
       options?.rekeyAfterRecords,
       DEFAULT_REKEY_AFTER_RECORDS,
+      { orInfinity: true },
     );
-    this.#rekeyAfterBytes = positiveOption(
+    this.#rekeyAfterBytes = positiveIntegerOption(
       "rekeyAfterBytes",
       options?.rekeyAfterBytes,
       DEFAULT_REKEY_AFTER_BYTES,
+      { orInfinity: true },
     );
-    this.#rekeyAfterMs = positiveOption(
+    this.#rekeyAfterMs = positiveIntegerOption(
       "rekeyAfterMs",
       options?.rekeyAfterMs,
       DEFAULT_REKEY_AFTER_MS,
+      { orInfinity: true },
     );
     const maxRecord = options?.maxRecordSize ?? MAX_PAYLOAD_SIZE;
     if (!Number.isSafeInteger(maxRecord) || maxRecord < RECORD_TAG_SIZE + 1) {
@@ -275,13 +271,11 @@ export class SecureChannel {
     const now = options?.now ?? (() => performance.now());
     this.#now = now;
     this.#sendKeySince = now();
-    const minInterval = options?.minKeyUpdateIntervalMs ?? DEFAULT_MIN_KEY_UPDATE_INTERVAL_MS;
-    if (!(minInterval >= 0) || !Number.isFinite(minInterval)) {
-      throw new RangeError(
-        `Cannot use minKeyUpdateIntervalMs "${minInterval}": it must be zero or a positive number`,
-      );
-    }
-    this.#minKeyUpdateIntervalMs = minInterval;
+    this.#minKeyUpdateIntervalMs = nonNegativeOption(
+      "minKeyUpdateIntervalMs",
+      options?.minKeyUpdateIntervalMs,
+      DEFAULT_MIN_KEY_UPDATE_INTERVAL_MS,
+    );
     const maxRate = options?.maxKeyUpdatesPerSecond ?? DEFAULT_MAX_KEY_UPDATES_PER_SECOND;
     if (!(maxRate > 0)) {
       throw new RangeError(

@@ -13,6 +13,7 @@ import { KNOWN_FEATURES, PATTERN_NAMES, type PatternName } from "./hello.ts";
 import type { KeyPair } from "./keys.ts";
 import type { KnownServers } from "./known_servers.ts";
 import { getPattern } from "./noise/patterns.ts";
+import { positiveIntegerOption } from "../util/options.ts";
 
 /** The default handshake time limit: 5 seconds. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
@@ -226,12 +227,11 @@ function checkCommon(options: CommonSecurityOptions): {
       `Cannot announce features "${features}": only the bits 0x1 (lz4) and 0x2 (zstd) are defined`,
     );
   }
-  const timeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-  if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) {
-    throw new RangeError(
-      `Cannot use handshake timeout "${timeoutMs}": it must be a positive integer`,
-    );
-  }
+  const timeoutMs = positiveIntegerOption(
+    "handshake timeout",
+    options.handshakeTimeoutMs,
+    DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  );
   const out: { features: number; maxMessageSize?: number; timeoutMs: number } = {
     features,
     timeoutMs,

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { positiveIntegerOption } from "../util/options.ts";
+
 /** Options of {@linkcode HandshakeAdmission}. */
 export interface HandshakeAdmissionOptions {
   /** Handshakes per second for the whole server; a burst of one second's worth. 0 disables. */
@@ -74,12 +76,7 @@ export class HandshakeAdmission {
   constructor(options: HandshakeAdmissionOptions) {
     this.#rate = rateOf("rate", options.rate);
     this.#perAddress = rateOf("ratePerAddress", options.ratePerAddress);
-    this.#maxAddresses = options.maxAddresses ?? 65_536;
-    if (!Number.isSafeInteger(this.#maxAddresses) || this.#maxAddresses < 1) {
-      throw new RangeError(
-        `Cannot use maxAddresses "${options.maxAddresses}": it must be a positive integer`,
-      );
-    }
+    this.#maxAddresses = positiveIntegerOption("maxAddresses", options.maxAddresses, 65_536);
   }
 
   /** The number of source addresses tracked now. */

@@ -23,7 +23,7 @@ import {
   establish,
   withAddress,
 } from "./session.ts";
-import { sleep } from "../util/async.ts";
+import { deadline, sleep } from "../util/async.ts";
 
 const log = logger("client");
 
@@ -419,31 +419,26 @@ class ReconnectingClient implements Client {
     if (connection !== undefined && !connection.isClosed) return connection;
     // Reconnecting: wait for the next connection within the request's time limit.
     const limit = timeoutMs ?? this.#config.client.responseTimeout;
-    return await new Promise<Connection>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        remove();
-        reject(
-          new ProtocolError("Timeout", `No connection to "${this.#address}" within ${limit} ms`),
-        );
-      }, limit);
-      const onAbort = () => {
-        remove();
-        reject(new ProtocolError("Cancelled", "Request was cancelled", { cause: signal?.reason }));
-      };
-      const waiter = (c: Connection | undefined) => {
-        remove();
-        if (c === undefined) reject(this.#closedError());
-        else resolve(c);
-      };
-      const remove = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        const i = this.#connectionWaiters.indexOf(waiter);
-        if (i >= 0) this.#connectionWaiters.splice(i, 1);
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#connectionWaiters.push(waiter);
-    });
+    let waiter: ((c: Connection | undefined) => void) | undefined;
+    try {
+      return await deadline(
+        "Request",
+        limit,
+        () =>
+          new Promise<Connection>((resolve, reject) => {
+            waiter = (c) => (c === undefined ? reject(this.#closedError()) : resolve(c));
+            this.#connectionWaiters.push(waiter);
+          }),
+        {
+          signal,
+          timeoutError: () =>
+            new ProtocolError("Timeout", `No connection to "${this.#address}" within ${limit} ms`),
+        },
+      );
+    } finally {
+      const i = waiter === undefined ? -1 : this.#connectionWaiters.indexOf(waiter);
+      if (i >= 0) this.#connectionWaiters.splice(i, 1);
+    }
   }
 
   request(message: Message, options?: RequestOptions): Promise<Message> {

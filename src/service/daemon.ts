@@ -26,6 +26,7 @@ import {
   serverSecurityFromConfig,
   withAddress,
 } from "./session.ts";
+import { sleep, waitAtMost } from "../util/async.ts";
 import { closeQuietly } from "../util/resource.ts";
 
 const log = logger("daemon");
@@ -302,7 +303,7 @@ class DaemonServer implements Server {
     while (!this.#admission.take()) {
       const wait = Math.max(1, Math.ceil(this.#admission.waitMs()));
       if (this.#stopping || performance.now() + wait > deadline) return false;
-      await new Promise((resolve) => setTimeout(resolve, wait));
+      await sleep(wait);
     }
     return !this.#stopping;
   }
@@ -320,12 +321,7 @@ class DaemonServer implements Server {
     const closing = [...this.#connections].map((c) =>
       c.close({ code: CloseCode.GoingAway, reason: "server shutting down", timeoutMs })
     );
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      Promise.allSettled(closing),
-      new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs + 100))),
-    ]);
-    clearTimeout(timer);
+    await waitAtMost(Promise.allSettled(closing), timeoutMs + 100);
     for (const connection of this.#connections) connection.abort();
     // Every per-connection task ends once its connection (or handshake) is closed.
     await Promise.allSettled([...this.#tasks]);

@@ -17,7 +17,7 @@ import {
   memoryConnPair,
 } from "./memory_conn.ts";
 import { formatAddr, formatHostPort, parseConnectAddress, parseHostPort } from "./address.ts";
-import { checkTimeout } from "./tcp.ts";
+import { checkTimeout } from "../util/options.ts";
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   type Listener,

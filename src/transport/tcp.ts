@@ -13,21 +13,10 @@ import {
   type TransportConnectOptions,
   type TransportListenOptions,
 } from "./types.ts";
+import { waitAtMost } from "../util/async.ts";
+import { checkTimeout } from "../util/options.ts";
 import { closeQuietly } from "../util/resource.ts";
 import { formatAddr, parseConnectAddress, parseHostPort } from "./address.ts";
-
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** Validates a timeout in milliseconds and returns it. */
-export function checkTimeout(name: string, value: number): number {
-  if (typeof value !== "number" || !Number.isFinite(value)) {
-    throw new TypeError(`${name} must be a finite number, got "${value}"`);
-  }
-  if (value <= 0 || value > MAX_TIMER_MS) {
-    throw new RangeError(`${name} "${value}" is outside the range 1 to ${MAX_TIMER_MS}`);
-  }
-  return value;
-}
 
 const TIMEOUT = Symbol("timeout");
 /** After an abort, how long to wait for the attempt to release what it opened. */
@@ -80,21 +69,12 @@ export async function withDeadline<T>(
   } catch (error) {
     if (!controller.signal.aborted) controller.abort();
     attempt.then(dispose, () => {});
-    if (!settled) await settleWithin(attempt, SETTLE_GRACE_MS);
+    if (!settled) await waitAtMost(attempt.then(() => {}, () => {}), SETTLE_GRACE_MS);
     throw mapError(what, timeoutMs, controller.signal.reason, outer, error);
   } finally {
     clearTimeout(timer);
     outer?.removeEventListener("abort", onOuterAbort);
   }
-}
-
-async function settleWithin(promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    promise.then(() => {}, () => {}),
-    new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
-  ]);
-  clearTimeout(timer);
 }
 
 function mapError(
