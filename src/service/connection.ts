@@ -35,7 +35,7 @@ import { Outbox, type OutboxHost, RECORD_OVERHEAD } from "./outbox.ts";
 import { closeCodeFor, closeReason, PeerClosedError } from "./peer_closed_error.ts";
 import { ReceiveQueue } from "./receive_queue.ts";
 import { RecordDecoder, type RecordDecoderHost } from "./record_decoder.ts";
-import { abortable, yieldTurn } from "../util/async.ts";
+import { abortable, waitAtMost, yieldTurn } from "../util/async.ts";
 import { nonNegativeOption, positiveOption } from "../util/options.ts";
 import { closeQuietly } from "../util/resource.ts";
 import { RequestTable } from "./request_table.ts";
@@ -377,11 +377,7 @@ export class Connection implements AsyncDisposable {
           `Request could not be written within ${timeoutMs} ms: the peer is not reading`,
         );
       }
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        this.flush(signal),
-        new Promise((resolve) => (timer = setTimeout(resolve, left))),
-      ]).finally(() => clearTimeout(timer));
+      await waitAtMost(this.flush(signal), left);
     }
   }
 
@@ -882,16 +878,11 @@ export class Connection implements AsyncDisposable {
 
   /** Writes the farewell record within a short time limit, then closes the socket. */
   async #writeFarewell(data: Uint8Array): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await Promise.race([
-        this.#conn.write(data),
-        new Promise((resolve) => (timer = setTimeout(resolve, FAREWELL_TIMEOUT_MS))),
-      ]);
+      await waitAtMost(this.#conn.write(data), FAREWELL_TIMEOUT_MS);
     } catch {
       // The peer is gone: nothing to tell it.
     } finally {
-      clearTimeout(timer);
       closeQuietly(this.#conn);
     }
   }
