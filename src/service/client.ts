@@ -461,23 +461,25 @@ class ReconnectingClient implements Client {
     connection.send(message);
   }
 
-  async receive(signal?: AbortSignal): Promise<Message | null> {
-    for (;;) {
-      if (this.#closed) return null;
-      const connection = this.#connection ?? await this.#current(signal).catch(() => undefined);
-      if (connection === undefined) return null;
-      const message = await connection.receive(signal);
-      if (message !== null) return message;
-    }
+  receive(signal?: AbortSignal): Promise<Message | null> {
+    return this.#receiveFrom((connection) => connection.receive(signal), signal);
   }
 
-  async receiveBatch(signal?: AbortSignal): Promise<Message[] | null> {
+  receiveBatch(signal?: AbortSignal): Promise<Message[] | null> {
+    return this.#receiveFrom((connection) => connection.receiveBatch(signal), signal);
+  }
+
+  /** Receives from the current connection, and from the next one after a reconnection. */
+  async #receiveFrom<T>(
+    take: (connection: Connection) => Promise<T | null>,
+    signal: AbortSignal | undefined,
+  ): Promise<T | null> {
     for (;;) {
       if (this.#closed) return null;
       const connection = this.#connection ?? await this.#current(signal).catch(() => undefined);
       if (connection === undefined) return null;
-      const batch = await connection.receiveBatch(signal);
-      if (batch !== null) return batch;
+      const received = await take(connection);
+      if (received !== null) return received;
     }
   }
 
