@@ -161,8 +161,8 @@ export type {
   UnixTransportOptions,
 } from "./src/transport/mod.ts";
 
+export { constantTimeEqual } from "./src/util/bytes.ts";
 export {
-  constantTimeEqual,
   decodeKey,
   encodeKey,
   fingerprint,

@@ -23,6 +23,7 @@ import { ConfigError, problemSummary } from "./config/error.ts";
 import { listedValues, LOG_LEVEL_NAMES, SCHEMA } from "./config/schema.ts";
 import { quotedList } from "./config/text.ts";
 import { validateSection } from "./config/validate.ts";
+import { errorMessage } from "./util/error_message.ts";
 
 /** LogTape's level names (the same union as LogTape's `LogLevel`). */
 export type LogTapeLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
@@ -95,7 +96,7 @@ function openFileSink(path: string, format: (record: LogRecord) => string, mode:
   } catch (error) {
     throw new ProtocolError(
       "ConfigError",
-      `Cannot open log file ${JSON.stringify(path)}: ${(error as Error).message}`,
+      `Cannot open log file ${JSON.stringify(path)}: ${errorMessage(error)}`,
       { cause: error },
     );
   }

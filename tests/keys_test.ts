@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ProtocolError } from "../src/errors.ts";
 import { nativeProvider, portableProvider } from "../src/secure/crypto.ts";
+import { constantTimeEqual } from "../src/util/bytes.ts";
 import {
-  constantTimeEqual,
   decodeKey,
   encodeKey,
   fingerprint,

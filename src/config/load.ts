@@ -11,6 +11,7 @@ import { ConfigError } from "./error.ts";
 import { buildConfig, parseConfig } from "./parse.ts";
 import { quote } from "./text.ts";
 import type { LoadConfigOptions, NetworkConfig, ParseConfigOptions } from "./types.ts";
+import { errorMessage } from "../util/error_message.ts";
 
 /**
  * Reads a TOML configuration file (or starts from the defaults when no path is given), layers
@@ -67,7 +68,7 @@ async function readBounded(
       });
     }
     throw new ConfigError(
-      `Cannot open configuration file ${quote(name)}: ${(error as Error).message}`,
+      `Cannot open configuration file ${quote(name)}: ${errorMessage(error)}`,
       [],
       { cause: error },
     );
@@ -107,7 +108,7 @@ async function readBounded(
           throw new ProtocolError("Timeout", `Reading ${quote(name)} took over ${timeout} ms`);
         }
         throw new ConfigError(
-          `Cannot read configuration file ${quote(name)}: ${(error as Error).message}`,
+          `Cannot read configuration file ${quote(name)}: ${errorMessage(error)}`,
           [],
           { cause: error },
         );

@@ -10,6 +10,7 @@ import { stringifyConfig } from "./example.ts";
 import { quote } from "./text.ts";
 import type { NetworkConfig, SaveConfigOptions } from "./types.ts";
 import { validateConfig } from "./validate.ts";
+import { errorMessage } from "../util/error_message.ts";
 
 /**
  * Validates a configuration and writes it as annotated TOML (see {@linkcode stringifyConfig}).
@@ -69,7 +70,7 @@ export async function saveConfig(
       });
     }
     throw new ConfigError(
-      `Cannot write configuration file ${quote(name)}: ${(error as Error).message}`,
+      `Cannot write configuration file ${quote(name)}: ${errorMessage(error)}`,
       [],
       {
         cause: error,

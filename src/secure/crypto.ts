@@ -32,6 +32,7 @@ import { x25519 } from "@noble/curves/ed25519.js";
 import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { hmac as nobleHmac } from "@noble/hashes/hmac.js";
 import { ProtocolError } from "../errors.ts";
+import { constantTimeEqual, toBase64Url } from "../util/bytes.ts";
 
 /** Length in bytes of a ChaCha20-Poly1305 key, an X25519 key and a SHA-256 digest. */
 export const KEY_LENGTH = 32;
@@ -224,15 +225,9 @@ interface CachedPrivateKey {
  */
 const privateKeyCache = new WeakMap<Uint8Array, CachedPrivateKey>();
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  let acc = 0;
-  for (let i = 0; i < a.length; i++) acc |= a[i]! ^ b[i]!;
-  return acc === 0;
-}
-
 function cachedPrivateKey(privateKey: Uint8Array): CachedPrivateKey {
   const cached = privateKeyCache.get(privateKey);
-  if (cached !== undefined && sameBytes(cached.bytes, privateKey)) return cached;
+  if (cached !== undefined && constantTimeEqual(cached.bytes, privateKey)) return cached;
   const der = new Uint8Array(PKCS8_PREFIX.length + KEY_LENGTH);
   der.set(PKCS8_PREFIX);
   der.set(privateKey, PKCS8_PREFIX.length);
@@ -243,14 +238,10 @@ function cachedPrivateKey(privateKey: Uint8Array): CachedPrivateKey {
   return entry;
 }
 
-function base64url(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64url");
-}
-
 function nativePublicKey(publicKey: Uint8Array): KeyObject {
   // JWK import of a public key is about 1.7x faster than SPKI DER in Deno 2.9 (measured).
   return createPublicKey({
-    key: { kty: "OKP", crv: "X25519", x: base64url(publicKey) },
+    key: { kty: "OKP", crv: "X25519", x: toBase64Url(publicKey) },
     format: "jwk",
   });
 }
@@ -480,10 +471,10 @@ function nativeAvailable(): boolean {
     const nonce = new Uint8Array(12);
     const expected = portableProvider.encrypt(key, nonce, ONE, TWO);
     const actual = nativeEncrypt(key, nonce, ONE, TWO);
-    if (!sameBytes(expected, actual) || expected.length !== actual.length) return false;
+    if (!constantTimeEqual(expected, actual)) return false;
     const a = nativeProvider.generateKeyPair();
     const b = portableProvider.generateKeyPair();
-    return sameBytes(
+    return constantTimeEqual(
       nativeDh(a.privateKey, b.publicKey),
       portableProvider.dh(b.privateKey, a.publicKey),
     );

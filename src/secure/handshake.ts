@@ -32,7 +32,9 @@ import {
   MAX_PARAMS_SIZE,
   type PatternName,
 } from "./hello.ts";
-import { constantTimeEqual, fingerprint, type KeyPair } from "./keys.ts";
+import { fingerprint, type KeyPair } from "./keys.ts";
+import { constantTimeEqual } from "../util/bytes.ts";
+import { errorMessage } from "../util/error_message.ts";
 import type { KnownServers } from "./known_servers.ts";
 import { HandshakeState, MAX_MESSAGE_LENGTH } from "./noise/handshake_state.ts";
 import {
@@ -126,10 +128,6 @@ const FRAMING_CODES: ReadonlySet<string> = new Set([
   "OversizedPacket",
   "Truncated",
 ]);
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 function asHandshakeError(error: unknown, message: string): ProtocolError {
   if (
@@ -574,7 +572,7 @@ export class ClientHandshake extends SessionHandshake {
         } catch (cause) {
           throw new ProtocolError(
             "HandshakeFailed",
-            `Cannot read the known server keys in ${storeName(store)}: ${errorText(cause)}`,
+            `Cannot read the known server keys in ${storeName(store)}: ${errorMessage(cause)}`,
             { cause },
           );
         }
@@ -597,7 +595,9 @@ export class ClientHandshake extends SessionHandshake {
       } catch (cause) {
         throw new ProtocolError(
           "HandshakeFailed",
-          `Cannot record the key of server "${name}" in ${storeName(store)}: ${errorText(cause)}`,
+          `Cannot record the key of server "${name}" in ${storeName(store)}: ${
+            errorMessage(cause)
+          }`,
           { cause },
         );
       }

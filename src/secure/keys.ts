@@ -6,6 +6,7 @@
  */
 
 import { ProtocolError } from "../errors.ts";
+import { constantTimeEqual, toBase64Url } from "../util/bytes.ts";
 import { type CryptoProvider, defaultProvider, KEY_LENGTH } from "./crypto.ts";
 
 /**
@@ -78,12 +79,6 @@ function checkKey(key: Uint8Array): void {
       }"`,
     );
   }
-}
-
-function toBase64Url(bytes: Uint8Array): string {
-  let binary = "";
-  for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]!);
-  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
 /**
@@ -179,31 +174,6 @@ export function decodeKey(text: string): Uint8Array {
   const key = new Uint8Array(KEY_LENGTH);
   for (let i = 0; i < KEY_LENGTH; i++) key[i] = binary.charCodeAt(i);
   return key;
-}
-
-/**
- * Compares two byte arrays in time that depends only on their lengths, never on their contents.
- * Use it for keys, fingerprints and tags.
- *
- * @example Compare keys
- * ```ts
- * import { constantTimeEqual } from "@npro/network-protocol";
- * import assert from "node:assert/strict";
- *
- * assert.ok(constantTimeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 2])));
- * assert.ok(!constantTimeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 3])));
- * assert.ok(!constantTimeEqual(new Uint8Array([1]), new Uint8Array([1, 2])));
- * ```
- *
- * @param a The first array.
- * @param b The second array.
- * @returns Whether they are equal.
- */
-export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
 }
 
 /** Options for {@linkcode writeKeyFile}. */

@@ -27,6 +27,7 @@ import {
   withAddress,
 } from "./session.ts";
 import { sleep, waitAtMost } from "../util/async.ts";
+import { errorMessage } from "../util/error_message.ts";
 import { closeQuietly } from "../util/resource.ts";
 
 const log = logger("daemon");
@@ -257,7 +258,7 @@ class DaemonServer implements Server {
       if (peerEvents.allow("failed handshake")) {
         log.info("Handshake with {peer} failed: {error}", {
           peer: safeAddr(conn),
-          error: error instanceof Error ? error.message : String(error),
+          error: errorMessage(error),
         });
       }
       closeQuietly(conn);

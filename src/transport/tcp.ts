@@ -14,6 +14,7 @@ import {
   type TransportListenOptions,
 } from "./types.ts";
 import { waitAtMost } from "../util/async.ts";
+import { errorMessage } from "../util/error_message.ts";
 import { checkTimeout } from "../util/options.ts";
 import { closeQuietly } from "../util/resource.ts";
 import { formatAddr, parseConnectAddress, parseHostPort } from "./address.ts";
@@ -97,7 +98,7 @@ function mapError(
   ) {
     return error;
   }
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorMessage(error);
   switch (osErrorCode(error)) {
     case "ConnectionRefused":
       return new ProtocolError(
@@ -187,7 +188,7 @@ class WrappedListener<C extends Deno.Conn> implements Listener {
         ) {
           throw this.#closedError(error);
         }
-        const message = error instanceof Error ? error.message : String(error);
+        const message = errorMessage(error);
         const code = /os error (23|24)\)/.test(message) ? "LimitExceeded" : "ConnectionClosed";
         throw new ProtocolError(
           code,
@@ -253,7 +254,7 @@ class WrappedListener<C extends Deno.Conn> implements Listener {
  * address that is not local, a path that cannot be created).
  */
 export function listenError(address: string, error: unknown): ProtocolError {
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorMessage(error);
   const code = osErrorCode(error);
   if (code === "AddressInUse") {
     return new ProtocolError(

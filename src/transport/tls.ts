@@ -10,6 +10,7 @@ import { PROTOCOL_VERSION } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
 import { formatHostPort, parseConnectAddress, parseHostPort } from "./address.ts";
 import { checkBacklog, listenError, withDeadline, wrapListener } from "./tcp.ts";
+import { errorMessage } from "../util/error_message.ts";
 import { closeQuietly } from "../util/resource.ts";
 import type {
   Listener,
@@ -202,10 +203,6 @@ async function loadPem(source: PemSource, label: string, signal?: AbortSignal): 
       cause: error,
     });
   }
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /**
