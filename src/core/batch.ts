@@ -9,9 +9,17 @@
  */
 
 import { ProtocolError } from "../errors.ts";
-import { encodeMessage, type Message, messageSize, readMessage, writeMessage } from "./message.ts";
+import {
+  encodeMessage,
+  leb128Size,
+  type Message,
+  messageSize,
+  readMessage,
+  writeLeb128,
+  writeMessage,
+} from "./message.ts";
 import { MAX_PAYLOAD_SIZE } from "./packet.ts";
-import { Reader, varintSize, writeVarint } from "./wire.ts";
+import { Reader } from "./reader.ts";
 
 /** The mask of the compression id in a batch entry's flags byte. */
 export const COMPRESSION_FLAG_MASK = 0x03;
@@ -166,14 +174,14 @@ export function encodeBatch(
   for (let i = 0; i < messages.length; i++) {
     const size = messageSize(messages[i]!, false);
     sizes[i] = size;
-    total += 1 + varintSize(size) + size;
+    total += 1 + leb128Size(size) + size;
   }
   const out = new Uint8Array(total);
   let offset = 0;
   for (let i = 0; i < messages.length; i++) {
     const size = sizes[i]!;
     out[offset++] = 0;
-    offset = writeVarint(out, offset, size);
+    offset = writeLeb128(out, offset, size);
     offset = writeMessage(out, offset, messages[i]!);
   }
   return out;
@@ -187,7 +195,7 @@ export function encodeBatch(
  * @returns The entry size in bytes.
  */
 export function batchEntrySize(size: number): number {
-  return 1 + varintSize(size) + size;
+  return 1 + leb128Size(size) + size;
 }
 
 /**
@@ -214,7 +222,7 @@ export function writeBatchEntries(
 ): number {
   for (let i = start; i < end; i++) {
     out[offset++] = 0;
-    offset = writeVarint(out, offset, sizes[i]!);
+    offset = writeLeb128(out, offset, sizes[i]!);
     offset = writeMessage(out, offset, messages[i]!);
   }
   return offset;
@@ -238,14 +246,14 @@ function encodeCompressedBatch(
     if (result.id !== 0) compressed++;
     ids[i] = result.id;
     bodies[i] = result.body;
-    total += 1 + varintSize(result.body.length) + result.body.length;
+    total += 1 + leb128Size(result.body.length) + result.body.length;
   }
   const out = new Uint8Array(total);
   let offset = 0;
   for (let i = 0; i < messages.length; i++) {
     const body = bodies[i]!;
     out[offset++] = ids[i]!;
-    offset = writeVarint(out, offset, body.length);
+    offset = writeLeb128(out, offset, body.length);
     out.set(body, offset);
     offset += body.length;
   }
