@@ -307,7 +307,8 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
     staticKeyPath: {
       kind: "string",
       default: "",
-      description: 'File with this side\'s static key pair ("" = a new key per process).',
+      description:
+        'File with this side\'s static key pair ("" = a new key per process when the patterns need one).',
       readBy: [SESSION],
     },
     serverKeys: {
