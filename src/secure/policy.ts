@@ -248,8 +248,9 @@ function checkCommon(options: CommonSecurityOptions): {
   return out;
 }
 
-/** Throws for security options that plaintext mode would otherwise silently ignore. */
-function refuseInPlaintext(set: (string | false)[]): void {
+/** Throws for the security options given (not `undefined`) that plaintext mode would ignore. */
+function refuseInPlaintext(options: Record<string, unknown>): void {
+  const set = Object.keys(options).filter((name) => options[name] !== undefined);
   if (set.length > 0) {
     throw new TypeError(
       `Cannot use "${
@@ -273,14 +274,13 @@ export function resolveClientPolicy(options: ClientSecurityOptions): ClientPolic
   const psk = options.psk === undefined ? undefined : checkKey("Pre-shared key", options.psk);
   const tofu = options.knownServers;
   if (options.encryption === false) {
-    const set = [
-      options.pattern !== undefined && "pattern",
-      pins.length > 0 && "serverKeys",
-      staticKey !== undefined && "staticKey",
-      psk !== undefined && "psk",
-      tofu !== undefined && "knownServers",
-    ].filter(Boolean);
-    refuseInPlaintext(set);
+    refuseInPlaintext({
+      pattern: options.pattern,
+      serverKeys: pins.length > 0 ? pins : undefined,
+      staticKey,
+      psk,
+      knownServers: tofu,
+    });
     return { mode: "plaintext", pins, ...common };
   }
   let pattern = options.pattern;
@@ -386,14 +386,7 @@ export function resolveServerPolicy(options: ServerSecurityOptions): ServerPolic
   const psk = options.psk === undefined ? undefined : checkKey("Pre-shared key", options.psk);
   const mutual = clientKeys !== undefined || authorize !== undefined;
   if (options.encryption === false) {
-    const set = [
-      options.accept !== undefined && "accept",
-      staticKey !== undefined && "staticKey",
-      clientKeys !== undefined && "clientKeys",
-      authorize !== undefined && "authorize",
-      psk !== undefined && "psk",
-    ].filter(Boolean);
-    refuseInPlaintext(set);
+    refuseInPlaintext({ accept: options.accept, staticKey, clientKeys, authorize, psk });
     return { accept: new Set(["plaintext"]), mutual: false, ...common };
   }
   let accept: readonly PatternName[];
