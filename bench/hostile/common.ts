@@ -9,37 +9,9 @@
  * @module
  */
 
-/** Parses `--name value` and `--flag` arguments. */
-export function parseArgs(args: string[]): Map<string, string> {
-  const out = new Map<string, string>();
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    if (!arg.startsWith("--")) throw new TypeError(`Cannot parse argument "${arg}"`);
-    const next = args[i + 1];
-    if (next !== undefined && !next.startsWith("--")) {
-      out.set(arg.slice(2), next);
-      i++;
-    } else {
-      out.set(arg.slice(2), "true");
-    }
-  }
-  return out;
-}
+import { lines } from "../net/common.ts";
 
-/** Reads lines from a byte stream. */
-export async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let rest = "";
-  for await (const chunk of stream) {
-    rest += decoder.decode(chunk, { stream: true });
-    let index: number;
-    while ((index = rest.indexOf("\n")) >= 0) {
-      yield rest.slice(0, index);
-      rest = rest.slice(index + 1);
-    }
-  }
-  if (rest.length > 0) yield rest;
-}
+export { lines, parseArgs } from "../net/common.ts";
 
 /**
  * Reads stdin lines in the background: `next()` waits for the next one. When stdin closes
