@@ -16,5 +16,5 @@ const server = await serve(
 );
 const { hostname, port } = server.addr as Deno.NetAddr;
 console.log(`listening ${hostname}:${port} key ${encodeKey(server.publicKey!)}`);
-await server.finished;
+await server.closed();
 console.log("stopped");

@@ -299,7 +299,7 @@ Deno.test("a client that only pings is closed at the idle timeout, with CLOSE 4"
   try {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const error = await Promise.race([
-      connection.closed,
+      connection.closed(),
       new Promise((resolve) => (timer = setTimeout(() => resolve("open"), 3000))),
     ]);
     clearTimeout(timer);

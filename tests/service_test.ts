@@ -395,7 +395,7 @@ Deno.test("a client that never reads leaves server memory bounded; others are un
     );
     assert.ok(rawServerSide !== undefined);
     let closedWith: unknown = "open";
-    void rawServerSide.closed.then((e) => (closedWith = e));
+    void rawServerSide.closed().then((e) => (closedWith = e));
     const text = "x".repeat(60_000);
     const batch = encodePacket({
       version: 2,
@@ -679,7 +679,7 @@ Deno.test("idle and heartbeat timeouts fire", async (t) => {
     await waitFor(() => server.connections.size === 1);
     const connection = [...server.connections][0]!;
     const started = performance.now();
-    const error = await connection.closed;
+    const error = await connection.closed();
     assert.ok(error instanceof ProtocolError && error.code === "Timeout", String(error));
     assert.ok(performance.now() - started >= 250);
     raw.close();

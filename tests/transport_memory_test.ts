@@ -272,7 +272,7 @@ Deno.test("memory pair: closing an end rejects its own pending operations with I
   a.close();
   await assert.rejects(read, Deno.errors.Interrupted);
   await assert.rejects(write, Deno.errors.Interrupted);
-  assert.equal(a.closed, true);
+  assert.equal(a.isClosed, true);
   b.close();
 });
 
@@ -307,7 +307,7 @@ Deno.test("memory pair: using disposes an end", async () => {
   {
     using _a = a;
   }
-  assert.equal(a.closed, true);
+  assert.equal(a.isClosed, true);
   assert.equal(await b.read(new Uint8Array(1)), null);
   b.close();
 });
@@ -381,7 +381,7 @@ Deno.test("memory pair: a reset of an end whose peer already closed changes noth
   const [a, b] = memoryConnPair();
   b.close();
   a.reset();
-  assert.equal(a.closed, true);
+  assert.equal(a.isClosed, true);
   await assert.rejects(b.read(new Uint8Array(1)), Deno.errors.BadResource);
 });
 
@@ -486,7 +486,7 @@ Deno.test("memory pair: readable yields the bytes, ends at EOF and closes the en
   const chunks: number[][] = [];
   for await (const chunk of b.readable) chunks.push([...chunk]);
   assert.deepEqual(chunks, [[1, 2], [3]]);
-  assert.equal(b.closed, true);
+  assert.equal(b.isClosed, true);
 });
 
 Deno.test("memory pair: readable errors with BadResource when its end closes during a read", async () => {
@@ -501,7 +501,7 @@ Deno.test("memory pair: readable errors with BadResource when its end closes dur
 Deno.test("memory pair: cancelling readable closes the end", async () => {
   const [a, b] = memoryConnPair();
   await a.readable.cancel();
-  assert.equal(a.closed, true);
+  assert.equal(a.isClosed, true);
   assert.equal(await b.read(new Uint8Array(1)), null);
   b.close();
 });
@@ -513,7 +513,7 @@ Deno.test("memory pair: writable writes whole chunks and closing it closes the e
   await writer.write(bytes(10));
   await writer.close();
   assert.deepEqual(await reading, bytes(10));
-  assert.equal(a.closed, true);
+  assert.equal(a.isClosed, true);
   b.close();
 });
 
@@ -844,7 +844,7 @@ Deno.test({
     assert.equal(server.connections.size, 1);
     await client.close();
     await server.shutdown();
-    await server.finished;
+    await server.closed();
   },
 });
 
@@ -943,4 +943,34 @@ Deno.test("the client sees its connection end when the server's memory connectio
   assert.ok(error instanceof ProtocolError, `closed with ${String(error)}`);
   assert.equal(error.code, "ConnectionClosed");
   assert.equal(client.isClosed, true);
+});
+
+Deno.test("server: a listener that fails to accept stops the server; closed() says why", async () => {
+  const memory = new MemoryTransport();
+  const failing: Transport = {
+    kind: memory.kind,
+    connect: (address, options) => memory.connect(address, options),
+    listen: async (address, options) => {
+      const listener = await memory.listen(address, options);
+      let calls = 0;
+      return Object.assign(Object.create(listener), {
+        addr: listener.addr,
+        accept: () =>
+          ++calls === 1
+            ? Promise.reject(new Deno.errors.BadResource("listener broke"))
+            : listener.accept(),
+        close: () => listener.close(),
+      });
+    },
+  };
+  const server = await serve(
+    { address: "memory:9100", transport: failing },
+    new Dispatcher(),
+  );
+  const error = await server.closed();
+  assert.ok(error instanceof ProtocolError);
+  assert.equal(error.code, "ConnectionClosed");
+  assert.match(error.message, /listener failed \(listener broke\)/);
+  assert.equal(server.isClosed, true);
+  await server.shutdown();
 });

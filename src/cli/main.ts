@@ -87,7 +87,7 @@ async function serveCommand(argv: string[]): Promise<number> {
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, stop);
   try {
-    await server.finished;
+    await server.closed();
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
   }

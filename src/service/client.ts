@@ -357,7 +357,7 @@ class ReconnectingClient implements Client {
     this.#connection = connection;
     this.#status.emit({ type: "connected", address: this.#address });
     for (const waiter of this.#connectionWaiters.splice(0)) waiter(connection);
-    void connection.closed.then((error) => this.#onDropped(connection, error));
+    void connection.closed().then((error) => this.#onDropped(connection, error));
   }
 
   #onDropped(connection: Connection, error: ProtocolError | undefined): void {
@@ -488,7 +488,10 @@ class ReconnectingClient implements Client {
     this.#draining = true;
     const connection = this.#connection;
     if (connection !== undefined) {
-      await connection.close("client drained", timeoutMs ?? this.#config.client.responseTimeout);
+      await connection.close({
+        reason: "client drained",
+        timeoutMs: timeoutMs ?? this.#config.client.responseTimeout,
+      });
     }
     await this.close();
   }
@@ -501,7 +504,9 @@ class ReconnectingClient implements Client {
     this.#closed = true;
     this.#abortReconnect.abort();
     const connection = this.#connection;
-    if (connection !== undefined) await connection.close("client closed", 1000);
+    if (connection !== undefined) {
+      await connection.close({ reason: "client closed", timeoutMs: 1000 });
+    }
     await this.#reconnecting;
     this.#finish(undefined);
   }

@@ -290,9 +290,12 @@ export class Connection implements AsyncDisposable {
 
   /**
    * Resolves when the connection is closed: with `undefined` after a clean close, or with the
-   * error that closed it. Never rejects.
+   * error that closed it. Never rejects. Same meaning as `Client.closed()` and
+   * `Server.closed()`.
+   *
+   * @returns A promise of the end.
    */
-  get closed(): Promise<ProtocolError | undefined> {
+  closed(): Promise<ProtocolError | undefined> {
     return this.#closedPromise;
   }
 
@@ -469,15 +472,14 @@ export class Connection implements AsyncDisposable {
    * await client.close();
    * ```
    *
-   * @param options The CLOSE code and reason, and the time limit; or, as before, the reason.
-   * @param timeoutMs The time limit when `options` is a reason (default 10000 ms).
+   * @param options The CLOSE code and reason, and the time limit (default 10000 ms).
    */
-  async close(options: CloseOptions | string = {}, timeoutMs?: number): Promise<void> {
+  async close(options: CloseOptions = {}): Promise<void> {
     const {
       reason = "closed",
       code = CloseCode.Normal,
-      timeoutMs: limit = timeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS,
-    } = typeof options === "string" ? { reason: options } : options;
+      timeoutMs: limit = DEFAULT_CLOSE_TIMEOUT_MS,
+    } = options;
     if (this.#closed) return;
     if (this.#closing) {
       await this.#closedPromise;
@@ -786,7 +788,7 @@ export class Connection implements AsyncDisposable {
 
   #onPeerClose(): void {
     // The peer will send nothing more: answer what we have, then close.
-    if (!this.#closing && !this.#closed) void this.close("peer closed");
+    if (!this.#closing && !this.#closed) void this.close({ reason: "peer closed" });
   }
 
   #onEnd(): void {

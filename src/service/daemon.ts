@@ -8,6 +8,7 @@
 
 import type { NetworkConfig, NetworkConfigInput } from "../config/mod.ts";
 import { logger } from "../log.ts";
+import { ProtocolError } from "../errors.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";
 import type { CompressionSettings } from "../compression/policy.ts";
 import { CloseCode } from "../secure/channel.ts";
@@ -66,8 +67,17 @@ export interface Server extends AsyncDisposable {
   readonly connections: ReadonlySet<Connection>;
   /** Connections still in their handshake. */
   readonly handshaking: number;
-  /** Resolves when the server has stopped and every connection is closed. */
-  readonly finished: Promise<void>;
+  /** Whether the server has stopped accepting (shutting down or stopped). */
+  readonly isClosed: boolean;
+  /**
+   * Resolves when the server has stopped and every connection is closed: with `undefined` after
+   * a shutdown, or with the error that stopped it (a listener that failed to accept; the server
+   * then shuts down by itself). Never rejects. Same meaning as `Connection.closed()` and
+   * `Client.closed()`.
+   *
+   * @returns A promise of the end.
+   */
+  closed(): Promise<ProtocolError | undefined>;
   /**
    * Stops accepting, lets every connection answer what it already received, sends CLOSE,
    * flushes and closes; after `timeoutMs` (default: `server.shutdown_timeout`) it closes the
@@ -130,7 +140,7 @@ export async function serve(options: ServeOptions, dispatcher: Dispatcher): Prom
     else {
       const onAbort = () => void server.shutdown();
       signal.addEventListener("abort", onAbort, { once: true });
-      void server.finished.then(() => signal.removeEventListener("abort", onAbort));
+      void server.closed().then(() => signal.removeEventListener("abort", onAbort));
     }
   }
   log.info("Listening on {addr} ({transport})", {
@@ -143,7 +153,7 @@ export async function serve(options: ServeOptions, dispatcher: Dispatcher): Prom
 class DaemonServer implements Server {
   readonly addr: Deno.Addr;
   readonly publicKey: Uint8Array | undefined;
-  readonly finished: Promise<void>;
+  readonly #closedPromise: Promise<ProtocolError | undefined>;
   readonly #listener: Listener;
   readonly #config: NetworkConfig;
   readonly #security: ServerSecurityOptions;
@@ -157,7 +167,9 @@ class DaemonServer implements Server {
   #stopping = false;
   #shutdownPromise: Promise<void> | undefined;
   #acceptLoop: Promise<void>;
-  #resolveFinished!: () => void;
+  #resolveClosed!: (error: ProtocolError | undefined) => void;
+  /** Why the server stopped by itself (its listener failed), if it did. */
+  #failure: ProtocolError | undefined;
 
   constructor(
     listener: Listener,
@@ -177,7 +189,7 @@ class DaemonServer implements Server {
       ratePerAddress: config.server.handshakeRatePerAddress,
     });
     this.publicKey = security.encryption === false ? undefined : security.staticKey?.publicKey;
-    this.finished = new Promise((resolve) => (this.#resolveFinished = resolve));
+    this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#acceptLoop = this.#accept();
   }
 
@@ -189,6 +201,14 @@ class DaemonServer implements Server {
     return this.#handshaking.size;
   }
 
+  get isClosed(): boolean {
+    return this.#stopping;
+  }
+
+  closed(): Promise<ProtocolError | undefined> {
+    return this.#closedPromise;
+  }
+
   async #accept(): Promise<void> {
     const { maxConnections, maxHandshakes } = this.#config.server;
     for (;;) {
@@ -196,7 +216,19 @@ class DaemonServer implements Server {
       try {
         conn = await this.#listener.accept();
       } catch (error) {
-        if (!this.#stopping) log.error("Accept failed: {error}", { error });
+        if (!this.#stopping) {
+          // The listener is broken: stop serving (the connections are closed gracefully)
+          // rather than keep a server that no longer accepts; closed() tells why.
+          log.error("Accept failed: {error}", { error });
+          this.#failure = new ProtocolError(
+            "ConnectionClosed",
+            `Server on "${formatAddr(this.addr)}" stopped: its listener failed (${
+              errorMessage(error)
+            })`,
+            { cause: error },
+          );
+          void this.shutdown();
+        }
         return;
       }
       if (this.#stopping) {
@@ -287,7 +319,7 @@ class DaemonServer implements Server {
       peer: safeAddr(conn),
       pattern: established.session.pattern,
     });
-    const error = await connection.closed;
+    const error = await connection.closed();
     this.#connections.delete(connection);
     if (error !== undefined && peerEvents.allow("connection error")) {
       log.info("Connection {id} closed: {error}", { id: connection.id, error: error.message });
@@ -328,7 +360,7 @@ class DaemonServer implements Server {
     await Promise.allSettled([...this.#tasks]);
     peerEvents.flush();
     log.info("Server on {addr} stopped", { addr: formatAddr(this.addr) });
-    this.#resolveFinished();
+    this.#resolveClosed(this.#failure);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -10,7 +10,7 @@ import { CloseCode, MAX_CLOSE_REASON_BYTES } from "../secure/channel.ts";
 
 /**
  * The peer ended the session with a CLOSE record whose code reports a failure, 2 and up
- * (docs/PROTOCOL.md, "CLOSE"; 0 and 1 are clean ends): {@linkcode Connection.closed} resolves
+ * (docs/PROTOCOL.md, "CLOSE"; 0 and 1 are clean ends): `Connection.closed()` resolves
  * with it, and requests still in flight fail
  * with `ConnectionClosed` caused by it.
  *

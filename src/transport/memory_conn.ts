@@ -117,7 +117,7 @@ export interface MemoryConn extends Deno.Conn<MemoryAddr> {
   /** Bytes this end wrote that the peer has not read yet. */
   readonly bufferedAmount: number;
   /** Whether this end is closed (by `close()`, `reset()` or the end of its streams). */
-  readonly closed: boolean;
+  readonly isClosed: boolean;
   /**
    * Stops reads on this end from completing: data (and EOF) stay buffered, so the peer's writes
    * wait once `highWaterMark` bytes are buffered. Pending and new reads wait for
@@ -297,7 +297,7 @@ class MemoryConnImpl implements MemoryConn {
     return this.#outbound.buffered;
   }
 
-  get closed(): boolean {
+  get isClosed(): boolean {
     return this.#closed;
   }
 
