@@ -11,113 +11,40 @@
  * reordered, dropped, injected or reflected record fails authentication. After any failure the
  * channel is dead.
  *
+ * The record types, CLOSE codes and limits are in `record_format.ts`, the options and their
+ * defaults in `channel_options.ts`; both are re-exported here.
+ *
  * @module
  */
 
-import { MAX_PAYLOAD_SIZE } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
-import { nonNegativeOption, positiveIntegerOption } from "../util/options.ts";
+import { resolveChannelOptions, type SecureChannelOptions } from "./channel_options.ts";
 import type { CipherState } from "./noise/cipher_state.ts";
+import {
+  type CloseInfo,
+  decodeCloseContent,
+  encodeCloseInner,
+  MAX_RECORD_NONCE,
+  RECORD_TAG_SIZE,
+  RecordType,
+} from "./record_format.ts";
 
-/** Record type bytes: the last byte of a record's decrypted inner plaintext. */
-export const RecordType: {
-  /** A DATA record: the content is one encoded batch of messages. */
-  readonly Data: 0x01;
-  /** A KEY_UPDATE record: empty content; the last record under the old key of a direction. */
-  readonly KeyUpdate: 0x02;
-  /** A CLOSE record: `code:u16be || reason (UTF-8, at most 123 bytes)`. */
-  readonly Close: 0x03;
-} = { Data: 0x01, KeyUpdate: 0x02, Close: 0x03 } as const;
-
-/**
- * Well-known CLOSE reason codes (u16). Codes from `0x1000` up are free for applications.
- */
-export const CloseCode: {
-  /** Orderly end of the session. */
-  readonly Normal: 0;
-  /** The sender is shutting down. */
-  readonly GoingAway: 1;
-  /** The sender saw a protocol error from its peer. */
-  readonly ProtocolError: 2;
-  /** A limit was reached (size, rate, count). */
-  readonly LimitExceeded: 3;
-  /** The session was idle for too long. */
-  readonly IdleTimeout: 4;
-  /** The record counter of a direction is exhausted. */
-  readonly KeyExhausted: 5;
-} = {
-  Normal: 0,
-  GoingAway: 1,
-  ProtocolError: 2,
-  LimitExceeded: 3,
-  IdleTimeout: 4,
-  KeyExhausted: 5,
-} as const;
-
-/** The size of the Poly1305 tag that ends every record. */
-export const RECORD_TAG_SIZE = 16;
-
-/**
- * The largest nonce (record counter) a direction may use: 2^53 − 2. DATA and KEY_UPDATE records
- * use at most 2^53 − 3, so the last nonce is always left for a CLOSE record.
- */
-export const MAX_RECORD_NONCE: number = 2 ** 53 - 2;
-
-/** The longest CLOSE reason, in UTF-8 bytes. */
-export const MAX_CLOSE_REASON_BYTES = 123;
-
-/** Default number of DATA records a key seals before the next DATA is preceded by a KEY_UPDATE. */
-export const DEFAULT_REKEY_AFTER_RECORDS: number = 2 ** 20;
-/** Default number of inner bytes a key seals before a KEY_UPDATE: 1 GiB. */
-export const DEFAULT_REKEY_AFTER_BYTES: number = 2 ** 30;
-/** Default key lifetime before a KEY_UPDATE: 10 minutes. */
-export const DEFAULT_REKEY_AFTER_MS: number = 10 * 60 * 1000;
-
-/**
- * The shortest time between two KEY_UPDATEs that a sender's thresholds trigger, by default: a
- * due rekey waits until this long after the previous one (10 ms), so a sender never sends
- * more than {@linkcode DEFAULT_MAX_KEY_UPDATES_PER_SECOND}.
- */
-export const DEFAULT_MIN_KEY_UPDATE_INTERVAL_MS = 10;
-/**
- * The most KEY_UPDATE records a receiver accepts per second by default (a bucket holding one
- * second's worth); more is a `PolicyViolation`. Each costs a key derivation (about 10 µs), so a
- * peer cannot turn rekeying into a CPU flood.
- */
-export const DEFAULT_MAX_KEY_UPDATES_PER_SECOND = 100;
-
-/** Options of a {@linkcode SecureChannel}. */
-export interface SecureChannelOptions {
-  /**
-   * After this many DATA records under one send key, the next DATA record is preceded by a
-   * KEY_UPDATE (default 2^20).
-   */
-  rekeyAfterRecords?: number;
-  /** After this many inner bytes under one send key, rekey (default 1 GiB). */
-  rekeyAfterBytes?: number;
-  /** After a send key is this many milliseconds old, rekey before the next DATA (default 10 min). */
-  rekeyAfterMs?: number;
-  /** The clock used for the time threshold, in milliseconds (default `performance.now`). */
-  now?: () => number;
-  /**
-   * A rekey that a threshold makes due waits until this many milliseconds after the previous
-   * KEY_UPDATE (default 10; 0 rekeys as soon as a threshold is reached). An explicit
-   * {@linkcode SecureChannel.sealKeyUpdate} is not delayed.
-   */
-  minKeyUpdateIntervalMs?: number;
-  /**
-   * The most KEY_UPDATE records accepted per second from the peer, in a bucket holding one
-   * second's worth (default 100; `Infinity` accepts any rate). Beyond it, and for a KEY_UPDATE
-   * that follows another one with no DATA record between them, {@linkcode SecureChannel.open}
-   * throws `PolicyViolation`.
-   */
-  maxKeyUpdatesPerSecond?: number;
-  /**
-   * The largest record (packet payload) this channel seals: the packet limit (default 16 MiB).
-   * A DATA body may be at most `maxRecordSize - 17` bytes.
-   */
-  maxRecordSize?: number;
-}
+export {
+  CloseCode,
+  type CloseInfo,
+  MAX_CLOSE_REASON_BYTES,
+  MAX_RECORD_NONCE,
+  RECORD_TAG_SIZE,
+  RecordType,
+} from "./record_format.ts";
+export {
+  DEFAULT_MAX_KEY_UPDATES_PER_SECOND,
+  DEFAULT_MIN_KEY_UPDATE_INTERVAL_MS,
+  DEFAULT_REKEY_AFTER_BYTES,
+  DEFAULT_REKEY_AFTER_MS,
+  DEFAULT_REKEY_AFTER_RECORDS,
+  type SecureChannelOptions,
+} from "./channel_options.ts";
 
 /** The two cipher states of a session, one per direction. */
 export interface ChannelKeys {
@@ -125,14 +52,6 @@ export interface ChannelKeys {
   send: CipherState;
   /** Decrypts what this side receives. */
   receive: CipherState;
-}
-
-/** The reason code and text of a CLOSE record. */
-export interface CloseInfo {
-  /** The u16 reason code (see {@linkcode CloseCode}). */
-  readonly code: number;
-  /** The reason text, at most 123 UTF-8 bytes. */
-  readonly reason: string;
 }
 
 /** What {@linkcode SecureChannel.open} found in a record. */
@@ -155,8 +74,6 @@ export type OpenedRecord =
 const EMPTY = new Uint8Array(0);
 const KEY_UPDATE_INNER = new Uint8Array([RecordType.KeyUpdate]);
 const KEY_UPDATE_RESULT: OpenedRecord = Object.freeze({ type: "key_update" as const });
-const textEncoder = new TextEncoder();
-const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * An encrypted, authenticated record channel over the two directional cipher states of a
@@ -241,49 +158,16 @@ export class SecureChannel {
     }
     this.#send = keys.send;
     this.#receive = keys.receive;
-    this.#rekeyAfterRecords = positiveIntegerOption(
-      "rekeyAfterRecords",
-      options?.rekeyAfterRecords,
-      DEFAULT_REKEY_AFTER_RECORDS,
-      { orInfinity: true },
-    );
-    this.#rekeyAfterBytes = positiveIntegerOption(
-      "rekeyAfterBytes",
-      options?.rekeyAfterBytes,
-      DEFAULT_REKEY_AFTER_BYTES,
-      { orInfinity: true },
-    );
-    this.#rekeyAfterMs = positiveIntegerOption(
-      "rekeyAfterMs",
-      options?.rekeyAfterMs,
-      DEFAULT_REKEY_AFTER_MS,
-      { orInfinity: true },
-    );
-    const maxRecord = options?.maxRecordSize ?? MAX_PAYLOAD_SIZE;
-    if (!Number.isSafeInteger(maxRecord) || maxRecord < RECORD_TAG_SIZE + 1) {
-      throw new RangeError(
-        `Cannot use max record size "${maxRecord}": it must be an integer of at least ${
-          RECORD_TAG_SIZE + 1
-        }`,
-      );
-    }
-    this.#maxBody = maxRecord - RECORD_TAG_SIZE - 1;
-    const now = options?.now ?? (() => performance.now());
-    this.#now = now;
-    this.#sendKeySince = now();
-    this.#minKeyUpdateIntervalMs = nonNegativeOption(
-      "minKeyUpdateIntervalMs",
-      options?.minKeyUpdateIntervalMs,
-      DEFAULT_MIN_KEY_UPDATE_INTERVAL_MS,
-    );
-    const maxRate = options?.maxKeyUpdatesPerSecond ?? DEFAULT_MAX_KEY_UPDATES_PER_SECOND;
-    if (!(maxRate > 0)) {
-      throw new RangeError(
-        `Cannot use maxKeyUpdatesPerSecond "${maxRate}": it must be a positive number`,
-      );
-    }
-    this.#maxKeyUpdatesPerSecond = maxRate;
-    this.#keyUpdateTokens = maxRate;
+    const settings = resolveChannelOptions(options);
+    this.#rekeyAfterRecords = settings.rekeyAfterRecords;
+    this.#rekeyAfterBytes = settings.rekeyAfterBytes;
+    this.#rekeyAfterMs = settings.rekeyAfterMs;
+    this.#maxBody = settings.maxBody;
+    this.#now = settings.now;
+    this.#sendKeySince = settings.now();
+    this.#minKeyUpdateIntervalMs = settings.minKeyUpdateIntervalMs;
+    this.#maxKeyUpdatesPerSecond = settings.maxKeyUpdatesPerSecond;
+    this.#keyUpdateTokens = settings.maxKeyUpdatesPerSecond;
     this.#keyUpdateRefilled = this.#sendKeySince;
   }
 
@@ -438,17 +322,7 @@ export class SecureChannel {
    * sealed, to tell the peer why the session ends.
    */
   sealClose(code: number, reason = "", out: Uint8Array[] = []): Uint8Array[] {
-    if (!Number.isInteger(code) || code < 0 || code > 0xffff) {
-      throw new RangeError(
-        `Cannot use close code "${code}": it must be an integer from 0 to 65535`,
-      );
-    }
-    const reasonBytes = textEncoder.encode(reason);
-    if (reasonBytes.length > MAX_CLOSE_REASON_BYTES) {
-      throw new RangeError(
-        `Close reason of "${reasonBytes.length}" bytes exceeds the limit "${MAX_CLOSE_REASON_BYTES}"`,
-      );
-    }
+    const inner = encodeCloseInner(code, reason);
     // A CLOSE may still say why after an authenticated record broke the rules (the peer is
     // who it claims to be); after a record that failed authentication, nothing is sent.
     if (this.#failure?.code === "AuthenticationFailed") throw this.#dead();
@@ -461,11 +335,6 @@ export class SecureChannel {
         `Send record counter "${this.#send.nonce}" is past the limit "${MAX_RECORD_NONCE}"`,
       );
     }
-    const inner = new Uint8Array(reasonBytes.length + 3);
-    inner[0] = code >>> 8;
-    inner[1] = code & 0xff;
-    inner.set(reasonBytes, 2);
-    inner[inner.length - 1] = RecordType.Close;
     out.push(this.#send.encryptWithAd(EMPTY, inner));
     this.#sendClosed = true;
     return out;
@@ -580,32 +449,11 @@ export class SecureChannel {
   }
 
   #parseClose(content: Uint8Array, nonce: number): CloseInfo {
-    if (content.length < 2 || content.length > 2 + MAX_CLOSE_REASON_BYTES) {
-      throw this.#fail(
-        new ProtocolError(
-          "InvalidMessage",
-          `CLOSE record "${nonce}" has "${content.length}" content bytes, expected 2 to ${
-            2 + MAX_CLOSE_REASON_BYTES
-          }`,
-        ),
-      );
-    }
-    const code = (content[0]! << 8) | content[1]!;
-    let reason: string;
     try {
-      reason = textDecoder.decode(content.subarray(2));
-    } catch (cause) {
-      throw this.#fail(
-        new ProtocolError(
-          "InvalidMessage",
-          `CLOSE record "${nonce}" has a reason that is not UTF-8`,
-          {
-            cause,
-          },
-        ),
-      );
+      return decodeCloseContent(content, nonce);
+    } catch (error) {
+      throw this.#fail(error as ProtocolError);
     }
-    return { code, reason };
   }
 
   /** Enforces the receive-side KEY_UPDATE rules (docs/PROTOCOL.md, "KEY_UPDATE"). */

@@ -15,28 +15,38 @@
  * The hello bytes up to the end of the client's parameters are bound into the Noise prologue.
  * The server never tells the client why it refused: it throws and the caller closes.
  *
+ * The driver contract and the state both drivers share are in `handshake_driver.ts`, the checks
+ * of the peer's static key in `handshake_trust.ts`, and the client's explanation of a refused
+ * first message in `handshake_explain.ts`.
+ *
  * @module
  */
 
 import { ProtocolError } from "../errors.ts";
-import { SecureChannel } from "./channel.ts";
-import { type CryptoProvider, defaultProvider } from "./crypto.ts";
 import {
   decodeHello,
   decodeParams,
   encodeHello,
   encodeParams,
   type HandshakeParams,
-  HELLO_HEADER_SIZE,
   helloPrologue,
-  MAX_PARAMS_SIZE,
   type PatternName,
 } from "./hello.ts";
-import { fingerprint, type KeyPair } from "./keys.ts";
-import { constantTimeEqual } from "../util/bytes.ts";
-import { errorMessage } from "../util/error_message.ts";
-import type { KnownServers } from "./known_servers.ts";
-import { HandshakeState, MAX_MESSAGE_LENGTH } from "./noise/handshake_state.ts";
+import {
+  asHandshakeError,
+  DriverCore,
+  type HandshakeDriver,
+  type HandshakeResult,
+} from "./handshake_driver.ts";
+import { explainFirstReplyFailure } from "./handshake_explain.ts";
+import {
+  authorizeClientKey,
+  checkKnownServerKey,
+  checkPinnedServerKey,
+  recordServerKey,
+} from "./handshake_trust.ts";
+import type { KeyPair } from "./keys.ts";
+import { HandshakeState } from "./noise/handshake_state.ts";
 import {
   type ClientPolicy,
   type ClientSecurityOptions,
@@ -48,233 +58,14 @@ import {
   type ServerPolicy,
   type ServerSecurityOptions,
 } from "./policy.ts";
-import type { SecureChannelOptions } from "./channel.ts";
 
-/** The largest handshake packet payload accepted: the Noise message limit plus a hello. */
-export const MAX_HANDSHAKE_PAYLOAD: number = MAX_MESSAGE_LENGTH + HELLO_HEADER_SIZE +
-  MAX_PARAMS_SIZE;
+export {
+  type HandshakeDriver,
+  type HandshakeResult,
+  MAX_HANDSHAKE_PAYLOAD,
+} from "./handshake_driver.ts";
 
 const EMPTY = new Uint8Array(0);
-
-/** The outcome of a successful handshake. */
-export interface HandshakeResult {
-  /** The encrypted record channel, or `null` in plaintext mode. */
-  channel: SecureChannel | null;
-  /** The Noise pattern that ran, or `"plaintext"`. */
-  pattern: PatternName | "plaintext";
-  /** The negotiated features: the intersection of both sides' bitmaps (0x1 lz4, 0x2 zstd). */
-  features: number;
-  /** The largest record body the peer accepts, when it announced one. */
-  remoteMaxMessageSize?: number;
-  /** The peer's static public key, when the pattern has one. */
-  remoteStaticKey?: Uint8Array;
-  /**
-   * The Noise handshake hash `h`: equal on both sides of an untampered handshake. Compare it
-   * out of band (or bind it in an application protocol) to detect a man in the middle of NN or
-   * unpinned XX.
-   */
-  handshakeHash?: Uint8Array;
-  /**
-   * Whether the peer's static key was checked against configured trust. Client: a pinned
-   * server key (NK, IK, KK, XX with `serverKeys`) or a known-servers entry. Server: the client
-   * key passed `clientKeys` and `authorize`. A client that gets `false` should log a warning.
-   */
-  pinned: boolean;
-}
-
-/** A handshake driver: fed received packet payloads, it returns payloads to send. */
-export interface HandshakeDriver {
-  /** Whether the handshake finished successfully. */
-  readonly isComplete: boolean;
-  /** The handshake time limit in milliseconds, from the options. */
-  readonly timeoutMs: number;
-  /**
-   * Returns the payloads to send first (the client's hello; nothing for the server).
-   *
-   * @returns Packet payloads to send.
-   */
-  start(): Uint8Array[];
-  /**
-   * Processes one received packet payload.
-   *
-   * @param payload The packet payload.
-   * @returns Packet payloads to send (possibly none).
-   */
-  receive(payload: Uint8Array): Promise<Uint8Array[]>;
-  /**
-   * The result, once complete.
-   *
-   * @returns The result.
-   */
-  result(): HandshakeResult;
-  /** Ends the handshake as failed (for example on a timeout); later calls throw. */
-  abort(reason: ProtocolError): void;
-  /**
-   * Explains why reading the peer's next packet failed, with what this side knows (optional).
-   * `performHandshake` calls it when the stream ends (`cause` is `undefined`) or when
-   * reading fails with a `ProtocolError` (a reset, bytes that are not a packet), and throws the
-   * error it returns instead of a generic one.
-   *
-   * @param cause The read error, or `undefined` at a clean end of stream.
-   * @returns A more helpful error, or `undefined` to keep the generic one.
-   */
-  explainReadFailure?(cause: ProtocolError | undefined): ProtocolError | undefined;
-}
-
-/** Read errors that mean the bytes received are not packets of this protocol. */
-const FRAMING_CODES: ReadonlySet<string> = new Set([
-  "InvalidHeader",
-  "UnsupportedVersion",
-  "OversizedPacket",
-  "Truncated",
-]);
-
-function asHandshakeError(error: unknown, message: string): ProtocolError {
-  if (
-    error instanceof ProtocolError &&
-    (error.code === "HandshakeFailed" || error.code === "PolicyViolation")
-  ) {
-    return error;
-  }
-  return new ProtocolError("HandshakeFailed", message, { cause: error });
-}
-
-/** Said of every server that closed after the first message: it may just be at a limit. */
-const AT_LIMIT =
-  "; or it is at a limit (connections, handshakes, or the handshake rate of this address) " +
-  "and refused the connection before reading it: then retrying later helps";
-
-function checkSize(payload: Uint8Array): void {
-  if (payload.length > MAX_HANDSHAKE_PAYLOAD) {
-    throw new ProtocolError(
-      "HandshakeFailed",
-      `Handshake packet of "${payload.length}" bytes exceeds the limit "${MAX_HANDSHAKE_PAYLOAD}"`,
-    );
-  }
-}
-
-function isMember(set: readonly Uint8Array[], key: Uint8Array): boolean {
-  let found = false;
-  for (const candidate of set) {
-    const equal = constantTimeEqual(candidate, key);
-    found = found || equal;
-  }
-  return found;
-}
-
-/** What a driver knows when its handshake completes. */
-interface FinishOptions {
-  /** The finished Noise handshake, to split into the channel; none in plaintext mode. */
-  hs?: HandshakeState | undefined;
-  /** Whether this side is the initiator (the client). */
-  initiator: boolean;
-  /** This side's feature bitmap. */
-  localFeatures: number;
-  /** The peer's parameters. */
-  remote: HandshakeParams;
-  /** The pattern that ran, or `"plaintext"`. */
-  pattern: PatternName | "plaintext";
-  /** Whether the peer's static key was checked against configured trust. */
-  pinned: boolean;
-}
-
-/** The state shared by both drivers: turn-taking, terminal failure, the result. */
-class DriverCore {
-  /** The crypto provider of the handshake. */
-  readonly provider: CryptoProvider;
-  /** Options of the resulting channel. */
-  readonly channelOptions: SecureChannelOptions | undefined;
-  state: "start" | "wait" | "done" | "failed" = "start";
-  failure: ProtocolError | undefined;
-  out: HandshakeResult | undefined;
-  busy = false;
-  /** The driver's handling of one packet payload in turn. */
-  step: (payload: Uint8Array) => Promise<Uint8Array[]> = () =>
-    Promise.reject(new ProtocolError("HandshakeFailed", "The handshake driver has no step"));
-
-  constructor(options: CommonSecurityOptions) {
-    this.provider = options.provider ?? defaultProvider();
-    this.channelOptions = options.channel;
-  }
-
-  async receive(payload: Uint8Array): Promise<Uint8Array[]> {
-    this.check();
-    if (this.state !== "wait" || this.busy) {
-      throw this.fail(
-        new ProtocolError("HandshakeFailed", "Received a handshake packet out of turn"),
-      );
-    }
-    this.busy = true;
-    try {
-      checkSize(payload);
-      const out = await this.step(payload);
-      this.check();
-      return out;
-    } catch (error) {
-      throw this.fail(asHandshakeError(error, "Handshake failed"));
-    } finally {
-      this.busy = false;
-    }
-  }
-
-  result(): HandshakeResult {
-    this.check();
-    if (this.out === undefined) {
-      throw new ProtocolError("HandshakeFailed", "Handshake is not complete");
-    }
-    return this.out;
-  }
-
-  abort(reason: ProtocolError): void {
-    if (this.state !== "done" && this.state !== "failed") this.fail(reason);
-  }
-
-  check(): void {
-    if (this.failure !== undefined) {
-      throw new ProtocolError(
-        this.failure.code,
-        `The handshake failed earlier: ${this.failure.message}`,
-        { cause: this.failure },
-      );
-    }
-  }
-
-  fail(error: ProtocolError): ProtocolError {
-    if (this.failure === undefined) {
-      this.failure = error;
-      this.state = "failed";
-      this.out?.channel?.abort(error);
-      this.out = undefined;
-    }
-    return error;
-  }
-
-  finish(options: FinishOptions): void {
-    const { hs, remote } = options;
-    let channel: SecureChannel | null = null;
-    if (hs !== undefined) {
-      const [c1, c2] = hs.split();
-      channel = new SecureChannel(
-        options.initiator ? { send: c1, receive: c2 } : { send: c2, receive: c1 },
-        this.channelOptions,
-      );
-    }
-    const result: HandshakeResult = {
-      channel,
-      pattern: options.pattern,
-      features: options.localFeatures & remote.features,
-      pinned: options.pinned,
-    };
-    if (remote.maxMessageSize !== undefined) result.remoteMaxMessageSize = remote.maxMessageSize;
-    if (hs !== undefined) {
-      result.handshakeHash = hs.handshakeHash.slice();
-      const rs = hs.remoteStaticKey;
-      if (rs !== undefined) result.remoteStaticKey = rs.slice();
-    }
-    this.out = result;
-    this.state = "done";
-  }
-}
 
 /** Gives the drivers of this module the state their base class keeps private. */
 let coreOf: (driver: SessionHandshake) => DriverCore;
@@ -437,48 +228,7 @@ export class ClientHandshake extends SessionHandshake {
    */
   explainReadFailure(cause: ProtocolError | undefined): ProtocolError | undefined {
     if (this.#received > 0 || this.#core.state !== "wait") return undefined;
-    const options = cause === undefined ? {} : { cause };
-    if (cause !== undefined && FRAMING_CODES.has(cause.code)) {
-      return new ProtocolError(
-        "HandshakeFailed",
-        `The server's reply is not a handshake packet of this protocol: it probably speaks TLS ` +
-          `(set transport.kind = "tls" on the client) or another protocol (${cause.message})`,
-        options,
-      );
-    }
-    if (cause !== undefined && cause.code !== "ConnectionClosed") return undefined;
-    const policy = this.#policy;
-    const closed = "The server closed the connection after our first handshake message";
-    if (policy.mode === "plaintext") {
-      return new ProtocolError(
-        "HandshakeFailed",
-        `${closed}: it probably requires encryption (this client has encryption disabled), ` +
-          `or it speaks TLS (set transport.kind = "tls")${AT_LIMIT}`,
-        options,
-      );
-    }
-    const pattern = policy.pattern!;
-    const facts = PATTERN_INFO[pattern];
-    if (facts.serverKnown) {
-      return new ProtocolError(
-        "HandshakeFailed",
-        `${closed}: its key is probably not the pinned one (fingerprint "${
-          fingerprint(policy.pins[0]!)
-        }"); it may also refuse pattern "${pattern}"${
-          facts.clientStatic ? " or this client's key" : ""
-        }${facts.psk ? " or the pre-shared key" : ""}${AT_LIMIT}`,
-        options,
-      );
-    }
-    return new ProtocolError(
-      "HandshakeFailed",
-      `${closed}: it probably does not accept pattern "${pattern}"${
-        facts.psk
-          ? " or the pre-shared key differs"
-          : " (it may require another pattern, a pre-shared key or plaintext)"
-      }, or it speaks TLS (set transport.kind = "tls")${AT_LIMIT}`,
-      options,
-    );
+    return explainFirstReplyFailure(this.#policy, cause);
   }
 
   /** The pattern this client runs, or `"plaintext"`. */
@@ -555,33 +305,11 @@ export class ClientHandshake extends SessionHandshake {
     if (!pinned) {
       const rs = hs.remoteStaticKey;
       if (rs !== undefined && policy.pins.length > 0) {
-        if (!isMember(policy.pins, rs)) {
-          throw new ProtocolError(
-            "HandshakeFailed",
-            `Server key "${
-              fingerprint(rs)
-            }" matches none of the "${policy.pins.length}" pinned keys`,
-          );
-        }
+        checkPinnedServerKey(policy.pins, rs);
         pinned = true;
       } else if (rs !== undefined && policy.knownServers !== undefined) {
-        const { store, name } = policy.knownServers;
-        let known: Uint8Array | undefined;
-        try {
-          known = await store.get(name);
-        } catch (cause) {
-          throw new ProtocolError(
-            "HandshakeFailed",
-            `Cannot read the known server keys in ${storeName(store)}: ${errorMessage(cause)}`,
-            { cause },
-          );
-        }
-        if (known !== undefined) {
-          if (!constantTimeEqual(known, rs)) throw keyChanged(name, store, known, rs);
-          pinned = true;
-        } else {
-          remember = rs.slice();
-        }
+        pinned = await checkKnownServerKey(policy.knownServers, rs);
+        if (!pinned) remember = rs.slice();
       }
     }
     const out: Uint8Array[] = [];
@@ -589,18 +317,7 @@ export class ClientHandshake extends SessionHandshake {
     if (remember !== undefined) {
       // Recorded before the last handshake message (and any data) is sent: a key that cannot be
       // recorded fails the handshake rather than leaving the next connection unauthenticated.
-      const { store, name } = policy.knownServers!;
-      try {
-        await store.set(name, remember);
-      } catch (cause) {
-        throw new ProtocolError(
-          "HandshakeFailed",
-          `Cannot record the key of server "${name}" in ${storeName(store)}: ${
-            errorMessage(cause)
-          }`,
-          { cause },
-        );
-      }
+      await recordServerKey(policy.knownServers!, remember);
     }
     this.#core.finish({
       hs,
@@ -612,29 +329,6 @@ export class ClientHandshake extends SessionHandshake {
     });
     return out;
   }
-}
-
-function storeName(store: KnownServers): string {
-  return store.location === undefined ? "the known-servers store" : `"${store.location}"`;
-}
-
-/** The error for a server whose key differs from the one recorded for its name. */
-function keyChanged(
-  name: string,
-  store: KnownServers,
-  known: Uint8Array,
-  presented: Uint8Array,
-): ProtocolError {
-  const where = storeName(store);
-  return new ProtocolError(
-    "HandshakeFailed",
-    `The key of server "${name}" CHANGED: it presented the key with fingerprint "${
-      fingerprint(presented)
-    }", but the key with fingerprint "${
-      fingerprint(known)
-    }" is known for it in ${where}. Someone may be intercepting the connection; if the server's ` +
-      `key was replaced on purpose, remove the line of "${name}" from ${where} and connect again`,
-  );
 }
 
 /**
@@ -700,36 +394,7 @@ export class ServerHandshake extends SessionHandshake {
   }
 
   async #authorize(hs: HandshakeState): Promise<void> {
-    const policy = this.#policy;
-    if (!policy.mutual) return;
-    const rs = hs.remoteStaticKey;
-    if (rs === undefined) {
-      throw new ProtocolError("HandshakeFailed", "The client sent no static key");
-    }
-    if (policy.clientKeys !== undefined && !isMember(policy.clientKeys, rs)) {
-      throw new ProtocolError("HandshakeFailed", `Client key "${fingerprint(rs)}" is not allowed`);
-    }
-    if (policy.authorize !== undefined) {
-      let allowed: boolean;
-      try {
-        allowed = await policy.authorize(rs.slice());
-      } catch (cause) {
-        throw new ProtocolError(
-          "HandshakeFailed",
-          `Authorizing client key "${fingerprint(rs)}" failed`,
-          {
-            cause,
-          },
-        );
-      }
-      if (allowed !== true) {
-        throw new ProtocolError(
-          "HandshakeFailed",
-          `Client key "${fingerprint(rs)}" was not authorized`,
-        );
-      }
-    }
-    this.#pinned = true;
+    if (await authorizeClientKey(this.#policy, hs.remoteStaticKey)) this.#pinned = true;
   }
 
   async #step(payload: Uint8Array): Promise<Uint8Array[]> {
