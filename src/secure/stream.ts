@@ -7,15 +7,10 @@
  */
 
 import { type Packet, PROTOCOL_VERSION } from "../core/packet.ts";
-import { ProtocolError } from "../errors.ts";
-import {
-  CloseCode,
-  type CloseInfo,
-  MAX_CLOSE_REASON_BYTES,
-  type SecureChannel,
-} from "./channel.ts";
-
-const textEncoder = new TextEncoder();
+import type { ProtocolError } from "../errors.ts";
+import { checkSessionPacket } from "./record_decoder.ts";
+import { checkCloseArguments } from "./record_encoder.ts";
+import { CloseCode, type CloseInfo, type SecureChannel } from "./channel.ts";
 
 /**
  * The two directions of a {@linkcode SecureChannel} as TransformStreams:
@@ -72,12 +67,10 @@ export class SecureStream {
         let closed = false;
         for (let i = 0; i < packets.length; i++) {
           const packet = packets[i]!;
-          if (packet.version !== PROTOCOL_VERSION) {
-            const error = new ProtocolError(
-              "UnsupportedVersion",
-              `Record packet has version "${packet.version}", expected "${PROTOCOL_VERSION}"`,
-            );
-            channel.abort(error);
+          try {
+            checkSessionPacket(packet);
+          } catch (error) {
+            channel.abort(error as ProtocolError);
             throw error;
           }
           const record = channel.open(packet.payload);
@@ -121,17 +114,7 @@ export class SecureStream {
    * @throws {RangeError} For a code outside 0..65535 or a reason too long.
    */
   setCloseReason(code: number, reason = ""): void {
-    if (!Number.isInteger(code) || code < 0 || code > 0xffff) {
-      throw new RangeError(
-        `Cannot use close code "${code}": it must be an integer from 0 to 65535`,
-      );
-    }
-    const length = textEncoder.encode(reason).length;
-    if (length > MAX_CLOSE_REASON_BYTES) {
-      throw new RangeError(
-        `Close reason of "${length}" bytes exceeds the limit "${MAX_CLOSE_REASON_BYTES}"`,
-      );
-    }
+    checkCloseArguments(code, reason);
     this.#closeCode = code;
     this.#closeReason = reason;
   }

@@ -13,9 +13,9 @@
  * @module
  */
 
-import { type BodyCompressor, encodeBatch } from "../core/batch.ts";
+import type { BodyCompressor } from "../core/batch.ts";
 import { encodedMessageSize, ErrorCodes, type Message, opcodeOf } from "../core/message.ts";
-import { encodePackets, MAX_PAYLOAD_SIZE, type Packet, PROTOCOL_VERSION } from "../core/packet.ts";
+import { MAX_PAYLOAD_SIZE, type Packet } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { peerEvents } from "../log_budget.ts";
@@ -31,10 +31,12 @@ import type { FrameReader } from "./frame_reader.ts";
 import { HandlerQueue, type HandlerQueueHost } from "./handler_queue.ts";
 import { Liveness, type LivenessHost } from "./liveness.ts";
 import { MessageRouter } from "./message_router.ts";
-import { Outbox, type OutboxHost, RECORD_OVERHEAD } from "./outbox.ts";
+import { Outbox, type OutboxHost } from "./outbox.ts";
+import { RECORD_OVERHEAD, RecordEncoder } from "../secure/record_encoder.ts";
 import { closeCodeFor, closeReason, PeerClosedError } from "./peer_closed_error.ts";
 import { ReceiveQueue } from "./receive_queue.ts";
-import { RecordDecoder, type RecordDecoderHost } from "./record_decoder.ts";
+import { messageReadable, messageWritable } from "./connection_streams.ts";
+import { RecordDecoder, type RecordDecoderHost } from "../secure/record_decoder.ts";
 import { abortable, waitAtMost, yieldTurn } from "../util/async.ts";
 import { nonNegativeOption, positiveOption } from "../util/options.ts";
 import { closeQuietly } from "../util/resource.ts";
@@ -62,8 +64,6 @@ const MESSAGES_PER_TURN = 4096;
 const VIOLATION_WINDOW_MS = 60_000;
 /** How long the CLOSE written after a failure may take before the socket closes anyway. */
 const FAREWELL_TIMEOUT_MS = 1000;
-/** A batch of one `disconnect` message: the plaintext farewell. */
-const DISCONNECT_BATCH = encodeBatch([{ type: "disconnect" }]);
 /** Defaults of {@linkcode ConnectionOptions}. */
 const DEFAULT_BACKPRESSURE_LIMIT = 32;
 const DEFAULT_MAX_OUTBOUND_BYTES = 8 * 1024 * 1024;
@@ -112,6 +112,7 @@ export class Connection implements AsyncDisposable {
 
   // The parts.
   readonly #outbox: Outbox;
+  readonly #encoder: RecordEncoder;
   #requestTable: RequestTable | undefined;
   /** Whether the dispatcher answers PING itself (otherwise the connection does). */
   readonly #hasPing: boolean;
@@ -135,6 +136,8 @@ export class Connection implements AsyncDisposable {
   readonly #closedPromise: Promise<ProtocolError | undefined>;
   #resolveClosed!: (error: ProtocolError | undefined) => void;
   readonly #readLoopDone: Promise<void>;
+  #readable: ReadableStream<Message[]> | undefined;
+  #writable: WritableStream<Message | Message[]> | undefined;
 
   /**
    * Starts a connection over an established session.
@@ -195,24 +198,31 @@ export class Connection implements AsyncDisposable {
     // One object answers every part's calls, with its methods on the prototype: no closure per
     // connection and part (idle connections are many; see docs/PERFORMANCE.md, idle memory).
     const hooks = new Connection.#Hooks(this);
-    this.#decoder = new RecordDecoder(session.channel, {
-      // A decrypted record is a fresh buffer: its messages may be views into it (no copy).
-      ownedInput: session.channel !== null,
-      // The decoded total of one batch is capped at the packet limit, whatever decompressor.
-      maxDecodedBytes: maxPayload,
-      ...(options.decompressor === undefined ? {} : { decompressor: options.decompressor }),
-    }, hooks);
+    this.#decoder = new RecordDecoder({
+      channel: session.channel,
+      decode: {
+        // A decrypted record is a fresh buffer: its messages may be views into it (no copy).
+        ownedInput: session.channel !== null,
+        // The decoded total of one batch is capped at the packet limit, whatever decompressor.
+        maxDecodedBytes: maxPayload,
+        ...(options.decompressor === undefined ? {} : { decompressor: options.decompressor }),
+      },
+      host: hooks,
+    });
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
-    this.#outbox = new Outbox({
-      conn,
+    this.#encoder = new RecordEncoder({
       channel: session.channel,
       // The peer's max_message, when it announced one, bounds what this side sends.
-      sendPayload: session.remoteMaxMessageSize === undefined ? maxPayload : Math.min(
+      maxPayloadSize: session.remoteMaxMessageSize === undefined ? maxPayload : Math.min(
         maxPayload,
         session.remoteMaxMessageSize + (session.channel === null ? 0 : RECORD_OVERHEAD),
       ),
-      maxBytes: this.#maxOutbound,
       compressor: options.compressor,
+    });
+    this.#outbox = new Outbox({
+      conn,
+      encoder: this.#encoder,
+      maxBytes: this.#maxOutbound,
       host: hooks,
     });
     this.#hasPing = this.#dispatcher?.has("PING") ?? false;
@@ -297,6 +307,68 @@ export class Connection implements AsyncDisposable {
    */
   closed(): Promise<ProtocolError | undefined> {
     return this.#closedPromise;
+  }
+
+  /**
+   * The received messages as a readable stream of batches: each chunk is what
+   * {@linkcode Connection.receiveBatch} returns (all the messages of one read), so a pipeline
+   * pays the stream's per-chunk cost once per read. The stream buffers nothing itself: messages
+   * wait in the bounded receive queue, which pauses reading from the socket when full. It closes
+   * when the connection closes cleanly and errors with the connection's error when it failed.
+   * Cancelling it stops reading through it; the connection stays open (close it with
+   * {@linkcode Connection.close}). Like `receive()`, it yields what no dispatcher or pending
+   * request takes. The same stream is returned every time.
+   *
+   * @example Send through the writable stream, receive the replies through the readable one
+   * ```ts
+   * import {
+   *   connect,
+   *   Dispatcher,
+   *   type Message,
+   *   registerStandardHandlers,
+   *   serve,
+   * } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = await serve(
+   *   { address: "127.0.0.1:0" },
+   *   registerStandardHandlers(new Dispatcher()),
+   * );
+   * const { port } = server.addr as Deno.NetAddr;
+   * await using client = await connect({
+   *   address: `127.0.0.1:${port}`,
+   *   security: { serverKeys: [server.publicKey!] },
+   * });
+   * const connection = client.connection!;
+   *
+   * const writer = connection.writable.getWriter();
+   * await writer.write([{ type: "echo", text: "a" }, { type: "echo", text: "b" }]);
+   * writer.releaseLock();
+   * const received: Message[] = [];
+   * for await (const batch of connection.readable) {
+   *   received.push(...batch);
+   *   if (received.length === 2) break;
+   * }
+   * assert.deepEqual(received, [{ type: "echo", text: "a" }, { type: "echo", text: "b" }]);
+   * ```
+   */
+  get readable(): ReadableStream<Message[]> {
+    return this.#readable ??= messageReadable({
+      receiveBatch: (signal) => this.receiveBatch(signal),
+      failure: () => this.#error,
+    });
+  }
+
+  /**
+   * A writable stream of messages, or of batches of messages, sent as
+   * {@linkcode Connection.send} sends them (what is written in one turn goes out in one write).
+   * A write waits while half of `maxOutboundBytes` or more are queued or being written, so a
+   * producer faster than the peer is paused instead of refused with `LimitExceeded`. Closing the
+   * stream waits until everything is written; the connection stays open. The same stream is
+   * returned every time.
+   */
+  get writable(): WritableStream<Message | Message[]> {
+    return this.#writable ??= messageWritable(this, this.#maxOutbound / 2);
   }
 
   /**
@@ -494,7 +566,7 @@ export class Connection implements AsyncDisposable {
         if (this.#channel === null) this.#outbox.enqueue({ type: "disconnect" }, false);
         await this.#outbox.flushNow();
         if (this.#channel !== null && !this.#closed && this.#channel.failure === undefined) {
-          await this.#outbox.write(packetsOf(this.#channel.sealClose(code, closeReason(reason))));
+          await this.#outbox.write(this.#encoder.encodeClose(code, closeReason(reason)));
         }
       }
     } catch {
@@ -771,7 +843,7 @@ export class Connection implements AsyncDisposable {
   #reply(message: Message): void {
     if (this.#closed) return;
     const size = encodedMessageSize(message);
-    if (this.#outbox.fits(size)) {
+    if (this.#encoder.fits(size)) {
       this.#outbox.enqueue(message, false, size);
       return;
     }
@@ -840,12 +912,12 @@ export class Connection implements AsyncDisposable {
     if (code === undefined || this.#outbox.writing) return undefined;
     try {
       const channel = this.#channel;
-      if (channel === null) return packetsOf([DISCONNECT_BATCH]);
+      if (channel === null) return this.#encoder.encodeClose(code);
       if (channel.failure?.code === "AuthenticationFailed" || channel.closeSent) return undefined;
       if (code === CloseCode.LimitExceeded && channel.sendNonce + 2 > MAX_RECORD_NONCE) {
         code = CloseCode.KeyExhausted;
       }
-      return packetsOf(channel.sealClose(code, closeReason(error.message)));
+      return this.#encoder.encodeClose(code, closeReason(error.message));
     } catch {
       return undefined;
     }
@@ -888,11 +960,6 @@ export class Connection implements AsyncDisposable {
       closeQuietly(this.#conn);
     }
   }
-}
-
-/** Version-2 packets of `payloads`, in one buffer. */
-function packetsOf(payloads: Uint8Array[]): Uint8Array {
-  return encodePackets(payloads.map((payload) => ({ version: PROTOCOL_VERSION, payload })));
 }
 
 function remoteAddrOf(conn: Deno.Conn): Deno.Addr | undefined {

@@ -6,25 +6,11 @@
  * @module
  */
 
-import {
-  batchEntrySize,
-  type BodyCompressor,
-  encodeBatch,
-  writeBatchEntries,
-} from "../core/batch.ts";
+import { batchEntrySize } from "../core/batch.ts";
 import { encodedMessageSize, type Message } from "../core/message.ts";
-import { encodePackets, HEADER_SIZE, PROTOCOL_VERSION, writePacketHeader } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
-import type { SecureChannel } from "../secure/channel.ts";
+import type { RecordEncoder } from "../secure/record_encoder.ts";
 
-/**
- * A batch is grouped into records of at most this many bytes: large enough that the per-record
- * costs (a seal, a header, a tag) vanish in bulk transfers, small enough that a record is
- * decrypted while the next one is still on the wire (docs/PERFORMANCE.md, bulk path).
- */
-export const RECORD_TARGET = 256 * 1024;
-/** A record is this much longer than its batch: the type byte and the 16-byte tag. */
-export const RECORD_OVERHEAD = 17;
 /**
  * What one queued message counts against the outbound bound beyond its encoding: its share of
  * the entry header and of the arrays that hold it. A round figure that keeps a flood of tiny
@@ -36,14 +22,10 @@ const PER_MESSAGE_OVERHEAD = 8;
 export interface OutboxOptions {
   /** Where the bytes go. */
   conn: Pick<Deno.Conn, "write">;
-  /** Seals records (secure mode), or `null` for plain batches. */
-  channel: SecureChannel | null;
-  /** The largest packet payload to send (this side's limit, or the peer's `max_message`). */
-  sendPayload: number;
+  /** Encodes the queue of a turn into packets: plain batches or sealed records. */
+  encoder: RecordEncoder;
   /** The most bytes queued or being written before `enqueue` refuses (with `checkLimit`). */
   maxBytes: number;
-  /** Compresses message bodies (negotiated compression). */
-  compressor?: BodyCompressor | undefined;
   /** Told about writes and activity. */
   host: OutboxHost;
 }
@@ -68,10 +50,8 @@ export interface OutboxHost {
  */
 export class Outbox {
   readonly #conn: Pick<Deno.Conn, "write">;
-  readonly #channel: SecureChannel | null;
-  readonly #sendPayload: number;
+  readonly #encoder: RecordEncoder;
   readonly #maxBytes: number;
-  readonly #compressor: BodyCompressor | undefined;
   readonly #host: OutboxHost;
   #queue: Message[] = [];
   /** `#sizes[i]` is the encoded size of `#queue[i]`, computed once when it was queued. */
@@ -90,14 +70,12 @@ export class Outbox {
   /**
    * Creates an empty outbox.
    *
-   * @param options The socket, the channel, the limits and the callbacks.
+   * @param options The socket, the encoder, the bound and the callbacks.
    */
   constructor(options: OutboxOptions) {
     this.#conn = options.conn;
-    this.#channel = options.channel;
-    this.#sendPayload = options.sendPayload;
+    this.#encoder = options.encoder;
     this.#maxBytes = options.maxBytes;
-    this.#compressor = options.compressor;
     this.#host = options.host;
   }
 
@@ -121,27 +99,9 @@ export class Outbox {
     return this.#queue.length === 0 && !this.#writing;
   }
 
-  /**
-   * The largest encoded message that fits in one packet of the send limit, after the record's
-   * 17 bytes (secure mode) and the batch entry's flags byte and length varint.
-   */
+  /** The largest encoded message that fits in one packet (see `RecordEncoder`). */
   get maxMessageSize(): number {
-    const room = this.#sendPayload - (this.#channel === null ? 0 : RECORD_OVERHEAD);
-    // An entry is 1 flags byte, the length as a varint (1 to 5 bytes), then the message.
-    let size = room - 2;
-    while (size > 0 && batchEntrySize(size) > room) size--;
-    return size;
-  }
-
-  /**
-   * Whether a message of `size` encoded bytes fits in one packet.
-   *
-   * @param size The encoded size of the message.
-   * @returns Whether it fits.
-   */
-  fits(size: number): boolean {
-    return batchEntrySize(size) + (this.#channel === null ? 0 : RECORD_OVERHEAD) <=
-      this.#sendPayload;
+    return this.#encoder.maxMessageSize;
   }
 
   /**
@@ -155,7 +115,7 @@ export class Outbox {
    */
   enqueue(message: Message, checkLimit: boolean, knownSize?: number): void {
     const size = knownSize ?? encodedMessageSize(message);
-    if (!this.fits(size)) {
+    if (!this.#encoder.fits(size)) {
       throw new ProtocolError(
         "OversizedPacket",
         `Message of "${size}" bytes exceeds the largest message "${this.maxMessageSize}"`,
@@ -210,7 +170,7 @@ export class Outbox {
         this.#sizes = [];
         this.#entryBytes = 0;
         this.#queuedBytes = 0;
-        await this.write(this.#encode(messages, sizes, entryBytes));
+        await this.write(this.#encoder.encode(messages, sizes, entryBytes));
         this.#writingBytes = 0;
         this.#host.onWritten();
       }
@@ -262,68 +222,6 @@ export class Outbox {
     this.#entryBytes = 0;
     for (const waiter of this.#waiters.splice(0)) waiter();
   }
-
-  /**
-   * Encodes queued messages into the bytes of one write: one packet per group of at most
-   * RECORD_TARGET bytes (and never more than the send limit), each a plain batch or one sealed
-   * DATA record. Entries are written straight into the packet buffer (plaintext) or the record's
-   * inner buffer (secure): no intermediate batch copy.
-   */
-  #encode(messages: Message[], sizes: number[], entryBytes: number): Uint8Array {
-    const channel = this.#channel;
-    const limit = Math.min(
-      RECORD_TARGET,
-      this.#sendPayload - (channel === null ? 0 : RECORD_OVERHEAD),
-    );
-    if (this.#compressor !== undefined) {
-      const options = { compressor: this.#compressor };
-      const payloads: Uint8Array[] = [];
-      for (const [start, end] of groupBySize(sizes, limit)) {
-        const batch = encodeBatch(messages.slice(start, end), options);
-        if (channel === null) payloads.push(batch);
-        else channel.sealData(batch, payloads);
-      }
-      return this.#packets(payloads);
-    }
-    const groups: [number, number][] = entryBytes <= limit
-      ? [[0, messages.length]]
-      : groupBySize(sizes, limit);
-    if (channel === null) {
-      // Plaintext: header and entries of every group straight into the one output buffer.
-      const out = new Uint8Array(entryBytes + HEADER_SIZE * groups.length);
-      let offset = 0;
-      for (const [start, end] of groups) {
-        const payloadStart = offset + HEADER_SIZE;
-        const payloadEnd = writeBatchEntries(out, payloadStart, messages, sizes, start, end);
-        writePacketHeader(out, offset, payloadEnd - payloadStart);
-        offset = payloadEnd;
-      }
-      return out;
-    }
-    const payloads: Uint8Array[] = [];
-    for (const [start, end] of groups) {
-      let size = 0;
-      for (let i = start; i < end; i++) size += batchEntrySize(sizes[i]!);
-      // The record's inner plaintext: the batch and one spare byte for the record type.
-      const inner = new Uint8Array(size + 1);
-      writeBatchEntries(inner, 0, messages, sizes, start, end);
-      channel.sealDataInner(inner, payloads);
-    }
-    return this.#packets(payloads);
-  }
-
-  #packets(payloads: Uint8Array[]): Uint8Array {
-    if (payloads.length === 1) {
-      const payload = payloads[0]!;
-      const out = new Uint8Array(HEADER_SIZE + payload.length);
-      writePacketHeader(out, 0, payload.length);
-      out.set(payload, HEADER_SIZE);
-      return out;
-    }
-    return encodePackets(payloads.map((payload) => ({ version: PROTOCOL_VERSION, payload })), {
-      maxPayloadSize: this.#sendPayload,
-    });
-  }
 }
 
 /**
@@ -344,22 +242,4 @@ export function isHeartbeat(message: Message): boolean {
     default:
       return false;
   }
-}
-
-/** Splits queued messages into runs whose batch entries add up to at most `limit` bytes. */
-function groupBySize(sizes: number[], limit: number): [number, number][] {
-  const groups: [number, number][] = [];
-  let start = 0;
-  let size = 0;
-  for (let i = 0; i < sizes.length; i++) {
-    const n = batchEntrySize(sizes[i]!);
-    if (i > start && size + n > limit) {
-      groups.push([start, i]);
-      start = i;
-      size = 0;
-    }
-    size += n;
-  }
-  if (start < sizes.length) groups.push([start, sizes.length]);
-  return groups;
 }

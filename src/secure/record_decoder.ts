@@ -1,7 +1,8 @@
 /**
- * From packets to messages: each packet of a session is checked (version 2), opened by the
- * secure channel (secure mode: KEY_UPDATE applied, CLOSE noticed) and decoded into its batch of
- * messages, which wait here until the connection has the capacity to handle them.
+ * The inbound stage of a session, from packets to messages: each packet is checked (version 2),
+ * opened by the secure channel (secure mode: KEY_UPDATE applied, CLOSE noticed) and decoded into
+ * its batch of messages, which wait here until the consumer has the capacity to handle them. The
+ * connection's read loop and {@linkcode MessageDecoderStream} both decode through it.
  *
  * @module
  */
@@ -10,7 +11,7 @@ import { decodeBatch, type DecodeBatchOptions } from "../core/batch.ts";
 import type { Message } from "../core/message.ts";
 import { type Packet, PROTOCOL_VERSION } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
-import type { CloseInfo, SecureChannel } from "../secure/channel.ts";
+import type { CloseInfo, SecureChannel } from "./channel.ts";
 
 /**
  * Records opened per call of {@linkcode RecordDecoder.decode}: a full 256 KiB read of the
@@ -22,16 +23,53 @@ export const RECORDS_PER_TURN = 1024;
 
 const NO_MESSAGES: Message[] = [];
 
-/** What a {@linkcode RecordDecoder} tells its connection. */
+/** What a {@linkcode RecordDecoder} tells its consumer. */
 export interface RecordDecoderHost {
   /**
-   * A protocol violation (an empty record).
+   * A protocol violation that does not break the session by itself (an empty record): the
+   * consumer counts them and decides.
    *
    * @param kind A short name of it.
    * @param detail What happened.
-   * @returns `true` when the connection ended because of it (decoding stops).
+   * @returns `true` when the session ended because of it (decoding stops).
    */
   onViolation(kind: string, detail: string): boolean;
+}
+
+/** Options of a {@linkcode RecordDecoder}. */
+export interface RecordDecoderOptions {
+  /** The session's channel, or `null` in plaintext mode. */
+  channel: SecureChannel | null;
+  /** How batches are decoded (decompression, limits, ownership of the input). */
+  decode?: DecodeBatchOptions;
+  /**
+   * Told about protocol violations that the consumer may tolerate up to a limit (the
+   * connection counts them). Without it, the first one throws a `PolicyViolation`.
+   */
+  host?: RecordDecoderHost;
+}
+
+/** The default host: no violation is tolerated. */
+const STRICT_HOST: RecordDecoderHost = {
+  onViolation(_kind, detail) {
+    throw new ProtocolError("PolicyViolation", detail);
+  },
+};
+
+/**
+ * Checks that a packet of an established session has the session's version (2). The codec
+ * also parses the original crate's version 1; a session speaks version 2 only.
+ *
+ * @param packet The packet.
+ * @throws {ProtocolError} `UnsupportedVersion` for any other version.
+ */
+export function checkSessionPacket(packet: Packet): void {
+  if (packet.version !== PROTOCOL_VERSION) {
+    throw new ProtocolError(
+      "UnsupportedVersion",
+      `Packet has version "${packet.version}", expected "${PROTOCOL_VERSION}" after the handshake`,
+    );
+  }
 }
 
 /**
@@ -39,11 +77,11 @@ export interface RecordDecoderHost {
  *
  * @example Decode plaintext packets, take the messages
  * ```ts
- * import { RecordDecoder } from "./record_decoder.ts";
- * import { encodeBatch } from "../core/batch.ts";
+ * import { encodeBatch } from "@npro/network-protocol/core";
+ * import { RecordDecoder } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
- * const decoder = new RecordDecoder(null, {}, { onViolation: () => false });
+ * const decoder = new RecordDecoder({ channel: null });
  * const payload = encodeBatch([{ type: "ping" }, { type: "echo", text: "a" }]);
  * assert.equal(decoder.decode([{ version: 2, payload }], 0), 1);
  * assert.deepEqual(decoder.take(), { type: "ping" });
@@ -62,14 +100,13 @@ export class RecordDecoder {
   /**
    * Creates a decoder.
    *
-   * @param channel The session's channel, or `null` in plaintext mode.
-   * @param options How batches are decoded (decompression, limits, ownership of the input).
-   * @param host Told about protocol violations.
+   * @param options The channel (or `null`), how batches are decoded, and who is told about
+   * tolerable violations.
    */
-  constructor(channel: SecureChannel | null, options: DecodeBatchOptions, host: RecordDecoderHost) {
-    this.#channel = channel;
-    this.#options = options;
-    this.#host = host;
+  constructor(options: RecordDecoderOptions) {
+    this.#channel = options.channel;
+    this.#options = options.decode ?? {};
+    this.#host = options.host ?? STRICT_HOST;
   }
 
   /** The peer's CLOSE, once a record carried it: nothing after it is decoded. */
@@ -91,19 +128,14 @@ export class RecordDecoder {
    * @returns The index of the first packet not decoded (`packets.length` when done, or when a
    * CLOSE or a violation ended the session).
    * @throws {ProtocolError} For a record or batch that breaks the protocol (the channel's and
-   * `decodeBatch`'s errors, `UnsupportedVersion` for a version-1 packet).
+   * `decodeBatch`'s errors, `UnsupportedVersion` for a version-1 packet, `PolicyViolation` for
+   * an empty record without a host that tolerates it).
    */
   decode(packets: Packet[], start: number): number {
     const end = Math.min(packets.length, start + RECORDS_PER_TURN);
     for (let i = start; i < end; i++) {
       const packet = packets[i]!;
-      if (packet.version !== PROTOCOL_VERSION) {
-        // The codec parses the original's version 1; a session speaks version 2 only.
-        throw new ProtocolError(
-          "UnsupportedVersion",
-          `Packet has version "${packet.version}", expected "${PROTOCOL_VERSION}" after the handshake`,
-        );
-      }
+      checkSessionPacket(packet);
       let body: Uint8Array;
       if (this.#channel !== null) {
         const opened = this.#channel.open(packet.payload);

@@ -1,0 +1,266 @@
+/**
+ * The outbound stage of a session: messages in, the bytes of ONE write out (one plain batch or
+ * one sealed DATA record per group of at most 256 KiB, each in a packet). The connection's
+ * outbox and {@linkcode MessageEncoderStream} both encode through it.
+ *
+ * @module
+ */
+
+import {
+  batchEntrySize,
+  type BodyCompressor,
+  encodeBatch,
+  writeBatchEntries,
+} from "../core/batch.ts";
+import { encodedMessageSize, type Message } from "../core/message.ts";
+import {
+  encodePackets,
+  HEADER_SIZE,
+  MAX_PAYLOAD_SIZE,
+  PROTOCOL_VERSION,
+  writePacketHeader,
+} from "../core/packet.ts";
+import { ProtocolError } from "../errors.ts";
+import { MAX_CLOSE_REASON_BYTES, type SecureChannel } from "./channel.ts";
+
+/**
+ * A batch is grouped into records of at most this many bytes: large enough that the per-record
+ * costs (a seal, a header, a tag) vanish in bulk transfers, small enough that a record is
+ * decrypted while the next one is still on the wire (docs/PERFORMANCE.md, bulk path).
+ */
+export const RECORD_TARGET = 256 * 1024;
+/** A record is this much longer than its batch: the type byte and the 16-byte tag. */
+export const RECORD_OVERHEAD = 17;
+
+/** A batch of one `disconnect` message: the plaintext farewell. */
+const DISCONNECT_BATCH = encodeBatch([{ type: "disconnect" }]);
+
+/** Options of a {@linkcode RecordEncoder}. */
+export interface RecordEncoderOptions {
+  /** Seals records (secure mode), or `null` for plain batches. */
+  channel: SecureChannel | null;
+  /**
+   * The largest packet payload to send: this side's limit, or the peer's `max_message` plus
+   * the record overhead (default 16 MiB).
+   */
+  maxPayloadSize?: number;
+  /** Compresses message bodies (negotiated compression). */
+  compressor?: BodyCompressor | undefined;
+}
+
+/**
+ * Encodes messages into packets: plain batches, or DATA records sealed by a
+ * {@linkcode SecureChannel}. Entries are written straight into the packet buffer (plaintext) or
+ * the record's inner buffer (secure): no intermediate batch copy.
+ *
+ * @example Encode two messages into the bytes of one write
+ * ```ts
+ * import { PacketDecoder } from "@npro/network-protocol/core";
+ * import { RecordDecoder, RecordEncoder } from "@npro/network-protocol/secure";
+ * import assert from "node:assert/strict";
+ *
+ * const encoder = new RecordEncoder({ channel: null });
+ * const bytes = encoder.encode([{ type: "ping" }, { type: "echo", text: "hi" }]);
+ *
+ * const decoder = new RecordDecoder({ channel: null });
+ * decoder.decode(new PacketDecoder().push(bytes), 0);
+ * assert.deepEqual(decoder.take(), { type: "ping" });
+ * assert.deepEqual(decoder.take(), { type: "echo", text: "hi" });
+ * ```
+ */
+export class RecordEncoder {
+  readonly #channel: SecureChannel | null;
+  readonly #sendPayload: number;
+  readonly #compressor: BodyCompressor | undefined;
+  /** The largest batch of one record: RECORD_TARGET, or less under a small send limit. */
+  readonly #groupLimit: number;
+
+  /**
+   * Creates an encoder.
+   *
+   * @param options The channel (or `null`), the send limit and the compressor.
+   * @throws {RangeError} For a send limit too small to hold a record.
+   */
+  constructor(options: RecordEncoderOptions) {
+    this.#channel = options.channel;
+    this.#sendPayload = options.maxPayloadSize ?? MAX_PAYLOAD_SIZE;
+    this.#compressor = options.compressor;
+    const overhead = this.#channel === null ? 0 : RECORD_OVERHEAD;
+    if (!Number.isInteger(this.#sendPayload) || this.#sendPayload <= overhead + 2) {
+      throw new RangeError(
+        `Cannot use send limit "${this.#sendPayload}": it must be an integer above "${
+          overhead + 2
+        }"`,
+      );
+    }
+    this.#groupLimit = Math.min(RECORD_TARGET, this.#sendPayload - overhead);
+  }
+
+  /** The channel that seals the records, or `null` in plaintext mode. */
+  get channel(): SecureChannel | null {
+    return this.#channel;
+  }
+
+  /**
+   * The largest encoded message that fits in one packet of the send limit, after the record's
+   * 17 bytes (secure mode) and the batch entry's flags byte and length varint.
+   */
+  get maxMessageSize(): number {
+    const room = this.#sendPayload - (this.#channel === null ? 0 : RECORD_OVERHEAD);
+    // An entry is 1 flags byte, the length as a varint (1 to 5 bytes), then the message.
+    let size = room - 2;
+    while (size > 0 && batchEntrySize(size) > room) size--;
+    return size;
+  }
+
+  /**
+   * Whether a message of `size` encoded bytes fits in one packet.
+   *
+   * @param size The encoded size of the message.
+   * @returns Whether it fits.
+   */
+  fits(size: number): boolean {
+    return batchEntrySize(size) + (this.#channel === null ? 0 : RECORD_OVERHEAD) <=
+      this.#sendPayload;
+  }
+
+  /**
+   * Encodes messages into the bytes of one write: one packet per group of at most
+   * {@linkcode RECORD_TARGET} bytes (and never more than the send limit), each a plain batch or
+   * one sealed DATA record (plus a KEY_UPDATE record when a rekey is due).
+   *
+   * @param messages The messages, in order (at least one).
+   * @param sizes Their encoded sizes, when the caller computed them already.
+   * @param entryBytes The sum of their batch entry sizes, with `sizes`.
+   * @returns The packets, in one buffer.
+   * @throws {ProtocolError} `OversizedPacket` for a message that does not fit in a packet (when
+   * `sizes` is not given; with `sizes` the caller checked with {@linkcode RecordEncoder.fits}).
+   * @throws {TypeError} For an invalid message.
+   */
+  encode(messages: readonly Message[], sizes?: readonly number[], entryBytes?: number): Uint8Array {
+    if (sizes === undefined) {
+      const measured: number[] = [];
+      entryBytes = 0;
+      for (let i = 0; i < messages.length; i++) {
+        const size = encodedMessageSize(messages[i]!);
+        if (!this.fits(size)) {
+          throw new ProtocolError(
+            "OversizedPacket",
+            `Message of "${size}" bytes exceeds the largest message "${this.maxMessageSize}"`,
+          );
+        }
+        measured.push(size);
+        entryBytes += batchEntrySize(size);
+      }
+      sizes = measured;
+    } else if (entryBytes === undefined) {
+      entryBytes = 0;
+      for (let i = 0; i < sizes.length; i++) entryBytes += batchEntrySize(sizes[i]!);
+    }
+    const channel = this.#channel;
+    const limit = this.#groupLimit;
+    if (this.#compressor !== undefined) {
+      const options = { compressor: this.#compressor };
+      const payloads: Uint8Array[] = [];
+      for (const [start, end] of groupBySize(sizes, limit)) {
+        const batch = encodeBatch(messages.slice(start, end), options);
+        if (channel === null) payloads.push(batch);
+        else channel.sealData(batch, payloads);
+      }
+      return this.#packets(payloads);
+    }
+    const groups: [number, number][] = entryBytes <= limit
+      ? [[0, messages.length]]
+      : groupBySize(sizes, limit);
+    if (channel === null) {
+      // Plaintext: header and entries of every group straight into the one output buffer.
+      const out = new Uint8Array(entryBytes + HEADER_SIZE * groups.length);
+      let offset = 0;
+      for (const [start, end] of groups) {
+        const payloadStart = offset + HEADER_SIZE;
+        const payloadEnd = writeBatchEntries(out, payloadStart, messages, sizes, start, end);
+        writePacketHeader(out, offset, payloadEnd - payloadStart);
+        offset = payloadEnd;
+      }
+      return out;
+    }
+    const payloads: Uint8Array[] = [];
+    for (const [start, end] of groups) {
+      let size = 0;
+      for (let i = start; i < end; i++) size += batchEntrySize(sizes[i]!);
+      // The record's inner plaintext: the batch and one spare byte for the record type.
+      const inner = new Uint8Array(size + 1);
+      writeBatchEntries(inner, 0, messages, sizes, start, end);
+      channel.sealDataInner(inner, payloads);
+    }
+    return this.#packets(payloads);
+  }
+
+  /**
+   * The last packet of a session: an authenticated CLOSE record (secure mode) or a batch of one
+   * `disconnect` message (plaintext).
+   *
+   * @param code The CLOSE code (secure mode).
+   * @param reason The CLOSE reason, at most 123 UTF-8 bytes (secure mode).
+   * @returns The packet.
+   * @throws {ProtocolError} When the channel cannot seal any more (closed or failed).
+   * @throws {RangeError} For a code or reason out of range.
+   */
+  encodeClose(code: number, reason = ""): Uint8Array {
+    if (this.#channel === null) return this.#packets([DISCONNECT_BATCH]);
+    return this.#packets(this.#channel.sealClose(code, reason));
+  }
+
+  #packets(payloads: Uint8Array[]): Uint8Array {
+    if (payloads.length === 1) {
+      const payload = payloads[0]!;
+      const out = new Uint8Array(HEADER_SIZE + payload.length);
+      writePacketHeader(out, 0, payload.length);
+      out.set(payload, HEADER_SIZE);
+      return out;
+    }
+    return encodePackets(payloads.map((payload) => ({ version: PROTOCOL_VERSION, payload })), {
+      maxPayloadSize: this.#sendPayload,
+    });
+  }
+}
+
+const textEncoder = new TextEncoder();
+
+/**
+ * Checks the code and reason of a CLOSE before it is needed (a stream's farewell is sealed only
+ * when its writable side closes).
+ *
+ * @param code The u16 reason code.
+ * @param reason The reason text.
+ * @throws {RangeError} For a code outside 0..65535 or a reason longer than 123 UTF-8 bytes.
+ */
+export function checkCloseArguments(code: number, reason: string): void {
+  if (!Number.isInteger(code) || code < 0 || code > 0xffff) {
+    throw new RangeError(`Cannot use close code "${code}": it must be an integer from 0 to 65535`);
+  }
+  const length = textEncoder.encode(reason).length;
+  if (length > MAX_CLOSE_REASON_BYTES) {
+    throw new RangeError(
+      `Close reason of "${length}" bytes exceeds the limit "${MAX_CLOSE_REASON_BYTES}"`,
+    );
+  }
+}
+
+/** Splits messages into runs whose batch entries add up to at most `limit` bytes. */
+function groupBySize(sizes: readonly number[], limit: number): [number, number][] {
+  const groups: [number, number][] = [];
+  let start = 0;
+  let size = 0;
+  for (let i = 0; i < sizes.length; i++) {
+    const n = batchEntrySize(sizes[i]!);
+    if (i > start && size + n > limit) {
+      groups.push([start, i]);
+      start = i;
+      size = 0;
+    }
+    size += n;
+  }
+  if (start < sizes.length) groups.push([start, sizes.length]);
+  return groups;
+}
