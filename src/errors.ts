@@ -123,3 +123,25 @@ export class ProtocolError extends Error {
 export function isProtocolError(error: unknown, code?: ProtocolErrorCode): error is ProtocolError {
   return error instanceof ProtocolError && (code === undefined || error.code === code);
 }
+
+/**
+ * Wraps anything thrown into a {@linkcode ProtocolError}: a `ProtocolError` is returned as it
+ * is, anything else becomes an `Internal` error caused by it.
+ *
+ * @example Wrap an unexpected failure
+ * ```ts
+ * import { ProtocolError, toProtocolError } from "./errors.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const error = toProtocolError(new TypeError("boom"));
+ * assert.ok(error instanceof ProtocolError);
+ * assert.equal(error.code, "Internal");
+ * ```
+ *
+ * @param error What was thrown.
+ * @returns It, or an `Internal` error caused by it.
+ */
+export function toProtocolError(error: unknown): ProtocolError {
+  if (error instanceof ProtocolError) return error;
+  return new ProtocolError("Internal", `Unexpected failure: ${String(error)}`, { cause: error });
+}

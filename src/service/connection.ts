@@ -15,17 +15,17 @@
 
 import type { BodyCompressor } from "../core/batch.ts";
 import { encodedMessageSize, ErrorCodes, type Message, opcodeOf } from "../core/message.ts";
-import { MAX_PAYLOAD_SIZE, type Packet } from "../core/packet.ts";
-import { ProtocolError } from "../errors.ts";
+import type { Packet } from "../core/packet.ts";
+import { ProtocolError, toProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
-import { peerEvents } from "../log_budget.ts";
 import { type Dispatcher, logHandlerFailure } from "../protocol/dispatcher.ts";
 import { CloseCode, MAX_RECORD_NONCE, type SecureChannel } from "../secure/channel.ts";
-import type {
-  CloseOptions,
-  ConnectionOptions,
-  RequestOptions,
-  SessionInfo,
+import {
+  type CloseOptions,
+  type ConnectionOptions,
+  type RequestOptions,
+  resolveLimits,
+  type SessionInfo,
 } from "./connection_options.ts";
 import type { FrameReader } from "./frame_reader.ts";
 import { HandlerQueue, type HandlerQueueHost } from "./handler_queue.ts";
@@ -38,9 +38,9 @@ import { ReceiveQueue } from "./receive_queue.ts";
 import { messageReadable, messageWritable } from "./connection_streams.ts";
 import { RecordDecoder, type RecordDecoderHost } from "../secure/record_decoder.ts";
 import { abortable, waitAtMost, yieldTurn } from "../util/async.ts";
-import { nonNegativeOption, positiveOption } from "../util/options.ts";
 import { closeQuietly } from "../util/resource.ts";
 import { RequestTable } from "./request_table.ts";
+import { ViolationCounter } from "./violations.ts";
 
 export { PeerClosedError } from "./peer_closed_error.ts";
 export { RemoteError } from "./remote_error.ts";
@@ -60,17 +60,9 @@ let nextConnectionId = 1;
  * hold this many, so the yield costs them nothing.
  */
 const MESSAGES_PER_TURN = 4096;
-/** The window over which protocol violations are counted. */
-const VIOLATION_WINDOW_MS = 60_000;
 /** How long the CLOSE written after a failure may take before the socket closes anyway. */
 const FAREWELL_TIMEOUT_MS = 1000;
-/** Defaults of {@linkcode ConnectionOptions}. */
-const DEFAULT_BACKPRESSURE_LIMIT = 32;
-const DEFAULT_MAX_OUTBOUND_BYTES = 8 * 1024 * 1024;
-const DEFAULT_MAX_RECEIVE_QUEUE = 1024;
-const DEFAULT_RESPONSE_TIMEOUT_MS = 30_000;
-const DEFAULT_WRITE_TIMEOUT_MS = 30_000;
-const DEFAULT_MAX_PROTOCOL_VIOLATIONS = 16;
+/** How long a graceful close waits by default. */
 const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
 
 /**
@@ -124,8 +116,8 @@ export class Connection implements AsyncDisposable {
   readonly #decoder: RecordDecoder;
   /** Woken when capacity may have come back: the read loop and a draining close wait here. */
   #progressWaiters: (() => void)[] = [];
-  #violations = 0;
-  #violationWindowStart = 0;
+  /** The peer's protocol violations, counted from the first one. */
+  #violations: ViolationCounter | undefined;
 
   // Lifecycle.
   #closing = false;
@@ -160,41 +152,12 @@ export class Connection implements AsyncDisposable {
     this.#channel = session.channel;
     this.#dispatcher = options.dispatcher;
     this.#compressor = options.compressor;
-    const maxPayload = options.maxPayloadSize ?? MAX_PAYLOAD_SIZE;
-    this.#backpressureLimit = positiveOption(
-      "backpressureLimit",
-      options.backpressureLimit,
-      DEFAULT_BACKPRESSURE_LIMIT,
-    );
-    this.#maxOutbound = positiveOption(
-      "maxOutboundBytes",
-      options.maxOutboundBytes,
-      DEFAULT_MAX_OUTBOUND_BYTES,
-    );
-    this.#responseMs = positiveOption(
-      "responseTimeoutMs",
-      options.responseTimeoutMs,
-      DEFAULT_RESPONSE_TIMEOUT_MS,
-    );
-    this.#maxViolations = nonNegativeOption(
-      "maxProtocolViolations",
-      options.maxProtocolViolations,
-      DEFAULT_MAX_PROTOCOL_VIOLATIONS,
-    );
-    const maxReceive = positiveOption(
-      "maxReceiveQueue",
-      options.maxReceiveQueue,
-      DEFAULT_MAX_RECEIVE_QUEUE,
-    );
-    const liveness = {
-      heartbeatMs: nonNegativeOption("heartbeatIntervalMs", options.heartbeatIntervalMs, 0),
-      idleMs: nonNegativeOption("idleTimeoutMs", options.idleTimeoutMs, 0),
-      writeTimeoutMs: nonNegativeOption(
-        "writeTimeoutMs",
-        options.writeTimeoutMs,
-        DEFAULT_WRITE_TIMEOUT_MS,
-      ),
-    };
+    const limits = resolveLimits(options);
+    const maxPayload = limits.maxPayloadSize;
+    this.#backpressureLimit = limits.backpressureLimit;
+    this.#maxOutbound = limits.maxOutboundBytes;
+    this.#responseMs = limits.responseTimeoutMs;
+    this.#maxViolations = limits.maxProtocolViolations;
     // One object answers every part's calls, with its methods on the prototype: no closure per
     // connection and part (idle connections are many; see docs/PERFORMANCE.md, idle memory).
     const hooks = new Connection.#Hooks(this);
@@ -226,14 +189,14 @@ export class Connection implements AsyncDisposable {
       host: hooks,
     });
     this.#hasPing = this.#dispatcher?.has("PING") ?? false;
-    this.#inbox = new ReceiveQueue(maxReceive, hooks);
+    this.#inbox = new ReceiveQueue(limits.maxReceiveQueue, hooks);
     this.#handlers = this.#dispatcher === undefined ? undefined : new HandlerQueue({
       dispatcher: this.#dispatcher,
       remoteAddr: remoteAddrOf(conn),
       remoteStaticKey: session.remoteStaticKey,
       host: hooks,
     });
-    this.#liveness = new Liveness(hooks, liveness);
+    this.#liveness = new Liveness(hooks, limits.liveness);
     // Bytes that arrived together with the end of the handshake are parsed by the first read.
     reader.startSession(maxPayload);
     this.#readLoopDone = this.#readLoop();
@@ -810,29 +773,9 @@ export class Connection implements AsyncDisposable {
    * `maxProtocolViolations` within a minute the connection closes with CLOSE code 2.
    */
   #violation(kind: string, detail: string): void {
-    const now = performance.now();
-    if (now - this.#violationWindowStart > VIOLATION_WINDOW_MS) {
-      this.#violationWindowStart = now;
-      this.#violations = 0;
-    }
-    this.#violations++;
-    if (peerEvents.allow("protocol violation")) {
-      log.warn("Connection {id}: protocol violation ({kind}): {detail}", {
-        id: this.id,
-        kind,
-        detail,
-      });
-    }
-    if (this.#violations > this.#maxViolations) {
-      this.#fail(
-        new ProtocolError(
-          "PolicyViolation",
-          `Peer committed more than "${this.#maxViolations}" protocol violations within ${
-            VIOLATION_WINDOW_MS / 1000
-          } s (last: ${kind})`,
-        ),
-      );
-    }
+    this.#violations ??= new ViolationCounter(this.#maxViolations);
+    const error = this.#violations.record(this.id, kind, detail);
+    if (error !== undefined) this.#fail(error);
   }
 
   /**
@@ -972,15 +915,4 @@ function remoteAddrOf(conn: Deno.Conn): Deno.Addr | undefined {
 
 function isClosedSocket(error: unknown): boolean {
   return error instanceof ProtocolError && error.code === "ConnectionClosed";
-}
-
-/**
- * Wraps anything thrown into a ProtocolError.
- *
- * @param error What was thrown.
- * @returns It, or an `Internal` error caused by it.
- */
-export function toProtocolError(error: unknown): ProtocolError {
-  if (error instanceof ProtocolError) return error;
-  return new ProtocolError("Internal", `Unexpected failure: ${String(error)}`, { cause: error });
 }

@@ -6,8 +6,10 @@
  */
 
 import type { BodyCompressor, BodyDecompressor } from "../core/batch.ts";
+import { MAX_PAYLOAD_SIZE } from "../core/packet.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";
 import type { SecureChannel } from "../secure/channel.ts";
+import { nonNegativeOption, positiveOption } from "../util/options.ts";
 
 /** What both sides learned in the handshake. */
 export interface SessionInfo {
@@ -84,4 +86,78 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** The time limit in milliseconds (default: the connection's `responseTimeoutMs`). */
   timeoutMs?: number;
+}
+
+/** Defaults of {@linkcode ConnectionOptions}. */
+const DEFAULT_BACKPRESSURE_LIMIT = 32;
+const DEFAULT_MAX_OUTBOUND_BYTES = 8 * 1024 * 1024;
+const DEFAULT_MAX_RECEIVE_QUEUE = 1024;
+const DEFAULT_RESPONSE_TIMEOUT_MS = 30_000;
+const DEFAULT_WRITE_TIMEOUT_MS = 30_000;
+const DEFAULT_MAX_PROTOCOL_VIOLATIONS = 16;
+
+/** The limits and timeouts of a connection, checked, with their defaults filled in. */
+export interface ConnectionLimits {
+  /** See {@linkcode ConnectionOptions.maxPayloadSize}. */
+  maxPayloadSize: number;
+  /** See {@linkcode ConnectionOptions.backpressureLimit}. */
+  backpressureLimit: number;
+  /** See {@linkcode ConnectionOptions.maxOutboundBytes}. */
+  maxOutboundBytes: number;
+  /** See {@linkcode ConnectionOptions.maxReceiveQueue}. */
+  maxReceiveQueue: number;
+  /** See {@linkcode ConnectionOptions.responseTimeoutMs}. */
+  responseTimeoutMs: number;
+  /** See {@linkcode ConnectionOptions.maxProtocolViolations}. */
+  maxProtocolViolations: number;
+  /** The heartbeat interval, idle timeout and write timeout, 0 for off. */
+  liveness: { heartbeatMs: number; idleMs: number; writeTimeoutMs: number };
+}
+
+/**
+ * Checks a connection's limits and fills in the defaults.
+ *
+ * @param options The connection's options.
+ * @returns The limits.
+ * @throws {RangeError} For a limit that is not a positive (or, where 0 disables, non-negative)
+ * number.
+ */
+export function resolveLimits(options: ConnectionOptions): ConnectionLimits {
+  return {
+    maxPayloadSize: options.maxPayloadSize ?? MAX_PAYLOAD_SIZE,
+    backpressureLimit: positiveOption(
+      "backpressureLimit",
+      options.backpressureLimit,
+      DEFAULT_BACKPRESSURE_LIMIT,
+    ),
+    maxOutboundBytes: positiveOption(
+      "maxOutboundBytes",
+      options.maxOutboundBytes,
+      DEFAULT_MAX_OUTBOUND_BYTES,
+    ),
+    maxReceiveQueue: positiveOption(
+      "maxReceiveQueue",
+      options.maxReceiveQueue,
+      DEFAULT_MAX_RECEIVE_QUEUE,
+    ),
+    responseTimeoutMs: positiveOption(
+      "responseTimeoutMs",
+      options.responseTimeoutMs,
+      DEFAULT_RESPONSE_TIMEOUT_MS,
+    ),
+    maxProtocolViolations: nonNegativeOption(
+      "maxProtocolViolations",
+      options.maxProtocolViolations,
+      DEFAULT_MAX_PROTOCOL_VIOLATIONS,
+    ),
+    liveness: {
+      heartbeatMs: nonNegativeOption("heartbeatIntervalMs", options.heartbeatIntervalMs, 0),
+      idleMs: nonNegativeOption("idleTimeoutMs", options.idleTimeoutMs, 0),
+      writeTimeoutMs: nonNegativeOption(
+        "writeTimeoutMs",
+        options.writeTimeoutMs,
+        DEFAULT_WRITE_TIMEOUT_MS,
+      ),
+    },
+  };
 }

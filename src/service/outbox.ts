@@ -8,7 +8,7 @@
 
 import { batchEntrySize } from "../core/batch.ts";
 import { encodedMessageSize, type Message } from "../core/message.ts";
-import { ProtocolError } from "../errors.ts";
+import { ProtocolError, toProtocolError } from "../errors.ts";
 import type { RecordEncoder } from "../secure/record_encoder.ts";
 
 /**
@@ -175,13 +175,7 @@ export class Outbox {
         this.#host.onWritten();
       }
     } catch (error) {
-      this.#host.onWriteError(
-        error instanceof ProtocolError
-          ? error
-          : new ProtocolError("Internal", `Unexpected failure: ${String(error)}`, {
-            cause: error,
-          }),
-      );
+      this.#host.onWriteError(toProtocolError(error));
     } finally {
       this.#writing = false;
       this.#writingBytes = 0;
