@@ -46,7 +46,7 @@ export {
   writePacket,
   writePacketHeader,
 } from "./src/core/packet.ts";
-export type { Packet, PacketLimitOptions } from "./src/core/packet.ts";
+export type { Packet, PacketHeaderOptions, PacketLimitOptions } from "./src/core/packet.ts";
 
 export { PacketDecoder, PacketDecoderStream, PacketEncoderStream } from "./src/core/codec.ts";
 export type { PacketDecoderOptions } from "./src/core/codec.ts";

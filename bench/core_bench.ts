@@ -55,7 +55,7 @@ for (const [label, size] of SIZES) {
     name: `writePacket ${label} into a reused buffer`,
     group: `packet ${label}`,
     fn() {
-      writePacket(target, 0, payload);
+      writePacket(target, 0, packet);
     },
   });
   // A baseline everything is compared with: copying the payload once.

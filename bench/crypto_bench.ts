@@ -94,13 +94,13 @@ for (const provider of PROVIDERS) {
 for (const [label, size] of SIZES) {
   const plaintext = new Uint8Array(size).fill(0xcd);
   for (const provider of PROVIDERS) {
-    const box = seal(key, plaintext, EMPTY, { provider });
+    const box = seal(key, plaintext, { provider });
     Deno.bench({
       name: `seal ${label} (${provider.name})`,
       group: `seal ${label}`,
       baseline: provider === nativeProvider,
       fn() {
-        seal(key, plaintext, EMPTY, { provider });
+        seal(key, plaintext, { provider });
       },
     });
     Deno.bench({
@@ -108,7 +108,7 @@ for (const [label, size] of SIZES) {
       group: `open ${label}`,
       baseline: provider === nativeProvider,
       fn() {
-        open(key, box, EMPTY, { provider });
+        open(key, box, { provider });
       },
     });
   }

@@ -172,7 +172,7 @@ Deno.test("a smaller per-call limit does not shrink the Zstd window limit of a w
   // ...but the decompressor keeps the window limit of its 16 MiB bodies.
   const decompressor = createDecompressor({ accept: ["zstd"], maxSize: 16 * MiB });
   assert.deepEqual(decompressor.decompress(2, frame, 2048), body);
-  assert.deepEqual(zstdDecompress(frame, 2048, "auto", 16 * MiB), body);
+  assert.deepEqual(zstdDecompress(frame, 2048, { windowLimit: 16 * MiB }), body);
   assert.ok(frame.length < 128, `${frame.length} bytes`);
   const batch = new Uint8Array([2, frame.length, ...frame]); // flags: Zstd; LEB128 length
   assert.deepEqual(decodeBatch(batch, { decompressor, maxDecodedBytes: 4096 }), [echo]);

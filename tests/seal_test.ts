@@ -36,17 +36,33 @@ Deno.test("seal: Wycheproof XChaCha20-Poly1305 for the native and portable paths
         const key = hex(c.key), iv = hex(c.iv), aad = hex(c.aad), msg = hex(c.msg);
         const sealed = hex(c.ct + c.tag);
         if (c.result === "valid") {
-          assert.equal(toHex(xchachaEncrypt(key, iv, aad, msg, provider)), c.ct + c.tag, id);
-          assert.equal(toHex(xchachaDecrypt(key, iv, aad, sealed, provider)), c.msg, id);
+          assert.equal(
+            toHex(xchachaEncrypt(key, iv, msg, { additionalData: aad, provider })),
+            c.ct + c.tag,
+            id,
+          );
+          assert.equal(
+            toHex(xchachaDecrypt(key, iv, sealed, { additionalData: aad, provider })),
+            c.msg,
+            id,
+          );
           // The same case through open(): nonce || ciphertext || tag.
           const box = new Uint8Array(24 + sealed.length);
           box.set(iv);
           box.set(sealed, 24);
-          assert.equal(toHex(open(key, box, aad, { provider })), c.msg, id);
+          assert.equal(toHex(open(key, box, { additionalData: aad, provider })), c.msg, id);
         } else if (iv.length !== 24) {
-          assert.throws(() => xchachaDecrypt(key, iv, aad, sealed, provider), RangeError, id);
+          assert.throws(
+            () => xchachaDecrypt(key, iv, sealed, { additionalData: aad, provider }),
+            RangeError,
+            id,
+          );
         } else {
-          assert.throws(() => xchachaDecrypt(key, iv, aad, sealed, provider), isAuth, id);
+          assert.throws(
+            () => xchachaDecrypt(key, iv, sealed, { additionalData: aad, provider }),
+            isAuth,
+            id,
+          );
         }
       }
     });
@@ -59,36 +75,45 @@ Deno.test("seal: round trip, random nonce, and equality with noble xchacha20poly
   for (const provider of paths) {
     for (const size of [0, 1, 100, 5000]) {
       const pt = crypto.getRandomValues(new Uint8Array(size));
-      const box = seal(key, pt, ad, { provider });
+      const box = seal(key, pt, { additionalData: ad, provider });
       assert.equal(box.length, size + SEAL_OVERHEAD);
-      assert.deepEqual(open(key, box, ad, { provider }), pt);
+      assert.deepEqual(open(key, box, { additionalData: ad, provider }), pt);
       // Cross-path and against noble's own XChaCha.
-      assert.deepEqual(open(key, box, ad), pt);
+      assert.deepEqual(open(key, box, { additionalData: ad }), pt);
       assert.deepEqual(
         xchacha20poly1305(key, box.subarray(0, 24), ad).decrypt(box.subarray(24)),
         pt,
       );
     }
-    const a = seal(key, new Uint8Array(8), undefined, { provider });
-    const b = seal(key, new Uint8Array(8), undefined, { provider });
+    const a = seal(key, new Uint8Array(8), { provider });
+    const b = seal(key, new Uint8Array(8), { provider });
     assert.notDeepEqual(a.subarray(0, 24), b.subarray(0, 24), "nonces are random");
   }
 });
 
 Deno.test("seal: tampering, wrong key, wrong ad and short boxes fail with AuthenticationFailed", () => {
   const key = crypto.getRandomValues(new Uint8Array(32));
-  const box = seal(key, new TextEncoder().encode("attack at dawn"), Uint8Array.of(9));
+  const box = seal(key, new TextEncoder().encode("attack at dawn"), {
+    additionalData: Uint8Array.of(9),
+  });
   for (const provider of paths) {
     for (let i = 0; i < box.length; i++) {
       const bad = box.slice();
       bad[i]! ^= 0x80;
-      assert.throws(() => open(key, bad, Uint8Array.of(9), { provider }), isAuth, `byte ${i}`);
+      assert.throws(
+        () => open(key, bad, { additionalData: Uint8Array.of(9), provider }),
+        isAuth,
+        `byte ${i}`,
+      );
     }
-    assert.throws(() => open(key, box, Uint8Array.of(8), { provider }), isAuth);
-    assert.throws(() => open(key, box, undefined, { provider }), isAuth);
-    assert.throws(() => open(new Uint8Array(32), box, Uint8Array.of(9), { provider }), isAuth);
+    assert.throws(() => open(key, box, { additionalData: Uint8Array.of(8), provider }), isAuth);
+    assert.throws(() => open(key, box, { provider }), isAuth);
     assert.throws(
-      () => open(key, box.subarray(0, SEAL_OVERHEAD - 1), undefined, { provider }),
+      () => open(new Uint8Array(32), box, { additionalData: Uint8Array.of(9), provider }),
+      isAuth,
+    );
+    assert.throws(
+      () => open(key, box.subarray(0, SEAL_OVERHEAD - 1), { provider }),
       isAuth,
     );
   }
@@ -104,11 +129,11 @@ Deno.test("seal: property: open(seal(x)) == x and any bit flip fails", () => {
       fc.uint8Array({ maxLength: 40 }),
       fc.nat(),
       (pt, ad, flip) => {
-        const box = seal(key, pt, ad);
-        assert.deepEqual(open(key, box, ad, { provider: portableProvider }), pt);
+        const box = seal(key, pt, { additionalData: ad });
+        assert.deepEqual(open(key, box, { additionalData: ad, provider: portableProvider }), pt);
         const bit = flip % (box.length * 8);
         box[bit >> 3]! ^= 1 << (bit & 7);
-        assert.throws(() => open(key, box, ad), isAuth);
+        assert.throws(() => open(key, box, { additionalData: ad }), isAuth);
       },
     ),
     { numRuns: 200 },

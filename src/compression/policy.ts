@@ -250,7 +250,8 @@ export interface DecompressorOptions {
  *
  * @example Refuse an algorithm that was not negotiated
  * ```ts
- * import { compress, createDecompressor, ProtocolError } from "@npro/network-protocol";
+ * import { ProtocolError } from "@npro/network-protocol";
+ * import { compress, createDecompressor } from "@npro/network-protocol";
  * import assert from "node:assert/strict";
  *
  * const decompressor = createDecompressor({ accept: ["lz4"], maxSize: 1 << 20 });
@@ -296,7 +297,9 @@ export function createDecompressor(options: DecompressorOptions): BodyDecompress
         if (limit < cap) cap = Math.floor(limit);
       }
       if (id === COMPRESSION_IDS.lz4 && lz4) return lz4Decompress(body, cap);
-      if (id === COMPRESSION_IDS.zstd && zstd) return zstdDecompress(body, cap, "auto", maxSize);
+      if (id === COMPRESSION_IDS.zstd && zstd) {
+        return zstdDecompress(body, cap, { windowLimit: maxSize });
+      }
       throw new ProtocolError(
         "PolicyViolation",
         `Compression id "${id}" was not negotiated (accepted: "${options.accept.join(", ")}")`,

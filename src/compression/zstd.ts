@@ -277,15 +277,26 @@ export function inspectZstd(
   return { frames, contentSize, minimumSize, windowSize, bounds };
 }
 
+/** Options of {@linkcode zstdDecompress}. */
+export interface ZstdDecompressOptions {
+  /**
+   * `auto` (default) picks by declared size; `native` and `wasm` force one (for benchmarks;
+   * `wasm` only handles a single frame that declares its size).
+   */
+  implementation?: ZstdImplementation;
+  /**
+   * The largest window accepted (at least 8 MiB); default `maxSize`. See
+   * {@linkcode inspectZstd}.
+   */
+  windowLimit?: number;
+}
+
 /**
  * Decompresses a Zstandard body (one or more frames), never producing more than `maxSize` bytes.
  *
  * @param data The compressed body.
  * @param maxSize The largest decompressed size accepted.
- * @param implementation `auto` (default) picks by declared size; `native` and `wasm` force one
- * (for benchmarks; `wasm` only handles a single frame that declares its size).
- * @param windowLimit The largest window accepted (at least 8 MiB); default `maxSize`. See
- * {@linkcode inspectZstd}.
+ * @param options The implementation and the window limit.
  * @returns The decompressed bytes.
  * @throws {ProtocolError} `LimitExceeded` beyond `maxSize` or the window limit,
  * `DecompressionFailure` when the body is corrupt or truncated.
@@ -293,9 +304,10 @@ export function inspectZstd(
 export function zstdDecompress(
   data: Uint8Array,
   maxSize: number,
-  implementation: ZstdImplementation = "auto",
-  windowLimit: number = maxSize,
+  options: ZstdDecompressOptions = {},
 ): Uint8Array {
+  const implementation = options.implementation ?? "auto";
+  const windowLimit = options.windowLimit ?? maxSize;
   const info = inspectZstd(data, maxSize, windowLimit);
   const size = info.contentSize;
   let out: Uint8Array;

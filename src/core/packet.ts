@@ -110,36 +110,38 @@ export function readPacketHeader(
 }
 
 /**
- * Writes the header and payload of a packet into `target` at `offset` and returns the offset
- * just past it. Use it to put several packets into one buffer for a single write.
+ * Writes a packet, header then payload, into `target` at `offset` and returns the offset just
+ * past it. Use it to put several packets into one buffer for a single write. The caller checks
+ * the version and the length (as {@linkcode encodePacket} does).
  *
  * @example Write two packets into one buffer
  * ```ts
  * import { encodedPacketSize, writePacket } from "@npro/network-protocol";
  * import assert from "node:assert/strict";
  *
- * const a = new Uint8Array([1]);
- * const b = new Uint8Array([2, 3]);
- * const out = new Uint8Array(encodedPacketSize(a) + encodedPacketSize(b));
+ * const a = { version: 2, payload: new Uint8Array([1]) };
+ * const b = { version: 2, payload: new Uint8Array([2, 3]) };
+ * const out = new Uint8Array(encodedPacketSize(a.payload) + encodedPacketSize(b.payload));
  * const end = writePacket(out, writePacket(out, 0, a), b);
  * assert.equal(end, out.length);
  * ```
  *
  * @param target The buffer to write into; it must have room for the whole packet.
  * @param offset Where to start writing.
- * @param payload The payload.
- * @param version The version byte (default {@linkcode PROTOCOL_VERSION}).
+ * @param packet The packet: its version byte and its payload.
  * @returns The offset just past the written packet.
  */
-export function writePacket(
-  target: Uint8Array,
-  offset: number,
-  payload: Uint8Array,
-  version: number = PROTOCOL_VERSION,
-): number {
-  writePacketHeader(target, offset, payload.length, version);
+export function writePacket(target: Uint8Array, offset: number, packet: Packet): number {
+  const payload = packet.payload;
+  putHeader(target, offset, payload.length, packet.version);
   target.set(payload, offset + HEADER_SIZE);
   return offset + HEADER_SIZE + payload.length;
+}
+
+/** Options of {@linkcode writePacketHeader}. */
+export interface PacketHeaderOptions {
+  /** The version byte (default {@linkcode PROTOCOL_VERSION}). */
+  version?: number;
 }
 
 /**
@@ -160,14 +162,19 @@ export function writePacket(
  * @param target The buffer to write into.
  * @param offset Where the header starts.
  * @param length The payload length it announces.
- * @param version The version byte (default {@linkcode PROTOCOL_VERSION}).
+ * @param options The version byte.
  */
 export function writePacketHeader(
   target: Uint8Array,
   offset: number,
   length: number,
-  version: number = PROTOCOL_VERSION,
+  options?: PacketHeaderOptions,
 ): void {
+  putHeader(target, offset, length, options?.version ?? PROTOCOL_VERSION);
+}
+
+/** The one writer of packet headers: magic, version, big-endian u32 length. */
+function putHeader(target: Uint8Array, offset: number, length: number, version: number): void {
   target[offset] = 0x4e;
   target[offset + 1] = 0x50;
   target[offset + 2] = 0x52;
@@ -218,7 +225,7 @@ export function encodedPacketSize(payload: Uint8Array): number {
 export function encodePacket(packet: Packet, options?: PacketLimitOptions): Uint8Array {
   checkEncodable(packet.version, packet.payload.length, resolveMaxPayloadSize(options));
   const out = new Uint8Array(HEADER_SIZE + packet.payload.length);
-  writePacket(out, 0, packet.payload, packet.version);
+  writePacket(out, 0, packet);
   return out;
 }
 
@@ -253,7 +260,7 @@ export function encodePackets(
   }
   const out = new Uint8Array(size);
   let offset = 0;
-  for (const packet of packets) offset = writePacket(out, offset, packet.payload, packet.version);
+  for (const packet of packets) offset = writePacket(out, offset, packet);
   return out;
 }
 

@@ -15,8 +15,16 @@ export const SEAL_NONCE_LENGTH = 24;
 /** Bytes a sealed box adds to its plaintext: the nonce and the tag. */
 export const SEAL_OVERHEAD: number = SEAL_NONCE_LENGTH + TAG_LENGTH;
 
-/** Options for {@linkcode seal} and {@linkcode open}. */
+/**
+ * Options of {@linkcode seal}, {@linkcode open}, {@linkcode xchachaEncrypt} and
+ * {@linkcode xchachaDecrypt}.
+ */
 export interface SealOptions {
+  /**
+   * Associated data: authenticated but neither encrypted nor stored in the box, so opening
+   * must be given the same bytes (default: none).
+   */
+  additionalData?: Uint8Array;
   /**
    * The provider whose ChaCha20-Poly1305 runs after the HChaCha20 subkey derivation. The
    * default provider (native when available) is the fast path; `portableProvider` gives a
@@ -67,25 +75,26 @@ function derive(key: Uint8Array, nonce24: Uint8Array): { subkey: Uint8Array; non
  * import { xchachaEncrypt } from "@npro/network-protocol";
  * import assert from "node:assert/strict";
  *
- * const out = xchachaEncrypt(new Uint8Array(32), new Uint8Array(24), new Uint8Array(), new Uint8Array(5));
+ * const out = xchachaEncrypt(new Uint8Array(32), new Uint8Array(24), new Uint8Array(5));
  * assert.equal(out.length, 5 + 16);
  * ```
  *
  * @param key The 32-byte key.
  * @param nonce The 24-byte nonce.
- * @param ad Associated data.
  * @param plaintext The bytes to encrypt.
- * @param provider The provider for the ChaCha20-Poly1305 step; the default one when omitted.
+ * @param options Associated data, and the provider for the ChaCha20-Poly1305 step (the default
+ * one when omitted).
  * @returns `ciphertext || tag`.
  */
 export function xchachaEncrypt(
   key: Uint8Array,
   nonce: Uint8Array,
-  ad: Uint8Array,
   plaintext: Uint8Array,
-  provider?: CryptoProvider,
+  options: SealOptions = {},
 ): Uint8Array {
   checkKey(key);
+  const ad = options.additionalData ?? EMPTY;
+  const provider = options.provider;
   if (!(nonce instanceof Uint8Array) || nonce.length !== SEAL_NONCE_LENGTH) {
     throw new RangeError(`XChaCha20 nonce length "${nonce?.length}" is not "${SEAL_NONCE_LENGTH}"`);
   }
@@ -107,27 +116,29 @@ export function xchachaEncrypt(
  * import { xchachaDecrypt, xchachaEncrypt } from "@npro/network-protocol";
  * import assert from "node:assert/strict";
  *
- * const key = new Uint8Array(32), nonce = new Uint8Array(24), ad = new Uint8Array();
- * const sealed = xchachaEncrypt(key, nonce, ad, new Uint8Array([7]));
- * assert.deepEqual(xchachaDecrypt(key, nonce, ad, sealed), new Uint8Array([7]));
+ * const key = new Uint8Array(32), nonce = new Uint8Array(24);
+ * const additionalData = new TextEncoder().encode("v1");
+ * const sealed = xchachaEncrypt(key, nonce, new Uint8Array([7]), { additionalData });
+ * assert.deepEqual(xchachaDecrypt(key, nonce, sealed, { additionalData }), new Uint8Array([7]));
  * ```
  *
  * @param key The 32-byte key.
  * @param nonce The 24-byte nonce.
- * @param ad Associated data.
  * @param ciphertext `ciphertext || tag`.
- * @param provider The provider for the ChaCha20-Poly1305 step; the default one when omitted.
+ * @param options The associated data given to {@linkcode xchachaEncrypt}, and the provider for
+ * the ChaCha20-Poly1305 step (the default one when omitted).
  * @returns The plaintext.
  * @throws {ProtocolError} `AuthenticationFailed` when the tag does not verify.
  */
 export function xchachaDecrypt(
   key: Uint8Array,
   nonce: Uint8Array,
-  ad: Uint8Array,
   ciphertext: Uint8Array,
-  provider?: CryptoProvider,
+  options: SealOptions = {},
 ): Uint8Array {
   checkKey(key);
+  const ad = options.additionalData ?? EMPTY;
+  const provider = options.provider;
   if (!(nonce instanceof Uint8Array) || nonce.length !== SEAL_NONCE_LENGTH) {
     throw new RangeError(`XChaCha20 nonce length "${nonce?.length}" is not "${SEAL_NONCE_LENGTH}"`);
   }
@@ -159,27 +170,27 @@ export function xchachaDecrypt(
  * import assert from "node:assert/strict";
  *
  * const key = crypto.getRandomValues(new Uint8Array(32));
- * const box = seal(key, new TextEncoder().encode("secret"), new TextEncoder().encode("v1"));
+ * const additionalData = new TextEncoder().encode("v1");
+ * const box = seal(key, new TextEncoder().encode("secret"), { additionalData });
  * assert.equal(box.length, 24 + 6 + 16);
- * assert.equal(new TextDecoder().decode(open(key, box, new TextEncoder().encode("v1"))), "secret");
+ * assert.equal(new TextDecoder().decode(open(key, box, { additionalData })), "secret");
  * ```
  *
  * @param key The 32-byte key.
  * @param plaintext The bytes to protect.
- * @param ad Associated data that `open` must be given too (authenticated, not stored).
- * @param options The provider to use.
+ * @param options Associated data that `open` must be given too (authenticated, not stored),
+ * and the provider to use.
  * @returns The sealed box.
  * @throws {TypeError} When the key is not 32 bytes.
  */
 export function seal(
   key: Uint8Array,
   plaintext: Uint8Array,
-  ad: Uint8Array = EMPTY,
   options: SealOptions = {},
 ): Uint8Array {
   checkKey(key);
   const nonce = crypto.getRandomValues(new Uint8Array(SEAL_NONCE_LENGTH));
-  const body = xchachaEncrypt(key, nonce, ad, plaintext, options.provider);
+  const body = xchachaEncrypt(key, nonce, plaintext, options);
   const out = new Uint8Array(SEAL_NONCE_LENGTH + body.length);
   out.set(nonce);
   out.set(body, SEAL_NONCE_LENGTH);
@@ -192,7 +203,8 @@ export function seal(
  *
  * @example Detect tampering
  * ```ts
- * import { open, ProtocolError, seal } from "@npro/network-protocol";
+ * import { ProtocolError } from "@npro/network-protocol";
+ * import { open, seal } from "@npro/network-protocol";
  * import assert from "node:assert/strict";
  *
  * const key = crypto.getRandomValues(new Uint8Array(32));
@@ -203,18 +215,12 @@ export function seal(
  *
  * @param key The 32-byte key.
  * @param sealed The sealed box.
- * @param ad The associated data given to `seal`.
- * @param options The provider to use.
+ * @param options The associated data given to `seal`, and the provider to use.
  * @returns The plaintext.
  * @throws {ProtocolError} `AuthenticationFailed` when the box is too short, was altered, or the
- * key or `ad` differ.
+ * key or the associated data differ.
  */
-export function open(
-  key: Uint8Array,
-  sealed: Uint8Array,
-  ad: Uint8Array = EMPTY,
-  options: SealOptions = {},
-): Uint8Array {
+export function open(key: Uint8Array, sealed: Uint8Array, options: SealOptions = {}): Uint8Array {
   checkKey(key);
   if (sealed.length < SEAL_OVERHEAD) {
     throw new ProtocolError(
@@ -225,8 +231,7 @@ export function open(
   return xchachaDecrypt(
     key,
     sealed.subarray(0, SEAL_NONCE_LENGTH),
-    ad,
     sealed.subarray(SEAL_NONCE_LENGTH),
-    options.provider,
+    options,
   );
 }

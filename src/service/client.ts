@@ -308,14 +308,13 @@ class ReconnectingClient implements Client {
     });
     // The handshake runner enforces client.connection_timeout (the security options carry it).
     try {
-      const established = await establish(
-        conn,
-        "client",
-        this.#security,
-        this.#compression,
-        this.#config.transport.maxPayloadSize,
+      const established = await establish(conn, {
+        role: "client",
+        security: this.#security,
+        compression: this.#compression,
+        maxPayloadSize: this.#config.transport.maxPayloadSize,
         signal,
-      );
+      });
       const { pinned, remoteStaticKey } = established.session;
       const tofu = this.#security.knownServers;
       if (!pinned && tofu !== undefined && remoteStaticKey !== undefined) {

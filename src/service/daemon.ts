@@ -279,13 +279,12 @@ class DaemonServer implements Server {
     // on any failure the socket is closed here, which also ends its pending read.
     let established;
     try {
-      established = await establish(
-        conn,
-        "server",
-        this.#security,
-        this.#compression,
-        this.#config.transport.maxPayloadSize,
-      );
+      established = await establish(conn, {
+        role: "server",
+        security: this.#security,
+        compression: this.#compression,
+        maxPayloadSize: this.#config.transport.maxPayloadSize,
+      });
     } catch (error) {
       if (peerEvents.allow("failed handshake")) {
         log.info("Handshake with {peer} failed: {error}", {

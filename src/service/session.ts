@@ -62,35 +62,42 @@ function handshakeIO(conn: Deno.Conn, reader: FrameReader): HandshakeIO {
   };
 }
 
+/** Options of {@linkcode establish}. */
+export interface EstablishOptions {
+  /** Which side this is. */
+  role: "client" | "server";
+  /** The security options of that side. */
+  security: ClientSecurityOptions | ServerSecurityOptions;
+  /** The compression settings. */
+  compression: CompressionSettings;
+  /** The packet limit once the session is established. */
+  maxPayloadSize: number;
+  /** Cancels the handshake. */
+  signal?: AbortSignal | undefined;
+}
+
 /**
  * Runs one side of the handshake over `conn` and plans compression. On failure the caller
  * closes `conn` (which also stops a pending read).
  *
  * @param conn The fresh transport connection.
- * @param role Which side this is.
- * @param security The security options of that side.
- * @param compression The compression settings.
- * @param maxPayloadSize The packet limit.
- * @param signal Cancels the handshake.
+ * @param options The side, its security options, compression, the packet limit and a signal.
  * @returns The established session.
  */
 export async function establish(
   conn: Deno.Conn,
-  role: "client" | "server",
-  security: ClientSecurityOptions | ServerSecurityOptions,
-  compression: CompressionSettings,
-  maxPayloadSize: number,
-  signal?: AbortSignal,
+  options: EstablishOptions,
 ): Promise<EstablishedSession> {
+  const { role, security, compression, maxPayloadSize, signal } = options;
   // Until the peer is authenticated, packets are refused at their header beyond the handshake
   // limit: an unauthenticated peer can make the reader hold at most one such packet.
   const reader = new FrameReader(conn, { maxPayloadSize: MAX_HANDSHAKE_PAYLOAD });
   const io = handshakeIO(conn, reader);
   const features = localCompressionBits(compression);
-  const options = { ...security, features, ...(signal === undefined ? {} : { signal }) };
+  const handshake = { ...security, features, ...(signal === undefined ? {} : { signal }) };
   const result: HandshakeResult = role === "client"
-    ? await clientHandshake(io, options as ClientSecurityOptions)
-    : await serverHandshake(io, options as ServerSecurityOptions);
+    ? await clientHandshake(io, handshake as ClientSecurityOptions)
+    : await serverHandshake(io, handshake as ServerSecurityOptions);
   const plan = planCompression(compression, result.features, maxPayloadSize);
   const session: SessionInfo = {
     channel: result.channel,
