@@ -4,7 +4,7 @@
  *
  * Run: deno run --allow-net=127.0.0.1 examples/custom_handler.ts
  */
-import { connect, Dispatcher, type Message, serve } from "../mod.ts";
+import { connect, Dispatcher, type Message, serve } from "@npro/network-protocol";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

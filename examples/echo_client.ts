@@ -3,7 +3,7 @@
  *
  * Run: deno run --allow-net=127.0.0.1 examples/echo_client.ts 127.0.0.1:9000 <server key> [text]
  */
-import { connect, decodeKey } from "../mod.ts";
+import { connect, decodeKey } from "@npro/network-protocol";
 
 const [address = "127.0.0.1:9000", key, text = "hello"] = Deno.args;
 if (key === undefined) throw new TypeError("Usage: echo_client.ts <address> <server key> [text]");

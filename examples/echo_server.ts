@@ -4,7 +4,7 @@
  * Run: deno run --allow-net=127.0.0.1 examples/echo_server.ts [127.0.0.1:9000]
  * It prints the address and the server key that clients pin; Ctrl-C stops it gracefully.
  */
-import { Dispatcher, encodeKey, registerStandardHandlers, serve } from "../mod.ts";
+import { Dispatcher, encodeKey, registerStandardHandlers, serve } from "@npro/network-protocol";
 
 const address = Deno.args[0] ?? "127.0.0.1:9000";
 const controller = new AbortController();

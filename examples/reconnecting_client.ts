@@ -4,7 +4,13 @@
  *
  * Run: deno run --allow-net=127.0.0.1 examples/reconnecting_client.ts
  */
-import { connect, Dispatcher, generateKeyPair, registerStandardHandlers, serve } from "../mod.ts";
+import {
+  connect,
+  Dispatcher,
+  generateKeyPair,
+  registerStandardHandlers,
+  serve,
+} from "@npro/network-protocol";
 
 const key = generateKeyPair();
 const handlers = () => {

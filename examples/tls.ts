@@ -4,13 +4,8 @@
  *
  * Run: deno run --allow-net=127.0.0.1,localhost examples/tls.ts
  */
-import {
-  connect,
-  Dispatcher,
-  generateSelfSignedCert,
-  registerStandardHandlers,
-  serve,
-} from "../mod.ts";
+import { connect, Dispatcher, registerStandardHandlers, serve } from "@npro/network-protocol";
+import { generateSelfSignedCert } from "@npro/network-protocol/transport";
 
 const cert = await generateSelfSignedCert({
   commonName: "localhost",

@@ -5,7 +5,7 @@
  *   deno run --allow-read=/tmp/npro-example.sock --allow-write=/tmp/npro-example.sock \
  *     --allow-net=unix:/tmp/npro-example.sock examples/unix_socket.ts [/tmp/npro-example.sock]
  */
-import { connect, Dispatcher, registerStandardHandlers, serve } from "../mod.ts";
+import { connect, Dispatcher, registerStandardHandlers, serve } from "@npro/network-protocol";
 
 const path = Deno.args[0] ?? "/tmp/npro-example.sock";
 const config = { transport: { kind: "unix" as const } };

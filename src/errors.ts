@@ -74,7 +74,8 @@ export interface ProtocolErrorOptions {
  *
  * @example Catch a specific failure
  * ```ts
- * import { decodePacket, ProtocolError } from "@npro/network-protocol";
+ * import { ProtocolError } from "@npro/network-protocol";
+ * import { decodePacket } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * try {

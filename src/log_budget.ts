@@ -35,7 +35,7 @@ interface KindState {
  *
  * @example Keep a flood to a few lines
  * ```ts
- * import { LogBudget } from "@npro/network-protocol";
+ * import { LogBudget } from "./log_budget.ts";
  * import assert from "node:assert/strict";
  *
  * const reports: string[] = [];

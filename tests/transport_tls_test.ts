@@ -7,10 +7,10 @@ import {
   createTransport,
   generateSelfSignedCert,
   type SelfSignedCert,
-  type TlsClientOptions,
   tlsHandshake,
   TlsTransport,
 } from "../src/transport/mod.ts";
+import type { TlsClientOptions } from "../src/transport/tls.ts";
 
 const serverCert: SelfSignedCert = await generateSelfSignedCert({
   commonName: "npro-test-server",

@@ -24,17 +24,14 @@ import {
 } from "./common.ts";
 import {
   type Client,
-  clientHandshake,
   connect,
   type ConnectOptions,
-  encodePackets,
   generateKeyPair,
-  type HandshakeIO,
   type KeyPair,
   type Message,
-  type Packet,
-  PacketDecoder,
 } from "../../mod.ts";
+import { encodePackets, type Packet, PacketDecoder } from "../../src/core/mod.ts";
+import { clientHandshake, type HandshakeIO } from "../../src/secure/mod.ts";
 
 const args = parseArgs(Deno.args);
 const kind = args.get("kind") as ServerKind;

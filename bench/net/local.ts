@@ -6,7 +6,7 @@
  * @module
  */
 
-import { decodePacket, encodePacket } from "../../mod.ts";
+import { decodePacket, encodePacket } from "../../src/core/mod.ts";
 import { compress, decompress } from "../../src/compression/compress.ts";
 import { cliBench, speed, textLike } from "../compression_cli.ts";
 

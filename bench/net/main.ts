@@ -32,7 +32,7 @@ import {
   type ServerKind,
   transportOf,
 } from "./common.ts";
-import { generateSelfSignedCert } from "../../mod.ts";
+import { generateSelfSignedCert } from "../../src/transport/mod.ts";
 import { measureCodec, measureCompression, type TargetFigure } from "./local.ts";
 
 const args = parseArgs(Deno.args);

@@ -44,7 +44,7 @@ export interface DecompressOptions {
  *
  * @example Round trip with Zstd
  * ```ts
- * import { compress, decompress } from "@npro/network-protocol";
+ * import { compress, decompress } from "@npro/network-protocol/compression";
  * import assert from "node:assert/strict";
  *
  * const text = new TextEncoder().encode("hello ".repeat(200));
@@ -79,7 +79,8 @@ export function compress(data: Uint8Array, options: CompressOptions): Uint8Array
  *
  * @example A decompression bomb is refused before allocation
  * ```ts
- * import { decompress, ProtocolError } from "@npro/network-protocol";
+ * import { ProtocolError } from "@npro/network-protocol";
+ * import { decompress } from "@npro/network-protocol/compression";
  * import assert from "node:assert/strict";
  *
  * const forged = new Uint8Array([0xf0, 0xff, 0xff, 0xff, 0x00]);
@@ -128,7 +129,7 @@ export interface InitCompressionOptions {
  *
  * @example Load once at start-up
  * ```ts
- * import { compress, initCompression } from "@npro/network-protocol";
+ * import { compress, initCompression } from "@npro/network-protocol/compression";
  * import assert from "node:assert/strict";
  *
  * await initCompression();

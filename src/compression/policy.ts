@@ -59,7 +59,7 @@ const counts = new Uint16Array(256);
  *
  * @example Text versus random bytes
  * ```ts
- * import { sampleEntropy } from "@npro/network-protocol";
+ * import { sampleEntropy } from "@npro/network-protocol/compression";
  * import assert from "node:assert/strict";
  *
  * assert.ok(sampleEntropy(new TextEncoder().encode("abcabcabd".repeat(100))) < 2);
@@ -128,7 +128,7 @@ export interface CompressionStats {
  *
  * @example Compress large, repetitive bodies only
  * ```ts
- * import { CompressionPolicy } from "@npro/network-protocol";
+ * import { CompressionPolicy } from "@npro/network-protocol/compression";
  * import assert from "node:assert/strict";
  *
  * const policy = new CompressionPolicy({ algorithm: "lz4" });
@@ -251,7 +251,7 @@ export interface DecompressorOptions {
  * @example Refuse an algorithm that was not negotiated
  * ```ts
  * import { ProtocolError } from "@npro/network-protocol";
- * import { compress, createDecompressor } from "@npro/network-protocol";
+ * import { compress, createDecompressor } from "@npro/network-protocol/compression";
  * import assert from "node:assert/strict";
  *
  * const decompressor = createDecompressor({ accept: ["lz4"], maxSize: 1 << 20 });
@@ -313,7 +313,7 @@ export function createDecompressor(options: DecompressorOptions): BodyDecompress
  *
  * @example Announce both
  * ```ts
- * import { compressionFeatureBits } from "@npro/network-protocol";
+ * import { compressionFeatureBits } from "@npro/network-protocol/compression";
  * import assert from "node:assert/strict";
  *
  * assert.equal(compressionFeatureBits(["lz4", "zstd"]), 0x3);
@@ -336,7 +336,7 @@ export function compressionFeatureBits(algorithms: readonly CompressionAlgorithm
  *
  * @example Both sides support Zstd
  * ```ts
- * import { negotiateCompression } from "@npro/network-protocol";
+ * import { negotiateCompression } from "@npro/network-protocol/compression";
  * import assert from "node:assert/strict";
  *
  * assert.deepEqual(negotiateCompression(["zstd", "lz4"], 0x2), ["zstd"]);
@@ -397,7 +397,7 @@ export interface CompressionPlan {
  *
  * @example Off by default
  * ```ts
- * import { localCompressionBits } from "@npro/network-protocol";
+ * import { localCompressionBits } from "@npro/network-protocol/compression";
  * import assert from "node:assert/strict";
  *
  * assert.equal(localCompressionBits({}), 0);
@@ -421,7 +421,7 @@ export function localCompressionBits(settings: CompressionSettings): number {
  *
  * @example Both peers enabled
  * ```ts
- * import { planCompression } from "@npro/network-protocol";
+ * import { planCompression } from "@npro/network-protocol/compression";
  * import assert from "node:assert/strict";
  *
  * const plan = planCompression({ enabled: true, accept: ["zstd", "lz4"] }, 0x3, 1 << 24);

@@ -41,7 +41,8 @@ export interface BodyCompressor {
  *
  * @example A decompressor that honours the limit it is given
  * ```ts
- * import { type BodyDecompressor, decodeBatch, ProtocolError } from "@npro/network-protocol";
+ * import { ProtocolError } from "@npro/network-protocol";
+ * import { type BodyDecompressor, decodeBatch } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * // A toy "algorithm" 1: the body is the encoded message, reversed.
@@ -141,7 +142,7 @@ const MAX_COMPRESSED_ENTRIES = 4096;
  *
  * @example Round trip a batch
  * ```ts
- * import { decodeBatch, encodeBatch } from "@npro/network-protocol";
+ * import { decodeBatch, encodeBatch } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const bytes = encodeBatch([{ type: "ping" }, { type: "echo", text: "a" }]);
@@ -268,7 +269,7 @@ function encodeCompressedBatch(
  *
  * @example Decode a batch
  * ```ts
- * import { decodeBatch, encodeBatch } from "@npro/network-protocol";
+ * import { decodeBatch, encodeBatch } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const messages = decodeBatch(encodeBatch([{ type: "pong" }]));
@@ -278,14 +279,9 @@ function encodeCompressedBatch(
  * @param bytes The encoded batch.
  * @example Cap what the compressed entries of one batch decompress to
  * ```ts
- * import {
- *   CompressionPolicy,
- *   createDecompressor,
- *   decodeBatch,
- *   encodeBatch,
- *   type Message,
- *   ProtocolError,
- * } from "@npro/network-protocol";
+ * import { type Message, ProtocolError } from "@npro/network-protocol";
+ * import { decodeBatch, encodeBatch } from "@npro/network-protocol/core";
+ * import { CompressionPolicy, createDecompressor } from "@npro/network-protocol/compression";
  * import assert from "node:assert/strict";
  *
  * // Eight 64 KiB messages that LZ4 shrinks to about 300 bytes each.

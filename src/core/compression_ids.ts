@@ -26,7 +26,7 @@ export const COMPRESSION_ALGORITHMS: readonly CompressionAlgorithm[] = Object.fr
  *
  * @example Feature bits
  * ```ts
- * import { compressionFeatureBit } from "@npro/network-protocol";
+ * import { compressionFeatureBit } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * assert.equal(compressionFeatureBit("lz4") | compressionFeatureBit("zstd"), 0x3);

@@ -193,7 +193,7 @@ const KNOWN_TAGS: ReadonlySet<number> = new Set(Object.values(MessageTag));
  *
  * @example Opcodes
  * ```ts
- * import { opcodeOf } from "@npro/network-protocol";
+ * import { opcodeOf } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * assert.equal(opcodeOf({ type: "ping" }), "PING");
@@ -234,7 +234,7 @@ export function opcodeOf(message: Message): string {
  *
  * @example Size of a message
  * ```ts
- * import { encodedMessageSize } from "@npro/network-protocol";
+ * import { encodedMessageSize } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * assert.equal(encodedMessageSize({ type: "ping" }), 1);
@@ -255,7 +255,7 @@ export function encodedMessageSize(message: Message): number {
  *
  * @example Encode and decode
  * ```ts
- * import { decodeMessage, encodeMessage } from "@npro/network-protocol";
+ * import { decodeMessage, encodeMessage } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const bytes = encodeMessage({ type: "echo", text: "hello" });
@@ -279,7 +279,7 @@ export function encodeMessage(message: Message): Uint8Array {
  *
  * @example Decode a ping
  * ```ts
- * import { decodeMessage } from "@npro/network-protocol";
+ * import { decodeMessage } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * assert.deepEqual(decodeMessage(new Uint8Array([0x01])), { type: "ping" });

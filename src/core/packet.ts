@@ -62,7 +62,7 @@ export function resolveMaxPayloadSize(options?: PacketLimitOptions): number {
  *
  * @example Read a header
  * ```ts
- * import { readPacketHeader } from "@npro/network-protocol";
+ * import { readPacketHeader } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const header = new Uint8Array([0x4e, 0x50, 0x52, 0x4f, 2, 0, 0, 0, 5]);
@@ -116,7 +116,7 @@ export function readPacketHeader(
  *
  * @example Write two packets into one buffer
  * ```ts
- * import { encodedPacketSize, writePacket } from "@npro/network-protocol";
+ * import { encodedPacketSize, writePacket } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const a = { version: 2, payload: new Uint8Array([1]) };
@@ -150,7 +150,7 @@ export interface PacketHeaderOptions {
  *
  * @example Write a header, then the payload after it
  * ```ts
- * import { decodePacket, HEADER_SIZE, writePacketHeader } from "@npro/network-protocol";
+ * import { decodePacket, HEADER_SIZE, writePacketHeader } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const out = new Uint8Array(HEADER_SIZE + 2);
@@ -191,7 +191,7 @@ function putHeader(target: Uint8Array, offset: number, length: number, version: 
  *
  * @example Size of a packet
  * ```ts
- * import { encodedPacketSize } from "@npro/network-protocol";
+ * import { encodedPacketSize } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * assert.equal(encodedPacketSize(new Uint8Array(5)), 14);
@@ -209,7 +209,7 @@ export function encodedPacketSize(payload: Uint8Array): number {
  *
  * @example Encode a packet
  * ```ts
- * import { encodePacket } from "@npro/network-protocol";
+ * import { encodePacket } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const bytes = encodePacket({ version: 2, payload: new Uint8Array([1, 2, 3]) });
@@ -234,7 +234,7 @@ export function encodePacket(packet: Packet, options?: PacketLimitOptions): Uint
  *
  * @example Encode a batch
  * ```ts
- * import { encodePackets, HEADER_SIZE } from "@npro/network-protocol";
+ * import { encodePackets, HEADER_SIZE } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const bytes = encodePackets([
@@ -271,7 +271,7 @@ export function encodePackets(
  *
  * @example Decode the original's documented example
  * ```ts
- * import { decodePacket } from "@npro/network-protocol";
+ * import { decodePacket } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const bytes = new Uint8Array([0x4e, 0x50, 0x52, 0x4f, 0x01, 0, 0, 0, 5, 1, 2, 3, 4, 5]);

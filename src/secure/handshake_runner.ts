@@ -49,14 +49,14 @@ function settle<T>(promise: Promise<T>, stopped: Promise<never>): Promise<T> {
  *
  * @example Run both sides over an in-memory pipe
  * ```ts
+ * import { generateKeyPair } from "@npro/network-protocol";
+ * import type { Packet } from "@npro/network-protocol/core";
  * import {
  *   ClientHandshake,
- *   generateKeyPair,
  *   type HandshakeIO,
- *   type Packet,
  *   performHandshake,
  *   ServerHandshake,
- * } from "@npro/network-protocol";
+ * } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
  * function pipe(): [HandshakeIO, HandshakeIO] {
@@ -180,9 +180,9 @@ export async function performHandshake(
  *
  * @example Connect with a pinned server key
  * ```ts ignore
- * import { clientHandshake } from "@npro/network-protocol";
+ * import { clientHandshake } from "@npro/network-protocol/secure";
  *
- * declare const io: import("@npro/network-protocol").HandshakeIO;
+ * declare const io: import("@npro/network-protocol/secure").HandshakeIO;
  * declare const serverKey: Uint8Array;
  * const { channel, pinned } = await clientHandshake(io, { serverKeys: [serverKey] });
  * ```
@@ -207,9 +207,9 @@ export async function clientHandshake(
  *
  * @example Accept a client
  * ```ts ignore
- * import { serverHandshake } from "@npro/network-protocol";
+ * import { serverHandshake } from "@npro/network-protocol/secure";
  *
- * declare const io: import("@npro/network-protocol").HandshakeIO;
+ * declare const io: import("@npro/network-protocol/secure").HandshakeIO;
  * declare const staticKey: { publicKey: Uint8Array; privateKey: Uint8Array };
  * const { channel, remoteStaticKey } = await serverHandshake(io, { staticKey });
  * ```

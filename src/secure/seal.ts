@@ -72,7 +72,7 @@ function derive(key: Uint8Array, nonce24: Uint8Array): { subkey: Uint8Array; non
  *
  * @example Encrypt with a fixed nonce (test vectors)
  * ```ts
- * import { xchachaEncrypt } from "@npro/network-protocol";
+ * import { xchachaEncrypt } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
  * const out = xchachaEncrypt(new Uint8Array(32), new Uint8Array(24), new Uint8Array(5));
@@ -113,7 +113,7 @@ export function xchachaEncrypt(
  *
  * @example Decrypt with a fixed nonce
  * ```ts
- * import { xchachaDecrypt, xchachaEncrypt } from "@npro/network-protocol";
+ * import { xchachaDecrypt, xchachaEncrypt } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
  * const key = new Uint8Array(32), nonce = new Uint8Array(24);
@@ -166,7 +166,7 @@ export function xchachaDecrypt(
  *
  * @example Seal and open
  * ```ts
- * import { open, seal } from "@npro/network-protocol";
+ * import { open, seal } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
  * const key = crypto.getRandomValues(new Uint8Array(32));
@@ -204,7 +204,7 @@ export function seal(
  * @example Detect tampering
  * ```ts
  * import { ProtocolError } from "@npro/network-protocol";
- * import { open, seal } from "@npro/network-protocol";
+ * import { open, seal } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
  * const key = crypto.getRandomValues(new Uint8Array(32));

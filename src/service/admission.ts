@@ -49,7 +49,7 @@ interface Bucket {
  *
  * @example Admit at most two handshakes per second from one address
  * ```ts
- * import { HandshakeAdmission } from "@npro/network-protocol";
+ * import { HandshakeAdmission } from "./admission.ts";
  * import assert from "node:assert/strict";
  *
  * const admission = new HandshakeAdmission({ rate: 0, ratePerAddress: 2 });

@@ -18,7 +18,7 @@ export interface HostPort {
  *
  * @example Parse IPv4 and IPv6 addresses
  * ```ts
- * import { parseHostPort } from "@npro/network-protocol";
+ * import { parseHostPort } from "@npro/network-protocol/transport";
  * import assert from "node:assert/strict";
  *
  * assert.deepEqual(parseHostPort("127.0.0.1:9000"), { hostname: "127.0.0.1", port: 9000 });
@@ -99,7 +99,7 @@ export function formatHostPort(hostname: string, port: number): string {
  *
  * @example Format a listener's address
  * ```ts
- * import { formatAddr } from "@npro/network-protocol";
+ * import { formatAddr } from "@npro/network-protocol/transport";
  * import assert from "node:assert/strict";
  *
  * assert.equal(formatAddr({ transport: "tcp", hostname: "::1", port: 9000 }), "[::1]:9000");

@@ -123,7 +123,10 @@ function colonHex(digest: Uint8Array): string {
  *
  * @example Fingerprint a generated certificate
  * ```ts
- * import { certificateFingerprint, generateSelfSignedCert } from "@npro/network-protocol";
+ * import {
+ *   certificateFingerprint,
+ *   generateSelfSignedCert,
+ * } from "@npro/network-protocol/transport";
  * import assert from "node:assert/strict";
  *
  * const { certPem, fingerprint } = await generateSelfSignedCert({ commonName: "localhost" });
@@ -155,7 +158,7 @@ export async function certificateFingerprint(certPem: string): Promise<string> {
  *
  * @example Generate a certificate for localhost
  * ```ts
- * import { generateSelfSignedCert } from "@npro/network-protocol";
+ * import { generateSelfSignedCert } from "@npro/network-protocol/transport";
  * import assert from "node:assert/strict";
  *
  * const cert = await generateSelfSignedCert({

@@ -85,7 +85,7 @@ export interface MemoryConnPairOptions extends MemoryConnOptions {
  *
  * @example Inject a reset under a reader
  * ```ts
- * import { memoryConnPair } from "@npro/network-protocol";
+ * import { memoryConnPair } from "@npro/network-protocol/testing";
  * import assert from "node:assert/strict";
  *
  * const [a, b] = memoryConnPair();
@@ -98,7 +98,7 @@ export interface MemoryConnPairOptions extends MemoryConnOptions {
  *
  * @example Hold a reader back with pauseRead
  * ```ts
- * import { memoryConnPair } from "@npro/network-protocol";
+ * import { memoryConnPair } from "@npro/network-protocol/testing";
  * import assert from "node:assert/strict";
  *
  * const [a, b] = memoryConnPair({ highWaterMark: 2 });
@@ -146,7 +146,7 @@ export interface MemoryConn extends Deno.Conn<MemoryAddr> {
  *
  * @example Bytes written by one end are read by the other, then EOF
  * ```ts
- * import { memoryConnPair } from "@npro/network-protocol";
+ * import { memoryConnPair } from "@npro/network-protocol/testing";
  * import assert from "node:assert/strict";
  *
  * const [a, b] = memoryConnPair();
@@ -161,7 +161,7 @@ export interface MemoryConn extends Deno.Conn<MemoryAddr> {
  *
  * @example A writer waits while the peer does not read
  * ```ts
- * import { memoryConnPair } from "@npro/network-protocol";
+ * import { memoryConnPair } from "@npro/network-protocol/testing";
  * import assert from "node:assert/strict";
  *
  * const [a, b] = memoryConnPair({ highWaterMark: 4 });

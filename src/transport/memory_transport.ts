@@ -31,7 +31,7 @@ import {
  *
  * @example Accept connections until the listener closes
  * ```ts
- * import { MemoryTransport } from "@npro/network-protocol";
+ * import { MemoryTransport } from "@npro/network-protocol/testing";
  * import assert from "node:assert/strict";
  *
  * const transport = new MemoryTransport();
@@ -84,13 +84,8 @@ export interface MemoryListener extends Listener {
  *
  * @example Serve and connect with no socket
  * ```ts
- * import {
- *   connect,
- *   Dispatcher,
- *   MemoryTransport,
- *   registerStandardHandlers,
- *   serve,
- * } from "@npro/network-protocol";
+ * import { connect, Dispatcher, registerStandardHandlers, serve } from "@npro/network-protocol";
+ * import { MemoryTransport } from "@npro/network-protocol/testing";
  * import assert from "node:assert/strict";
  *
  * const transport = new MemoryTransport();
@@ -109,7 +104,7 @@ export interface MemoryListener extends Listener {
  *
  * @example Listen and connect directly
  * ```ts
- * import { MemoryTransport } from "@npro/network-protocol";
+ * import { MemoryTransport } from "@npro/network-protocol/testing";
  * import assert from "node:assert/strict";
  *
  * const transport = new MemoryTransport();

@@ -1,6 +1,34 @@
 /**
- * Transports: TCP, Unix sockets and TLS behind one small {@linkcode Transport} interface, an
- * in-memory transport for tests, and self-signed certificates for TLS.
+ * The built-in transports: TCP, Unix domain sockets and TLS (Deno's native rustls), each an
+ * implementation of the root's `Transport` interface, with {@linkcode createTransport} to pick one
+ * by name, self-signed certificates for TLS, and the `host:port` helpers.
+ *
+ * `serve` and `connect` create the transport that `transport.kind` names in the configuration
+ * (with the `tls` option for certificates), so an application needs this module only to give a
+ * transport options the configuration does not have, or to use a transport on its own. The
+ * `Transport` and `Listener` interfaces and the TLS option types are in the root; the in-memory
+ * transport for tests is in `/testing`.
+ *
+ * @example A TLS listener with a self-signed certificate
+ * ```ts
+ * import { generateSelfSignedCert, TlsTransport } from "@npro/network-protocol/transport";
+ * import assert from "node:assert/strict";
+ *
+ * const cert = await generateSelfSignedCert({ commonName: "localhost", altNames: ["127.0.0.1"] });
+ * const tls = new TlsTransport({
+ *   server: { cert: cert.certPem, key: cert.keyPem },
+ *   client: { caCerts: [cert.certPem] },
+ * });
+ * await using listener = await tls.listen("127.0.0.1:0");
+ * const { port } = listener.addr as Deno.NetAddr;
+ * const [client, server] = await Promise.all([tls.connect(`127.0.0.1:${port}`), listener.accept()]);
+ * await client.write(new Uint8Array([42]));
+ * const byte = new Uint8Array(1);
+ * assert.equal(await server.read(byte), 1);
+ * assert.equal(byte[0], 42);
+ * client.close();
+ * server.close();
+ * ```
  *
  * @module
  */
@@ -10,41 +38,17 @@ import { TlsTransport, type TlsTransportOptions } from "./tls.ts";
 import type { Transport, TransportKind } from "./types.ts";
 import { UnixTransport, type UnixTransportOptions } from "./unix.ts";
 
-export {
-  DEFAULT_CONNECT_TIMEOUT_MS,
-  type Listener,
-  type Transport,
-  type TransportConnectOptions,
-  type TransportKind,
-  type TransportListenOptions,
-} from "./types.ts";
-export { formatAddr, type HostPort, parseHostPort } from "./address.ts";
-export { TcpTransport, type TcpTransportOptions } from "./tcp.ts";
-export { DEFAULT_UNIX_SOCKET_MODE, UnixTransport, type UnixTransportOptions } from "./unix.ts";
-export {
-  DEFAULT_ALPN_PROTOCOLS,
-  type PemSource,
-  type TlsClientOptions,
-  tlsHandshake,
-  type TlsServerOptions,
-  TlsTransport,
-  type TlsTransportOptions,
-} from "./tls.ts";
-export {
-  DEFAULT_MEMORY_HIGH_WATER_MARK,
-  type MemoryAddr,
-  type MemoryConn,
-  type MemoryConnOptions,
-  memoryConnPair,
-  type MemoryConnPairOptions,
-} from "./memory_conn.ts";
-export { type MemoryListener, MemoryTransport } from "./memory_transport.ts";
-export {
-  certificateFingerprint,
-  generateSelfSignedCert,
-  type SelfSignedCert,
-  type SelfSignedCertOptions,
-} from "./certs.ts";
+export { DEFAULT_CONNECT_TIMEOUT_MS } from "./types.ts";
+export { formatAddr, parseHostPort } from "./address.ts";
+export type { HostPort } from "./address.ts";
+export { TcpTransport } from "./tcp.ts";
+export type { TcpTransportOptions } from "./tcp.ts";
+export { DEFAULT_UNIX_SOCKET_MODE, UnixTransport } from "./unix.ts";
+export type { UnixTransportOptions } from "./unix.ts";
+export { DEFAULT_ALPN_PROTOCOLS, tlsHandshake, TlsTransport } from "./tls.ts";
+export type { TlsTransportOptions } from "./tls.ts";
+export { certificateFingerprint, generateSelfSignedCert } from "./certs.ts";
+export type { SelfSignedCert, SelfSignedCertOptions } from "./certs.ts";
 
 /** Options of {@linkcode createTransport}, by transport kind. */
 export interface TransportOptionsMap {
@@ -62,7 +66,7 @@ export interface TransportOptionsMap {
  *
  * @example Pick a transport from configuration
  * ```ts
- * import { createTransport } from "@npro/network-protocol";
+ * import { createTransport } from "@npro/network-protocol/transport";
  * import assert from "node:assert/strict";
  *
  * const transport = createTransport("tcp");

@@ -308,7 +308,7 @@ export function checkBacklog(value: number | undefined): number | undefined {
  *
  * @example Echo one message over loopback
  * ```ts
- * import { TcpTransport } from "@npro/network-protocol";
+ * import { TcpTransport } from "@npro/network-protocol/transport";
  * import assert from "node:assert/strict";
  *
  * const tcp = new TcpTransport();

@@ -212,7 +212,11 @@ async function loadPem(source: PemSource, label: string, signal?: AbortSignal): 
  *
  * @example Bound a server-side handshake
  * ```ts
- * import { generateSelfSignedCert, TlsTransport, tlsHandshake } from "@npro/network-protocol";
+ * import {
+ *   generateSelfSignedCert,
+ *   tlsHandshake,
+ *   TlsTransport,
+ * } from "@npro/network-protocol/transport";
  * import assert from "node:assert/strict";
  *
  * const { certPem, keyPem } = await generateSelfSignedCert({
@@ -312,7 +316,7 @@ async function handshakeOrClose(
  *
  * @example Pin a self-signed certificate and echo one message
  * ```ts
- * import { generateSelfSignedCert, TlsTransport } from "@npro/network-protocol";
+ * import { generateSelfSignedCert, TlsTransport } from "@npro/network-protocol/transport";
  * import assert from "node:assert/strict";
  *
  * const { certPem, keyPem } = await generateSelfSignedCert({

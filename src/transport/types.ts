@@ -56,7 +56,7 @@ export interface TransportListenOptions {
  *
  * @example Accept one TCP connection
  * ```ts
- * import { TcpTransport } from "@npro/network-protocol";
+ * import { TcpTransport } from "@npro/network-protocol/transport";
  * import assert from "node:assert/strict";
  *
  * const tcp = new TcpTransport();
@@ -92,7 +92,7 @@ export interface Listener extends AsyncIterable<Deno.Conn>, AsyncDisposable {
  *
  * @example Round trip over TCP
  * ```ts
- * import { createTransport } from "@npro/network-protocol";
+ * import { createTransport } from "@npro/network-protocol/transport";
  * import assert from "node:assert/strict";
  *
  * const transport = createTransport("tcp");

@@ -63,7 +63,7 @@ function checkPath(path: string): string {
  *
  * @example Round trip over a Unix socket
  * ```ts
- * import { UnixTransport } from "@npro/network-protocol";
+ * import { UnixTransport } from "@npro/network-protocol/transport";
  * import assert from "node:assert/strict";
  *
  * const dir = await Deno.makeTempDir();

@@ -12,7 +12,7 @@ import { Buffer } from "node:buffer";
  *
  * @example Compare keys
  * ```ts
- * import { constantTimeEqual } from "@npro/network-protocol";
+ * import { constantTimeEqual } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
  * assert.ok(constantTimeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 2])));
