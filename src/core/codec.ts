@@ -52,7 +52,7 @@ export interface PacketDecoderOptions extends PacketLimitOptions {
  *
  * @example Decode packets from arbitrary chunks
  * ```ts
- * import { encodePacket, PacketDecoder } from "@npro/network-protocol";
+ * import { encodePacket, PacketDecoder } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const bytes = encodePacket({ version: 2, payload: new Uint8Array([1, 2, 3]) });
@@ -104,7 +104,7 @@ export class PacketDecoder {
    *
    * @example Raise the limit after a handshake
    * ```ts
-   * import { encodePacket, PacketDecoder } from "@npro/network-protocol";
+   * import { encodePacket, PacketDecoder } from "@npro/network-protocol/core";
    * import assert from "node:assert/strict";
    *
    * const decoder = new PacketDecoder({ maxPayloadSize: 16 });
@@ -149,7 +149,7 @@ export class PacketDecoder {
    *
    * @example Take the first packet, keep the rest unparsed
    * ```ts
-   * import { encodePackets, PacketDecoder } from "@npro/network-protocol";
+   * import { encodePackets, PacketDecoder } from "@npro/network-protocol/core";
    * import assert from "node:assert/strict";
    *
    * const bytes = encodePackets([
@@ -290,7 +290,7 @@ export class PacketDecoder {
  *
  * @example Decode a byte stream
  * ```ts
- * import { encodePackets, PacketDecoderStream } from "@npro/network-protocol";
+ * import { encodePackets, PacketDecoderStream } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const bytes = encodePackets([
@@ -330,7 +330,7 @@ export class PacketDecoderStream extends TransformStream<Uint8Array, Packet[]> {
  *
  * @example Encode a batch
  * ```ts
- * import { HEADER_SIZE, PacketEncoderStream } from "@npro/network-protocol";
+ * import { HEADER_SIZE, PacketEncoderStream } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const chunks = await Array.fromAsync(

@@ -95,7 +95,7 @@ const KEY_UPDATE_RESULT: OpenedRecord = Object.freeze({ type: "key_update" as co
  * @example Seal and open records
  * ```ts
  * import { CipherState } from "@npro/network-protocol/noise";
- * import { SecureChannel } from "@npro/network-protocol";
+ * import { SecureChannel } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
  * const k1 = new Uint8Array(32).fill(1);
@@ -245,7 +245,7 @@ export class SecureChannel {
    * @example Seal a body written in place
    * ```ts
    * import { CipherState } from "@npro/network-protocol/noise";
-   * import { SecureChannel } from "@npro/network-protocol";
+   * import { SecureChannel } from "@npro/network-protocol/secure";
    * import assert from "node:assert/strict";
    *
    * const k1 = new Uint8Array(32).fill(1);

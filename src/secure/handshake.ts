@@ -77,8 +77,9 @@ let coreOf: (driver: SessionHandshake) => DriverCore;
  *
  * @example Both drivers are session handshakes
  * ```ts
- * import { ClientHandshake, generateKeyPair, ServerHandshake } from "@npro/network-protocol";
- * import type { SessionHandshake } from "@npro/network-protocol";
+ * import { generateKeyPair } from "@npro/network-protocol";
+ * import { ClientHandshake, ServerHandshake } from "@npro/network-protocol/secure";
+ * import type { SessionHandshake } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
  * const drivers: SessionHandshake[] = [
@@ -160,7 +161,8 @@ export abstract class SessionHandshake implements HandshakeDriver {
  *
  * @example Run a handshake in memory
  * ```ts
- * import { ClientHandshake, generateKeyPair, ServerHandshake } from "@npro/network-protocol";
+ * import { generateKeyPair } from "@npro/network-protocol";
+ * import { ClientHandshake, ServerHandshake } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
  * const serverKey = generateKeyPair();
@@ -213,7 +215,8 @@ export class ClientHandshake extends SessionHandshake {
    *
    * @example The server closed the connection after an NK hello
    * ```ts
-   * import { ClientHandshake, generateKeyPair } from "@npro/network-protocol";
+   * import { generateKeyPair } from "@npro/network-protocol";
+   * import { ClientHandshake } from "@npro/network-protocol/secure";
    * import assert from "node:assert/strict";
    *
    * const client = new ClientHandshake({ serverKeys: [generateKeyPair().publicKey] });
@@ -338,7 +341,8 @@ export class ClientHandshake extends SessionHandshake {
  *
  * @example Refuse a mode the policy does not allow
  * ```ts
- * import { ClientHandshake, generateKeyPair, ServerHandshake } from "@npro/network-protocol";
+ * import { generateKeyPair } from "@npro/network-protocol";
+ * import { ClientHandshake, ServerHandshake } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
  * const server = new ServerHandshake({ staticKey: generateKeyPair(), accept: ["XX"] });

@@ -37,10 +37,12 @@ export interface MessageDecoderStreamOptions {
  * @example Decode what an encoder wrote
  * ```ts
  * import { PacketDecoderStream } from "@npro/network-protocol/core";
+ * import type { Message } from "@npro/network-protocol";
  * import { MessageDecoderStream, MessageEncoderStream } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
- * const messages = ReadableStream.from([[{ type: "ping" }, { type: "echo", text: "hi" }]])
+ * const batch: Message[] = [{ type: "ping" }, { type: "echo", text: "hi" }];
+ * const messages = ReadableStream.from([batch])
  *   .pipeThrough(new MessageEncoderStream())
  *   .pipeThrough(new PacketDecoderStream())
  *   .pipeThrough(new MessageDecoderStream());

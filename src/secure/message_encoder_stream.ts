@@ -35,15 +35,17 @@ export interface MessageEncoderStreamOptions {
  * ```ts
  * import { MessageEncoderStream } from "@npro/network-protocol/secure";
  * import { HEADER_SIZE } from "@npro/network-protocol/core";
+ * import type { Message } from "@npro/network-protocol";
  * import assert from "node:assert/strict";
  *
+ * const batch: Message[] = [{ type: "ping" }, { type: "ping" }];
  * const chunks = await Array.fromAsync(
- *   ReadableStream.from([[{ type: "ping" }, { type: "ping" }]])
+ *   ReadableStream.from([batch])
  *     .pipeThrough(new MessageEncoderStream({ close: false })),
  * );
- * // Two messages, one chunk: one packet of one batch with two 2-byte entries.
+ * // Two messages, one chunk: one packet, one batch of two entries (flags, length, tag).
  * assert.equal(chunks.length, 1);
- * assert.equal(chunks[0]!.length, HEADER_SIZE + 4);
+ * assert.equal(chunks[0]!.length, HEADER_SIZE + 2 * 3);
  * ```
  */
 export class MessageEncoderStream extends TransformStream<Message | Message[], Uint8Array> {

@@ -27,7 +27,7 @@ import { CloseCode, type CloseInfo, type SecureChannel } from "./channel.ts";
  * @example Pipe bodies through both directions
  * ```ts
  * import { CipherState } from "@npro/network-protocol/noise";
- * import { SecureChannel, SecureStream } from "@npro/network-protocol";
+ * import { SecureChannel, SecureStream } from "@npro/network-protocol/secure";
  * import assert from "node:assert/strict";
  *
  * const k1 = new Uint8Array(32).fill(1);

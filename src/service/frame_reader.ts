@@ -38,7 +38,8 @@ export interface FrameReaderOptions {
  *
  * @example Read packets from a socket
  * ```ts
- * import { encodePackets, FrameReader } from "@npro/network-protocol";
+ * import { FrameReader } from "./frame_reader.ts";
+ * import { encodePackets } from "@npro/network-protocol/core";
  * import assert from "node:assert/strict";
  *
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
