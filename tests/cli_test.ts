@@ -161,9 +161,9 @@ async function runCli(args: string[]): Promise<{ code: number; out: string[]; er
   }
 }
 
-async function cliServer(): Promise<Server> {
+async function cliServer(staticKey = generateKeyPair()): Promise<Server> {
   return await serve(
-    { address: "127.0.0.1:0", security: { staticKey: generateKeyPair() } },
+    { address: "127.0.0.1:0", security: { staticKey } },
     registerStandardHandlers(new Dispatcher()),
   );
 }
@@ -252,4 +252,22 @@ Deno.test("npro ping --known-servers records the key first, then requires it; a 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("npro ping and echo take a --server-key value that starts with a dash", async () => {
+  // One key in 64 encodes with a leading "-" in base64url; parseArgs took it for an option.
+  let staticKey = generateKeyPair();
+  for (let i = 0; i < 5000 && !encodeKey(staticKey.publicKey).startsWith("-"); i++) {
+    staticKey = generateKeyPair();
+  }
+  const key = encodeKey(staticKey.publicKey);
+  assert.ok(key.startsWith("-"), "found a key that starts with a dash");
+  await using server = await cliServer(staticKey);
+  const address = cliAddress(server);
+  const ping = await runCli(["ping", "--server-key", key, "--address", address, "--count", "1"]);
+  assert.equal(ping.code, 0, ping.err.join("\n"));
+  assert.deepEqual(ping.err, []);
+  const echo = await runCli(["echo", "--server-key", key, "--address", address, "--", "-n"]);
+  assert.equal(echo.code, 0, echo.err.join("\n"));
+  assert.deepEqual(echo.out, ["-n"]);
 });

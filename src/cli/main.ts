@@ -115,6 +115,27 @@ const CLIENT_OPTIONS = {
 } as const;
 
 /**
+ * Joins `--server-key` and its value into one argument: a base64url key may start with "-",
+ * which `parseArgs` would otherwise refuse as ambiguous (it takes it for an option).
+ *
+ * @param argv The command's arguments.
+ * @returns The same arguments, `--server-key KEY` written as `--server-key=KEY`.
+ */
+function joinKeyValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--") {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (arg === "--server-key" && i + 1 < argv.length) out.push(`${arg}=${argv[++i]}`);
+    else out.push(arg);
+  }
+  return out;
+}
+
+/**
  * Connects as `npro ping` and `npro echo` do: `--known-servers` replaces
  * `security.known_servers_path`, `--server-key` pins one key (and wins over trust on first use).
  * Prints one warning line on stderr when nothing authenticates the server, and one line when a
@@ -169,7 +190,7 @@ async function connectFor(values: ClientArgs): Promise<Client> {
 
 async function pingCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
-    args: argv,
+    args: joinKeyValues(argv),
     options: { ...CLIENT_OPTIONS, count: { type: "string", default: "3" } },
   });
   const count = Number(values.count);
@@ -187,7 +208,7 @@ async function pingCommand(argv: string[]): Promise<number> {
 
 async function echoCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
-    args: argv,
+    args: joinKeyValues(argv),
     allowPositionals: true,
     options: CLIENT_OPTIONS,
   });
