@@ -115,7 +115,7 @@ export class Connection implements AsyncDisposable {
   /** Opens and decodes packets; holds the messages not handled yet (capacity ran out). */
   readonly #decoder: RecordDecoder;
   /** Woken when capacity may have come back: the read loop and a draining close wait here. */
-  #progressWaiters: (() => void)[] = [];
+  #progressWaiters: (() => void)[] | undefined;
   /** The peer's protocol violations, counted from the first one. */
   #violations: ViolationCounter | undefined;
 
@@ -587,14 +587,14 @@ export class Connection implements AsyncDisposable {
 
   /** Resolves at the next sign that capacity may have come back (or at close). */
   #progress(): Promise<void> {
-    return new Promise<void>((resolve) => this.#progressWaiters.push(resolve));
+    return new Promise<void>((resolve) => (this.#progressWaiters ??= []).push(resolve));
   }
 
   /** A handler finished, a write completed or the application took messages. */
   #onProgress(): void {
-    if (this.#progressWaiters.length === 0 || this.#mustPause()) return;
+    if (this.#progressWaiters === undefined || this.#mustPause()) return;
     const waiters = this.#progressWaiters;
-    this.#progressWaiters = [];
+    this.#progressWaiters = undefined;
     for (const waiter of waiters) waiter();
   }
 
@@ -827,7 +827,7 @@ export class Connection implements AsyncDisposable {
         continue;
       }
       // Woken by a handler that finished (or a write, or the close itself): no polling.
-      await new Promise<void>((resolve) => this.#progressWaiters.push(resolve));
+      await this.#progress();
     }
   }
 
@@ -889,7 +889,9 @@ export class Connection implements AsyncDisposable {
     this.#handlers?.close();
     this.#inbox.close();
     this.#outbox.close();
-    for (const waiter of this.#progressWaiters.splice(0)) waiter();
+    const waiters = this.#progressWaiters;
+    this.#progressWaiters = undefined;
+    if (waiters !== undefined) { for (const waiter of waiters) waiter(); }
     void closing.then(() => this.#resolveClosed(error));
   }
 

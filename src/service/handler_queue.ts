@@ -81,6 +81,9 @@ interface ReplySlot {
   bytes: number;
 }
 
+/** No reply slots: shared, never written to (`#pushSlot` replaces it), so idle queues hold no array. */
+const NO_SLOTS: ReplySlot[] = [];
+
 /** Options of a {@linkcode HandlerQueue}. */
 export interface HandlerQueueOptions {
   /** The handlers. */
@@ -151,7 +154,7 @@ export class HandlerQueue {
   #numbered: Map<number, HandlerContextImpl> | undefined;
   /** Async handlers running: numbered and un-numbered. */
   #running = 0;
-  #slots: ReplySlot[] = [];
+  #slots: ReplySlot[] = NO_SLOTS;
   #slotHead = 0;
   /** Replies done but held behind an earlier pending one, and their bytes. */
   #heldCount = 0;
@@ -304,7 +307,8 @@ export class HandlerQueue {
    */
   #pushSlot(done: boolean, reply: Message | null): ReplySlot {
     const slot: ReplySlot = { done: false, reply, bytes: 0 };
-    this.#slots.push(slot);
+    if (this.#slots === NO_SLOTS) this.#slots = [slot];
+    else this.#slots.push(slot);
     if (done) this.#settle(slot);
     return slot;
   }
@@ -328,7 +332,7 @@ export class HandlerQueue {
       if (slot.reply !== null && !this.#closed) this.#host.reply(slot.reply);
     }
     if (this.#slotHead === slots.length) {
-      this.#slots = [];
+      this.#slots = NO_SLOTS;
       this.#slotHead = 0;
     }
   }

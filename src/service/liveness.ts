@@ -93,7 +93,6 @@ export class Liveness {
   readonly #tickMs: number;
   /** Other subscribers than the host (made with the first). */
   #listeners: ((event: LivenessEvent) => void)[] | undefined;
-  readonly #watchdog = (): void => this.#onTick();
   #lastReceived = performance.now();
   #lastActivity = performance.now();
   #lastTick = performance.now();
@@ -122,7 +121,7 @@ export class Liveness {
     // A quarter of the shortest time: a timeout fires at most a quarter late; at least 10 ms
     // and at most 1 s between ticks.
     this.#tickMs = shortest > 0 ? Math.max(10, Math.min(shortest / 4, 1000)) : 0;
-    if (this.#tickMs > 0) joinTicker(this.#tickMs, this.#watchdog);
+    if (this.#tickMs > 0) Liveness.#join(this.#tickMs, this);
   }
 
   /** The last heartbeat round-trip time in milliseconds. */
@@ -163,7 +162,48 @@ export class Liveness {
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
-    if (this.#tickMs > 0) leaveTicker(this.#tickMs, this.#watchdog);
+    if (this.#tickMs > 0) Liveness.#leave(this.#tickMs, this);
+  }
+
+  /**
+   * One interval per tick length drives the watchdogs of every connection that uses it: a timer
+   * per connection costs about 1.5 KiB each (measured with 10,000 idle connections), and a
+   * daemon's connections share their settings, so they share one timer. The interval is cleared
+   * when its last connection leaves. Members are the Liveness objects themselves (no closure
+   * per connection).
+   */
+  static readonly #tickers = new Map<
+    number,
+    { timer: ReturnType<typeof setInterval>; members: Set<Liveness> }
+  >();
+
+  static #join(ms: number, member: Liveness): void {
+    let ticker = Liveness.#tickers.get(ms);
+    if (ticker === undefined) {
+      const members = new Set<Liveness>();
+      const timer = setInterval(() => {
+        for (const member of members) {
+          try {
+            member.#onTick();
+          } catch (error) {
+            log.error("Connection watchdog failed: {error}", { error });
+          }
+        }
+      }, ms);
+      ticker = { timer, members };
+      Liveness.#tickers.set(ms, ticker);
+    }
+    ticker.members.add(member);
+  }
+
+  static #leave(ms: number, member: Liveness): void {
+    const ticker = Liveness.#tickers.get(ms);
+    if (ticker === undefined) return;
+    ticker.members.delete(member);
+    if (ticker.members.size === 0) {
+      clearInterval(ticker.timer);
+      Liveness.#tickers.delete(ms);
+    }
   }
 
   #emit(event: LivenessEvent): void {
@@ -231,46 +271,6 @@ export class Liveness {
       }
     }
     host.expire(now);
-  }
-}
-
-/**
- * One interval per tick length drives the watchdogs of every connection that uses it: a timer
- * per connection costs about 1.5 KiB each (measured with 10,000 idle connections), and a
- * daemon's connections share their settings, so they share one timer. The interval is cleared
- * when its last connection leaves.
- */
-const tickers = new Map<
-  number,
-  { timer: ReturnType<typeof setInterval>; members: Set<() => void> }
->();
-
-function joinTicker(ms: number, onTick: () => void): void {
-  let ticker = tickers.get(ms);
-  if (ticker === undefined) {
-    const members = new Set<() => void>();
-    const timer = setInterval(() => {
-      for (const member of members) {
-        try {
-          member();
-        } catch (error) {
-          log.error("Connection watchdog failed: {error}", { error });
-        }
-      }
-    }, ms);
-    ticker = { timer, members };
-    tickers.set(ms, ticker);
-  }
-  ticker.members.add(onTick);
-}
-
-function leaveTicker(ms: number, onTick: () => void): void {
-  const ticker = tickers.get(ms);
-  if (ticker === undefined) return;
-  ticker.members.delete(onTick);
-  if (ticker.members.size === 0) {
-    clearInterval(ticker.timer);
-    tickers.delete(ms);
   }
 }
 

@@ -18,6 +18,13 @@ import type { RecordEncoder } from "../secure/record_encoder.ts";
  */
 const PER_MESSAGE_OVERHEAD = 8;
 
+/**
+ * The queue of an outbox with nothing queued: shared, never written to (enqueue replaces it),
+ * so an idle connection holds no arrays of its own (idle memory, docs/PERFORMANCE.md).
+ */
+const NO_MESSAGES: Message[] = [];
+const NO_SIZES: number[] = [];
+
 /** Options of an {@linkcode Outbox}. */
 export interface OutboxOptions {
   /** Where the bytes go. */
@@ -53,9 +60,9 @@ export class Outbox {
   readonly #encoder: RecordEncoder;
   readonly #maxBytes: number;
   readonly #host: OutboxHost;
-  #queue: Message[] = [];
+  #queue: Message[] = NO_MESSAGES;
   /** `#sizes[i]` is the encoded size of `#queue[i]`, computed once when it was queued. */
-  #sizes: number[] = [];
+  #sizes: number[] = NO_SIZES;
   /** The exact size of the batch entries of the queue. */
   #entryBytes = 0;
   /** What the queue counts against `maxBytes`. */
@@ -64,7 +71,7 @@ export class Outbox {
   #scheduled = false;
   #writing = false;
   #writeStartedAt = 0;
-  #waiters: (() => void)[] = [];
+  #waiters: (() => void)[] | undefined;
   #closed = false;
 
   /**
@@ -128,6 +135,10 @@ export class Outbox {
       );
     }
     if (this.#closed) return;
+    if (this.#queue === NO_MESSAGES) {
+      this.#queue = [];
+      this.#sizes = [];
+    }
     this.#queue.push(message);
     this.#sizes.push(size);
     this.#entryBytes += batchEntrySize(size);
@@ -146,7 +157,7 @@ export class Outbox {
    */
   drained(): Promise<void> {
     if (this.idle) return Promise.resolve();
-    return new Promise<void>((resolve) => this.#waiters.push(resolve));
+    return new Promise<void>((resolve) => (this.#waiters ??= []).push(resolve));
   }
 
   /**
@@ -166,8 +177,8 @@ export class Outbox {
         const sizes = this.#sizes;
         const entryBytes = this.#entryBytes;
         this.#writingBytes = this.#queuedBytes;
-        this.#queue = [];
-        this.#sizes = [];
+        this.#queue = NO_MESSAGES;
+        this.#sizes = NO_SIZES;
         this.#entryBytes = 0;
         this.#queuedBytes = 0;
         await this.write(this.#encoder.encode(messages, sizes, entryBytes));
@@ -180,8 +191,8 @@ export class Outbox {
       this.#writing = false;
       this.#writingBytes = 0;
       const waiters = this.#waiters;
-      this.#waiters = [];
-      for (const waiter of waiters) waiter();
+      this.#waiters = undefined;
+      if (waiters !== undefined) { for (const waiter of waiters) waiter(); }
     }
   }
 
@@ -210,11 +221,13 @@ export class Outbox {
   /** Drops what is queued and wakes everyone waiting for a drain. */
   close(): void {
     this.#closed = true;
-    this.#queue = [];
-    this.#sizes = [];
+    this.#queue = NO_MESSAGES;
+    this.#sizes = NO_SIZES;
     this.#queuedBytes = 0;
     this.#entryBytes = 0;
-    for (const waiter of this.#waiters.splice(0)) waiter();
+    const waiters = this.#waiters;
+    this.#waiters = undefined;
+    if (waiters !== undefined) { for (const waiter of waiters) waiter(); }
   }
 }
 

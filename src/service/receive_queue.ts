@@ -10,6 +10,9 @@ import { ProtocolError } from "../errors.ts";
 
 type Waiter = (message: Message | null) => void;
 
+/** The queue with nothing in it: shared, never written to (`#push` replaces it). */
+const NO_MESSAGES: Message[] = [];
+
 /**
  * A bounded queue of delivered messages with waiting receivers. The connection stops reading
  * while it holds `limit` messages ({@linkcode ReceiveQueue.full}) and is told through
@@ -31,8 +34,9 @@ type Waiter = (message: Message | null) => void;
 export class ReceiveQueue {
   readonly #limit: number;
   readonly #host: { onTaken(): void };
-  #queue: Message[] = [];
-  #waiters: Waiter[] = [];
+  // Idle queues hold no arrays of their own (idle memory, docs/PERFORMANCE.md).
+  #queue: Message[] = NO_MESSAGES;
+  #waiters: Waiter[] | undefined;
   #closed = false;
 
   /**
@@ -57,9 +61,9 @@ export class ReceiveQueue {
    * @param message The message.
    */
   deliver(message: Message): void {
-    const waiter = this.#waiters.shift();
+    const waiter = this.#waiters?.shift();
     if (waiter !== undefined) waiter(message);
-    else this.#queue.push(message);
+    else this.#push(message);
   }
 
   /**
@@ -90,7 +94,7 @@ export class ReceiveQueue {
     return this.#wait<Message[]>(signal, (message, resolve, rewait) => {
       // The first message wakes the waiter; the rest of the same read is handled
       // synchronously before this microtask runs, so the batch holds all of them.
-      this.#queue.push(message);
+      this.#push(message);
       queueMicrotask(() => {
         if (this.#queue.length > 0) resolve(this.#takeAll());
         else rewait(); // Taken by a concurrent receive() in between: wait again.
@@ -101,12 +105,19 @@ export class ReceiveQueue {
   /** Ends the queue: waiting receivers get what is left, then `null`. */
   close(): void {
     this.#closed = true;
-    for (const waiter of this.#waiters.splice(0)) waiter(null);
+    const waiters = this.#waiters;
+    this.#waiters = undefined;
+    if (waiters !== undefined) { for (const waiter of waiters) waiter(null); }
+  }
+
+  #push(message: Message): void {
+    if (this.#queue === NO_MESSAGES) this.#queue = [message];
+    else this.#queue.push(message);
   }
 
   #takeAll(): Message[] {
     const batch = this.#queue;
-    this.#queue = [];
+    this.#queue = NO_MESSAGES;
     this.#host.onTaken();
     return batch;
   }
@@ -135,8 +146,8 @@ export class ReceiveQueue {
       const onAbort = () => {
         if (settled) return;
         settled = true;
-        const i = this.#waiters.indexOf(waiter);
-        if (i >= 0) this.#waiters.splice(i, 1);
+        const i = this.#waiters?.indexOf(waiter) ?? -1;
+        if (i >= 0) this.#waiters!.splice(i, 1);
         reject(new ProtocolError("Cancelled", "Receive was cancelled", { cause: signal?.reason }));
       };
       const finish = (value: T | null) => {
@@ -148,7 +159,7 @@ export class ReceiveQueue {
       const rewait = () => {
         if (settled) return;
         if (this.#closed) finish(null);
-        else this.#waiters.push(waiter);
+        else (this.#waiters ??= []).push(waiter);
       };
       const waiter = (message: Message | null) => {
         if (message === null) {
@@ -159,13 +170,14 @@ export class ReceiveQueue {
         }
         if (settled) {
           // Aborted after being picked: keep the message for the next caller.
-          this.#queue.unshift(message);
+          if (this.#queue === NO_MESSAGES) this.#queue = [message];
+          else this.#queue.unshift(message);
           return;
         }
         onMessage(message, finish, rewait);
       };
       signal?.addEventListener("abort", onAbort, { once: true });
-      this.#waiters.push(waiter);
+      (this.#waiters ??= []).push(waiter);
     });
   }
 }
