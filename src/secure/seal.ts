@@ -47,6 +47,12 @@ function checkKey(key: Uint8Array): void {
   }
 }
 
+function checkNonce(nonce: Uint8Array): void {
+  if (!(nonce instanceof Uint8Array) || nonce.length !== SEAL_NONCE_LENGTH) {
+    throw new RangeError(`XChaCha20 nonce length "${nonce?.length}" is not "${SEAL_NONCE_LENGTH}"`);
+  }
+}
+
 /** Copies `bytes` into a fresh aligned array and views it as 32-bit words (little-endian host). */
 function words(bytes: Uint8Array): Uint32Array {
   return new Uint32Array(bytes.slice().buffer);
@@ -93,11 +99,9 @@ export function xchachaEncrypt(
   options: SealOptions = {},
 ): Uint8Array {
   checkKey(key);
+  checkNonce(nonce);
   const ad = options.additionalData ?? EMPTY;
   const provider = options.provider;
-  if (!(nonce instanceof Uint8Array) || nonce.length !== SEAL_NONCE_LENGTH) {
-    throw new RangeError(`XChaCha20 nonce length "${nonce?.length}" is not "${SEAL_NONCE_LENGTH}"`);
-  }
   if (!LITTLE_ENDIAN) return xchacha20poly1305(key, nonce, ad).encrypt(plaintext);
   const derived = derive(key, nonce);
   try {
@@ -137,11 +141,9 @@ export function xchachaDecrypt(
   options: SealOptions = {},
 ): Uint8Array {
   checkKey(key);
+  checkNonce(nonce);
   const ad = options.additionalData ?? EMPTY;
   const provider = options.provider;
-  if (!(nonce instanceof Uint8Array) || nonce.length !== SEAL_NONCE_LENGTH) {
-    throw new RangeError(`XChaCha20 nonce length "${nonce?.length}" is not "${SEAL_NONCE_LENGTH}"`);
-  }
   if (!LITTLE_ENDIAN) {
     try {
       return xchacha20poly1305(key, nonce, ad).decrypt(ciphertext);

@@ -25,6 +25,7 @@ import {
   type TransportConnectOptions,
   type TransportListenOptions,
 } from "./types.ts";
+import { acceptUntilClosed } from "./accept_loop.ts";
 
 /**
  * A listener of a {@linkcode MemoryTransport}: accepts {@linkcode MemoryConn}s.
@@ -326,15 +327,8 @@ class MemoryListenerImpl implements MemoryListener {
     for (const conn of this.#backlog.splice(0)) conn.reset();
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<MemoryConn> {
-    for (;;) {
-      try {
-        yield await this.accept();
-      } catch (error) {
-        if (this.#closed) return;
-        throw error;
-      }
-    }
+  [Symbol.asyncIterator](): AsyncIterator<MemoryConn> {
+    return acceptUntilClosed(() => this.accept(), () => this.#closed);
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -18,6 +18,7 @@ import { errorMessage } from "../util/error_message.ts";
 import { checkTimeout } from "../util/options.ts";
 import { closeQuietly } from "../util/resource.ts";
 import { formatAddr, parseConnectAddress, parseHostPort } from "./address.ts";
+import { acceptUntilClosed } from "./accept_loop.ts";
 
 const TIMEOUT = Symbol("timeout");
 /** After an abort, how long to wait for the attempt to release what it opened. */
@@ -220,15 +221,8 @@ class WrappedListener<C extends Deno.Conn> implements Listener {
     closeQuietly(this.#inner);
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
-    for (;;) {
-      try {
-        yield await this.accept();
-      } catch (error) {
-        if (this.#closed) return;
-        throw error;
-      }
-    }
+  [Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
+    return acceptUntilClosed(() => this.accept(), () => this.#closed);
   }
 
   [Symbol.asyncDispose](): Promise<void> {
