@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import {
   type CryptoProvider,
   defaultProvider,
+  hybridProvider,
+  initCrypto,
   nativeProvider,
   portableProvider,
 } from "../src/secure/crypto.ts";
@@ -58,7 +60,8 @@ function cases<T>(name: string): T[] {
   return all;
 }
 
-const providers: CryptoProvider[] = [nativeProvider, portableProvider];
+await initCrypto();
+const providers: CryptoProvider[] = [nativeProvider, portableProvider, hybridProvider];
 
 function isCode(code: string): (error: unknown) => boolean {
   return (error) => error instanceof ProtocolError && error.code === code;
@@ -215,8 +218,8 @@ Deno.test("wycheproof: HMAC-SHA-256", async (t) => {
   }
 });
 
-Deno.test("crypto: the default provider is native on this runtime", () => {
-  assert.equal(defaultProvider().name, "native");
+Deno.test("crypto: the default provider is the hybrid (node:crypto and libsodium) on this runtime", () => {
+  assert.equal(defaultProvider().name, "hybrid");
 });
 
 Deno.test("crypto: providers agree on SHA-256 of split input", () => {

@@ -2,7 +2,15 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ProtocolError } from "../src/errors.ts";
-import { type CryptoProvider, nativeProvider, portableProvider } from "../src/secure/crypto.ts";
+import {
+  type CryptoProvider,
+  hybridProvider,
+  initCrypto,
+  nativeProvider,
+  portableProvider,
+} from "../src/secure/crypto.ts";
+
+await initCrypto();
 import {
   CipherState,
   getPattern,
@@ -55,7 +63,7 @@ function run(pair: Pair, payload = EMPTY): Uint8Array[] {
 }
 
 Deno.test("noise: every known pattern and psk placement completes with both providers", () => {
-  for (const provider of [nativeProvider, portableProvider]) {
+  for (const provider of [nativeProvider, portableProvider, hybridProvider]) {
     for (const name of PATTERN_NAMES) {
       for (const suffix of ["", "psk0", "psk1"]) {
         const pair = makePair(name + suffix, provider);
@@ -305,7 +313,7 @@ Deno.test("cipher state: nonce layout, limit, setNonce and failures leave the no
 });
 
 Deno.test("cipher state: rekey matches REKEY(k) = ENCRYPT(k, 2^64-1, empty, zeros)[0..32]", () => {
-  for (const provider of [nativeProvider, portableProvider]) {
+  for (const provider of [nativeProvider, portableProvider, hybridProvider]) {
     const key = crypto.getRandomValues(new Uint8Array(32));
     const a = new CipherState(key, provider);
     const b = new CipherState(key, provider);

@@ -1,7 +1,13 @@
 // Every cacophony vector of Noise_*_25519_ChaChaPoly_SHA256, handshake and transport messages,
 // for each crypto provider.
 import assert from "node:assert/strict";
-import { type CryptoProvider, nativeProvider, portableProvider } from "../src/secure/crypto.ts";
+import {
+  type CryptoProvider,
+  hybridProvider,
+  initCrypto,
+  nativeProvider,
+  portableProvider,
+} from "../src/secure/crypto.ts";
 import { HandshakeState } from "../src/secure/noise/handshake_state.ts";
 import type { CipherState } from "../src/secure/noise/cipher_state.ts";
 import { hex, readVectors, toHex } from "./_vectors.ts";
@@ -77,7 +83,8 @@ function runVector(vector: NoiseVector, provider: CryptoProvider): void {
   assert.ok(transport !== undefined, "handshake completed");
 }
 
-const providers = [nativeProvider, portableProvider];
+await initCrypto();
+const providers = [nativeProvider, portableProvider, hybridProvider];
 
 Deno.test("noise vectors: all 59 cacophony vectors for 25519_ChaChaPoly_SHA256", async (t) => {
   const { vectors } = readVectors<{ vectors: NoiseVector[] }>(

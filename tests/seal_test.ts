@@ -3,7 +3,12 @@ import assert from "node:assert/strict";
 import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
 import fc from "fast-check";
 import { ProtocolError } from "../src/errors.ts";
-import { nativeProvider, portableProvider } from "../src/secure/crypto.ts";
+import {
+  hybridProvider,
+  initCrypto,
+  nativeProvider,
+  portableProvider,
+} from "../src/secure/crypto.ts";
 import { open, seal, SEAL_OVERHEAD, xchachaDecrypt, xchachaEncrypt } from "../src/secure/seal.ts";
 import { hex, readVectors, toHex } from "./_vectors.ts";
 
@@ -19,7 +24,8 @@ interface AeadCase {
   result: string;
 }
 
-const paths = [nativeProvider, portableProvider];
+await initCrypto();
+const paths = [nativeProvider, portableProvider, hybridProvider];
 const isAuth = (error: unknown): boolean =>
   error instanceof ProtocolError && error.code === "AuthenticationFailed";
 

@@ -49,6 +49,8 @@ export {
 export {
   type CryptoProvider,
   defaultProvider,
+  hybridProvider,
+  initCrypto,
   KEY_LENGTH,
   nativeProvider,
   NONCE_LENGTH,
