@@ -11,7 +11,9 @@
  * ```
  *
  * Options: `--quick`, `--json <path>`, `--rounds <n>`, `--seconds <s>` (per measure),
- * `--connections <n>` (idle test, default 10000), `--only <subject,...>`.
+ * `--connections <n>` (idle test, default 10000), `--only <subject,...>`, `--heap` (the idle test
+ * also prints what a connection keeps on the JS heap, by kind of object, from two V8 heap
+ * snapshots; use it with `--only idle` and fewer connections, for example `--connections 2000`).
  *
  * The idle test needs about 10,000 file descriptors in the server and in the client process: the
  * script starts both through `sh -c 'ulimit -n <hard limit>; exec ...'`, which raises their soft
@@ -32,6 +34,7 @@ import {
   type ServerKind,
   transportOf,
 } from "./common.ts";
+import { heapBreakdown } from "./heap.ts";
 import { generateSelfSignedCert } from "../../src/transport/mod.ts";
 import { measureCodec, measureCompression, type TargetFigure } from "./local.ts";
 
@@ -43,6 +46,8 @@ const warm = quick ? 0.15 : 0.5;
 const wantedConnections = Number(args.get("connections") ?? 10_000);
 const jsonPath = args.get("json");
 const only = args.get("only")?.split(",");
+/** `--heap`: the idle test also breaks the JS heap of a connection down by kind of object. */
+const heap = args.has("heap");
 
 const HERE = new URL(".", import.meta.url);
 const SERVER = new URL("server.ts", HERE).pathname;
@@ -284,6 +289,10 @@ async function idleMemory(kind: ServerKind): Promise<Figure> {
     await new Promise((resolve) => setTimeout(resolve, 500));
     await server.send("rss");
     const before = await server.next<Deno.MemoryUsage>(10_000, "memory usage");
+    if (heap) {
+      await server.send(`heap ${tmp}/${kind}-before.heapsnapshot`);
+      await server.next(60_000, "heap snapshot");
+    }
     client = new Child(
       clientArgs(kind, ready, [
         "--measures",
@@ -302,6 +311,24 @@ async function idleMemory(kind: ServerKind): Promise<Figure> {
       10_000,
       "memory usage",
     );
+    if (heap) {
+      await server.send(`heap ${tmp}/${kind}-after.heapsnapshot`);
+      await server.next(120_000, "heap snapshot");
+      const { total, rows } = await heapBreakdown(
+        `${tmp}/${kind}-before.heapsnapshot`,
+        `${tmp}/${kind}-after.heapsnapshot`,
+        opened,
+      );
+      log(`${kind}: JS heap per connection by kind of object (${total.toFixed(0)} B in all):`);
+      log(`${kind}: (taking snapshots inflates the resident figures of this run)`);
+      for (const row of rows.slice(0, 25)) {
+        log(
+          `  ${row.bytes.toFixed(1).padStart(7)} B ${
+            row.count.toFixed(2).padStart(6)
+          } objects  ${row.kind}`,
+        );
+      }
+    }
     const per = (key: keyof Deno.MemoryUsage) =>
       ((after[key] - before[key]) / opened / 1024).toFixed(2);
     log(

@@ -4,8 +4,8 @@
  *
  * It prints one JSON {@linkcode ReadyLine} on stdout when it listens, then obeys lines on stdin:
  * `rss` prints `{"rss": bytes, "connections": n}` after a garbage collection (when `--expose-gc`
- * is on), `cpu` prints `{"cpuMs": n}` (user and system time of all its threads so far), `stop`
- * shuts down. It also stops when stdin closes or after `--max-seconds`.
+ * is on), `heap <path>` writes a V8 heap snapshot there after the same collections, `cpu` prints
+ * `{"cpuMs": n}` (user and system time of all its threads so far), `stop` shuts down. It also stops when stdin closes or after `--max-seconds`.
  *
  * Started by `bench/net/main.ts`; not meant to be run by hand.
  *
@@ -25,6 +25,7 @@ import {
   writeAll,
 } from "./common.ts";
 import process from "node:process";
+import v8 from "node:v8";
 import { Dispatcher, type Message, serve, type Server } from "../../mod.ts";
 
 const args = parseArgs(Deno.args);
@@ -226,6 +227,13 @@ for await (const line of lines(Deno.stdin.readable)) {
     const gc = (globalThis as { gc?: () => void }).gc;
     for (let i = 0; i < 3; i++) gc?.();
     console.log(JSON.stringify({ ...Deno.memoryUsage(), connections: connectionCount() }));
+  } else if (line.startsWith("heap ")) {
+    // A V8 heap snapshot after the same collections as `rss` (bench/net/heap.ts reads it).
+    const gc = (globalThis as { gc?: () => void }).gc;
+    for (let i = 0; i < 3; i++) gc?.();
+    const path = line.slice("heap ".length);
+    v8.writeHeapSnapshot(path);
+    console.log(JSON.stringify({ heap: path, connections: connectionCount() }));
   } else if (line === "cpu") {
     const { user, system } = process.cpuUsage();
     console.log(JSON.stringify({ cpuMs: (user + system) / 1000 }));
