@@ -33,7 +33,7 @@ import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { hmac as nobleHmac } from "@noble/hashes/hmac.js";
 import { ProtocolError } from "../errors.ts";
 import { constantTimeEqual, toBase64Url } from "../util/bytes.ts";
-import { loadSodiumAead, SODIUM_MAX_AD, SODIUM_MAX_INPUT, type SodiumAead } from "./sodium_aead.ts";
+import { loadSodiumAead, SODIUM_MAX_AD, type SodiumAead } from "./sodium_aead.ts";
 
 /** Length in bytes of a ChaCha20-Poly1305 key, an X25519 key and a SHA-256 digest. */
 export const KEY_LENGTH = 32;
