@@ -321,11 +321,14 @@ class DaemonServer implements Server {
       peer: safeAddr(conn),
       pattern: established.session.pattern,
     });
-    const error = await connection.closed();
-    this.#connections.delete(connection);
-    if (error !== undefined && peerEvents.allow("connection error")) {
-      log.info("Connection {id} closed: {error}", { id: connection.id, error: error.message });
-    }
+    // Returned, not awaited: this function's frame ends here, and an idle connection's task is
+    // one pending promise callback (idle memory, docs/PERFORMANCE.md).
+    return connection.closed().then((error) => {
+      this.#connections.delete(connection);
+      if (error !== undefined && peerEvents.allow("connection error")) {
+        log.info("Connection {id} closed: {error}", { id: connection.id, error: error.message });
+      }
+    });
   }
 
   /**

@@ -125,20 +125,43 @@ export class FrameReader {
    * @returns The completed packets, or `null` at a clean end of stream.
    * @throws {ProtocolError} For bad framing, `Truncated` when the stream ends inside a packet.
    */
-  async read(): Promise<Packet[] | null> {
+  read(): Promise<Packet[] | null> {
     const unparsed = this.#unparsed;
     if (unparsed !== undefined) {
       this.#unparsed = undefined;
-      const packets = this.#decoder.push(unparsed);
-      if (packets.length > 0) return packets;
+      let packets: Packet[];
+      try {
+        packets = this.#decoder.push(unparsed);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      if (packets.length > 0) return Promise.resolve(packets);
     }
-    for (;;) {
-      if (this.#eof) return null;
-      const chunk = await this.#readChunk();
+    return this.#next();
+  }
+
+  /**
+   * Reads until a packet completes. A chain of promise callbacks rather than an async function:
+   * an idle connection waits in one pending read with no suspended async frames of its own
+   * (idle memory, docs/PERFORMANCE.md).
+   */
+  #next(): Promise<Packet[] | null> {
+    if (this.#eof) return Promise.resolve(null);
+    const buffer = this.#buffer;
+    let pending: Promise<number | null>;
+    try {
+      pending = this.#conn.read(buffer);
+    } catch (cause) {
+      return Promise.reject(readFailed(cause));
+    }
+    return pending.then((n) => {
+      const chunk = this.#chunk(buffer, n);
       if (chunk === null) return null;
       const packets = this.#decoder.push(chunk);
-      if (packets.length > 0) return packets;
-    }
+      return packets.length > 0 ? packets : this.#next();
+    }, (cause) => {
+      throw readFailed(cause);
+    });
   }
 
   /**
@@ -176,8 +199,13 @@ export class FrameReader {
     try {
       n = await this.#conn.read(buffer);
     } catch (cause) {
-      throw new ProtocolError("ConnectionClosed", "Connection failed while reading", { cause });
+      throw readFailed(cause);
     }
+    return this.#chunk(buffer, n);
+  }
+
+  /** The bytes a read of `n` put in `buffer`, or `null` at the end of the stream. */
+  #chunk(buffer: Uint8Array, n: number | null): Uint8Array | null {
     if (n === null) {
       this.#eof = true;
       this.#decoder.finish();
@@ -203,4 +231,8 @@ export class FrameReader {
       }
     }
   }
+}
+
+function readFailed(cause: unknown): ProtocolError {
+  return new ProtocolError("ConnectionClosed", "Connection failed while reading", { cause });
 }
