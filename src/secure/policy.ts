@@ -34,7 +34,7 @@ export interface CommonSecurityOptions {
   maxMessageSize?: number;
   /** Options of the resulting {@linkcode SecureChannel} (rekey thresholds, clock, record size). */
   channel?: SecureChannelOptions;
-  /** The crypto provider (default: native when available). */
+  /** The crypto provider (default: `defaultProvider()`, the hybrid where node:crypto works). */
   provider?: CryptoProvider;
   /** The handshake must finish within this many milliseconds (default 5000). */
   handshakeTimeoutMs?: number;

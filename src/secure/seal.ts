@@ -27,7 +27,7 @@ export interface SealOptions {
   additionalData?: Uint8Array;
   /**
    * The provider whose ChaCha20-Poly1305 runs after the HChaCha20 subkey derivation. The
-   * default provider (native when available) is the fast path; `portableProvider` gives a
+   * default provider (the hybrid where node:crypto works) is the fast path; `portableProvider` gives a
    * pure-TypeScript path.
    */
   provider?: CryptoProvider;
