@@ -269,6 +269,13 @@ Deno.test("crypto: providers interoperate on X25519 and AEAD", () => {
   const second = nativeProvider.dh(priv, b.publicKey);
   assert.notDeepEqual(first, second);
   assert.deepEqual(second, portableProvider.dh(priv, b.publicKey));
+  // Nor a stale peer key: the same array, changed in place, is imported again.
+  const peer = nativeProvider.generateKeyPair();
+  const other = nativeProvider.generateKeyPair();
+  const remote = peer.publicKey.slice();
+  assert.deepEqual(nativeProvider.dh(priv, remote), portableProvider.dh(priv, peer.publicKey));
+  remote.set(other.publicKey);
+  assert.deepEqual(nativeProvider.dh(priv, remote), portableProvider.dh(priv, other.publicKey));
   const key = crypto.getRandomValues(new Uint8Array(32)),
     nonce = crypto.getRandomValues(new Uint8Array(12));
   const ad = crypto.getRandomValues(new Uint8Array(13));
