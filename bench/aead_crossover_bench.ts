@@ -1,8 +1,8 @@
 /**
  * Where libsodium's WebAssembly ChaCha20-Poly1305 stops beating `node:crypto`: seal and open of
- * the same bytes by both engines at sizes from 64 B to 4 KiB (the hybrid provider's crossover,
- * `SODIUM_CROSSOVER` in src/secure/crypto.ts, comes from this). Run with
- * `deno bench -A bench/aead_crossover_bench.ts`.
+ * the same bytes by both engines at sizes from 64 B to 4 KiB. The hybrid provider's limits
+ * (`SODIUM_SEAL_MAX` and `SODIUM_OPEN_MAX` in src/secure/default_provider.ts) come from this.
+ * Run with `deno bench -A bench/aead_crossover_bench.ts`.
  *
  * @module
  */

@@ -5,15 +5,15 @@
 
 import assert from "node:assert/strict";
 import { ProtocolError } from "../src/errors.ts";
+import { nativeProvider } from "../src/secure/crypto.ts";
 import {
   defaultProvider,
   hybridProvider,
   initCrypto,
-  nativeProvider,
   SODIUM_OPEN_MAX,
   SODIUM_SEAL_MAX,
   sodiumInUse,
-} from "../src/secure/crypto.ts";
+} from "../src/secure/default_provider.ts";
 import { SODIUM_MAX_AD } from "../src/secure/sodium_aead.ts";
 
 await initCrypto();
@@ -111,11 +111,11 @@ Deno.test("hybrid: bad arguments are refused as node:crypto refuses them", () =>
 
 Deno.test("hybrid: before libsodium is loaded the default provider seals with node:crypto, at once", async () => {
   // A fresh process: its first default-provider call happens before libsodium can be ready.
+  const cryptoUrl = new URL("../src/secure/crypto.ts", import.meta.url);
+  const selection = new URL("../src/secure/default_provider.ts", import.meta.url);
   const code = `
-    import { defaultProvider, nativeProvider, sodiumInUse } from "${new URL(
-    "../src/secure/crypto.ts",
-    import.meta.url,
-  )}";
+    import { nativeProvider } from "${cryptoUrl}";
+    import { defaultProvider, sodiumInUse } from "${selection}";
     const key = new Uint8Array(32).fill(1), nonce = new Uint8Array(12), ad = new Uint8Array(0);
     const provider = defaultProvider();
     const before = sodiumInUse();

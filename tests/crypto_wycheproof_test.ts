@@ -1,14 +1,8 @@
 // Wycheproof known-answer tests for each crypto provider: ChaCha20-Poly1305, X25519 (low-order
 // points rejected), HKDF-SHA-256 and HMAC-SHA-256.
 import assert from "node:assert/strict";
-import {
-  type CryptoProvider,
-  defaultProvider,
-  hybridProvider,
-  initCrypto,
-  nativeProvider,
-  portableProvider,
-} from "../src/secure/crypto.ts";
+import { type CryptoProvider, nativeProvider, portableProvider } from "../src/secure/crypto.ts";
+import { defaultProvider, hybridProvider, initCrypto } from "../src/secure/default_provider.ts";
 import { ProtocolError } from "../src/errors.ts";
 import { hex, readVectors, toHex } from "./_vectors.ts";
 

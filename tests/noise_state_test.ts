@@ -2,13 +2,8 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ProtocolError } from "../src/errors.ts";
-import {
-  type CryptoProvider,
-  hybridProvider,
-  initCrypto,
-  nativeProvider,
-  portableProvider,
-} from "../src/secure/crypto.ts";
+import { type CryptoProvider, nativeProvider, portableProvider } from "../src/secure/crypto.ts";
+import { hybridProvider, initCrypto } from "../src/secure/default_provider.ts";
 
 await initCrypto();
 import {

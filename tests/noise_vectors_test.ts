@@ -1,13 +1,8 @@
 // Every cacophony vector of Noise_*_25519_ChaChaPoly_SHA256, handshake and transport messages,
 // for each crypto provider.
 import assert from "node:assert/strict";
-import {
-  type CryptoProvider,
-  hybridProvider,
-  initCrypto,
-  nativeProvider,
-  portableProvider,
-} from "../src/secure/crypto.ts";
+import { type CryptoProvider, nativeProvider, portableProvider } from "../src/secure/crypto.ts";
+import { hybridProvider, initCrypto } from "../src/secure/default_provider.ts";
 import { HandshakeState } from "../src/secure/noise/handshake_state.ts";
 import type { CipherState } from "../src/secure/noise/cipher_state.ts";
 import { hex, readVectors, toHex } from "./_vectors.ts";

@@ -3,12 +3,8 @@ import assert from "node:assert/strict";
 import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
 import fc from "fast-check";
 import { ProtocolError } from "../src/errors.ts";
-import {
-  hybridProvider,
-  initCrypto,
-  nativeProvider,
-  portableProvider,
-} from "../src/secure/crypto.ts";
+import { nativeProvider, portableProvider } from "../src/secure/crypto.ts";
+import { hybridProvider, initCrypto } from "../src/secure/default_provider.ts";
 import { open, seal, SEAL_OVERHEAD, xchachaDecrypt, xchachaEncrypt } from "../src/secure/seal.ts";
 import { hex, readVectors, toHex } from "./_vectors.ts";
 

@@ -2,14 +2,15 @@
  * Crypto providers for the Noise suite `25519_ChaChaPoly_SHA256`: ChaCha20-Poly1305 (RFC 8439),
  * X25519 (RFC 7748), SHA-256, HMAC-SHA-256 and the Noise HKDF.
  *
- * Two implementations share one interface:
+ * Two implementations share one interface (a third, the default, combines them with libsodium:
+ * `default_provider.ts`):
  * - {@linkcode nativeProvider} uses `node:crypto` (OpenSSL/BoringSSL-backed in Deno and Node):
  *   5-8x faster on large records and about 6x faster for X25519.
  * - {@linkcode portableProvider} uses the audited pure-TypeScript `@noble` libraries and runs
  *   wherever JavaScript runs.
  *
- * {@linkcode defaultProvider} picks the native one when `node:crypto` offers both
- * `chacha20-poly1305` and `x25519`.
+ * `defaultProvider()` (in `default_provider.ts`) picks the hybrid provider, `node:crypto` with
+ * libsodium for small records, when `node:crypto` offers both `chacha20-poly1305` and `x25519`.
  *
  * @module
  */
@@ -33,7 +34,6 @@ import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { hmac as nobleHmac } from "@noble/hashes/hmac.js";
 import { ProtocolError } from "../errors.ts";
 import { constantTimeEqual, toBase64Url } from "../util/bytes.ts";
-import { loadSodiumAead, SODIUM_MAX_AD, type SodiumAead } from "./sodium_aead.ts";
 
 /** Length in bytes of a ChaCha20-Poly1305 key, an X25519 key and a SHA-256 digest. */
 export const KEY_LENGTH = 32;
@@ -146,12 +146,14 @@ function checkLength(what: string, value: Uint8Array, length: number): void {
   }
 }
 
-function checkAeadArguments(key: Uint8Array, nonce: Uint8Array): void {
+/** Checks an AEAD key (32 bytes) and nonce (12 bytes). @internal */
+export function checkAeadArguments(key: Uint8Array, nonce: Uint8Array): void {
   checkLength("Key", key, KEY_LENGTH);
   checkLength("Nonce", nonce, NONCE_LENGTH);
 }
 
-function checkCiphertext(ciphertext: Uint8Array): void {
+/** Checks that a ciphertext holds at least its tag. @internal */
+export function checkCiphertext(ciphertext: Uint8Array): void {
   if (ciphertext.length < TAG_LENGTH) {
     throw new ProtocolError(
       "AuthenticationFailed",
@@ -175,7 +177,8 @@ function lowOrder(cause?: unknown): ProtocolError {
   );
 }
 
-function authFailed(cause?: unknown): ProtocolError {
+/** The error of a ciphertext that fails authentication. @internal */
+export function authFailed(cause?: unknown): ProtocolError {
   return new ProtocolError(
     "AuthenticationFailed",
     "Ciphertext failed authentication",
@@ -267,7 +270,8 @@ function exportRawPublic(key: KeyObject): Uint8Array {
   return new Uint8Array(der.subarray(SPKI_PREFIX_LENGTH, SPKI_PREFIX_LENGTH + KEY_LENGTH));
 }
 
-function nativeEncrypt(
+/** `node:crypto`'s encrypt, for the hybrid provider (src/secure/default_provider.ts). */
+export function nativeEncrypt(
   key: Uint8Array,
   nonce: Uint8Array,
   ad: Uint8Array,
@@ -283,7 +287,8 @@ function nativeEncrypt(
   return out;
 }
 
-function nativeDecrypt(
+/** `node:crypto`'s decrypt, for the hybrid provider (src/secure/default_provider.ts). */
+export function nativeDecrypt(
   key: Uint8Array,
   nonce: Uint8Array,
   ad: Uint8Array,
@@ -305,7 +310,8 @@ function nativeDecrypt(
   return body === undefined ? new Uint8Array(0) : view(body);
 }
 
-function nativeDh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
+/** `node:crypto`'s dh, for the hybrid provider (src/secure/default_provider.ts). */
+export function nativeDh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
   checkLength("Private key", privateKey, KEY_LENGTH);
   checkLength("Public key", publicKey, KEY_LENGTH);
   let shared: Uint8Array;
@@ -328,7 +334,7 @@ function nativeDh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
 /**
  * The `node:crypto` provider: ChaCha20-Poly1305 through `createCipheriv("chacha20-poly1305")`,
  * X25519 through `diffieHellman` with KeyObjects built from raw keys, SHA-256, HMAC and HKDF
- * through `createHash`, `createHmac` and `hkdfSync`. Use it only where {@linkcode defaultProvider}
+ * through `createHash`, `createHmac` and `hkdfSync`. Use it only where `defaultProvider()`
  * would pick it (Deno 2.9 and later, Node.js).
  *
  * @example Run an X25519 exchange
@@ -394,8 +400,10 @@ export const nativeProvider: CryptoProvider = {
 // ---------------------------------------------------------------------------------------------
 // Portable provider (@noble)
 
-const ONE = Uint8Array.of(1);
-const TWO = Uint8Array.of(2);
+/** Known-answer inputs shared with the provider selection. */
+export const ONE: Uint8Array = Uint8Array.of(1);
+/** Known-answer inputs shared with the provider selection. */
+export const TWO: Uint8Array = Uint8Array.of(2);
 const THREE = Uint8Array.of(3);
 
 function nobleHmacParts(key: Uint8Array, parts: Uint8Array[]): Uint8Array {
@@ -473,145 +481,14 @@ export const portableProvider: CryptoProvider = {
   },
 };
 
-// ---------------------------------------------------------------------------------------------
-// Hybrid: libsodium for small inputs, node:crypto for the rest
-
 /**
- * Plaintexts up to this many bytes are sealed by libsodium once it is loaded: measured with
- * `deno bench -A bench/aead_crossover_bench.ts`, libsodium seals 64 B 5.1x, 1 KiB 2.5x and 2 KiB
- * 1.2x faster than node:crypto, and 3 KiB at the same speed.
+ * Whether `node:crypto` offers a working `chacha20-poly1305` and `x25519`, checked with known
+ * answers against the portable provider (a runtime that lists the cipher but computes it wrongly
+ * is not used).
+ *
+ * @returns Whether the native provider can be used.
  */
-export const SODIUM_SEAL_MAX = 2048;
-/**
- * Ciphertext bodies up to this many bytes are opened by libsodium once it is loaded: it opens
- * 64 B 3.4x and 1 KiB 1.5x faster than node:crypto, 2 KiB 5 % slower (same benchmark).
- */
-export const SODIUM_OPEN_MAX = 1536;
-
-/** libsodium's engine, once loaded and checked against node:crypto with a known answer. */
-let sodiumEngine: SodiumAead | undefined;
-let sodiumStarted: Promise<void> | undefined;
-
-function startSodium(): Promise<void> {
-  sodiumStarted ??= loadSodiumAead().then((engine) => {
-    const key = new Uint8Array(32).fill(3);
-    const nonce = new Uint8Array(12).fill(5);
-    const expected = nativeEncrypt(key, nonce, ONE, TWO);
-    const sealed = engine.seal(key, nonce, ONE, TWO);
-    const opened = engine.open(key, nonce, ONE, sealed);
-    if (constantTimeEqual(expected, sealed) && opened !== null && constantTimeEqual(opened, TWO)) {
-      sodiumEngine = engine;
-    }
-  }, () => {
-    // No WebAssembly or no memory: node:crypto does everything, as before.
-  });
-  return sodiumStarted;
-}
-
-function hybridEncrypt(
-  key: Uint8Array,
-  nonce: Uint8Array,
-  ad: Uint8Array,
-  plaintext: Uint8Array,
-): Uint8Array {
-  const engine = sodiumEngine;
-  if (engine === undefined || plaintext.length > SODIUM_SEAL_MAX || ad.length > SODIUM_MAX_AD) {
-    return nativeEncrypt(key, nonce, ad, plaintext);
-  }
-  checkAeadArguments(key, nonce);
-  return engine.seal(key, nonce, ad, plaintext);
-}
-
-function hybridDecrypt(
-  key: Uint8Array,
-  nonce: Uint8Array,
-  ad: Uint8Array,
-  ciphertext: Uint8Array,
-): Uint8Array {
-  const engine = sodiumEngine;
-  if (
-    engine === undefined || ciphertext.length - TAG_LENGTH > SODIUM_OPEN_MAX ||
-    ad.length > SODIUM_MAX_AD
-  ) {
-    return nativeDecrypt(key, nonce, ad, ciphertext);
-  }
-  checkAeadArguments(key, nonce);
-  checkCiphertext(ciphertext);
-  const plaintext = engine.open(key, nonce, ad, ciphertext);
-  if (plaintext === null) throw authFailed();
-  return plaintext;
-}
-
-/**
- * The default provider where `node:crypto` works: {@linkcode nativeProvider} for everything,
- * except ChaCha20-Poly1305 on small inputs (at most {@linkcode SODIUM_SEAL_MAX} bytes sealed,
- * {@linkcode SODIUM_OPEN_MAX} opened), which runs in libsodium's WebAssembly build once it is
- * loaded: node:crypto costs 4-6 µs per call whatever the size, libsodium about 1 µs at 64 B.
- * libsodium loads in the background the first time the default provider is chosen (about 6 ms);
- * until then, and if it cannot load, node:crypto does everything. Both produce the same bytes
- * (checked with a known answer before libsodium is used); call {@linkcode initCrypto} to wait for
- * it.
- *
- * @example Seal with one engine, open with the other
- * ```ts
- * import { hybridProvider, initCrypto, nativeProvider } from "@npro/network-protocol/noise";
- * import assert from "node:assert/strict";
- *
- * await initCrypto();
- * const key = new Uint8Array(32), nonce = new Uint8Array(12), ad = new Uint8Array(0);
- * const sealed = hybridProvider.encrypt(key, nonce, ad, new Uint8Array([1, 2, 3]));
- * assert.deepEqual(nativeProvider.decrypt(key, nonce, ad, sealed), new Uint8Array([1, 2, 3]));
- * ```
- */
-export const hybridProvider: CryptoProvider = {
-  name: "hybrid",
-  encrypt: hybridEncrypt,
-  decrypt: hybridDecrypt,
-  generateKeyPair: () => nativeProvider.generateKeyPair(),
-  publicKeyOf: (privateKey) => nativeProvider.publicKeyOf(privateKey),
-  dh: nativeDh,
-  sha256: (...parts) => nativeProvider.sha256(...parts),
-  hmacSha256: (key, ...parts) => nativeProvider.hmacSha256(key, ...parts),
-  hkdf: (chainingKey, inputKeyMaterial, outputs) =>
-    nativeProvider.hkdf(chainingKey, inputKeyMaterial, outputs),
-};
-
-/**
- * Whether the default provider's small inputs run in libsodium now (for tests and benchmarks).
- *
- * @returns `true` once libsodium is loaded and checked.
- */
-export function sodiumInUse(): boolean {
-  return sodiumEngine !== undefined;
-}
-
-/**
- * Loads libsodium for the default provider's small-input AEAD and resolves when it is in use (or
- * known to be unavailable, in which case node:crypto keeps doing everything). Optional: without
- * it the default provider starts with node:crypto and switches by itself a few milliseconds
- * later. `serve()` calls it before listening.
- *
- * @example Wait for the fast path at start-up
- * ```ts
- * import { defaultProvider, initCrypto } from "@npro/network-protocol/noise";
- * import assert from "node:assert/strict";
- *
- * await initCrypto();
- * assert.ok(["hybrid", "portable"].includes(defaultProvider().name));
- * ```
- *
- * @returns A promise that never rejects.
- */
-export function initCrypto(): Promise<void> {
-  return defaultProvider() === hybridProvider ? startSodium() : Promise.resolve();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Selection
-
-let selected: CryptoProvider | undefined;
-
-function nativeAvailable(): boolean {
+export function nativeWorks(): boolean {
   try {
     if (!getCiphers().includes(AEAD)) return false;
     // A known-answer check: a runtime that lists the cipher but computes it wrongly is not used.
@@ -629,28 +506,4 @@ function nativeAvailable(): boolean {
   } catch {
     return false;
   }
-}
-
-/**
- * The provider to use when none is given: {@linkcode hybridProvider} (node:crypto, with
- * libsodium for small AEAD inputs once loaded) when `node:crypto` offers a working
- * `chacha20-poly1305` and `x25519` (checked once with known answers), otherwise
- * {@linkcode portableProvider}. The first call starts loading libsodium in the background.
- *
- * @example Pick the default provider
- * ```ts
- * import { defaultProvider } from "@npro/network-protocol/noise";
- * import assert from "node:assert/strict";
- *
- * assert.ok(["hybrid", "portable"].includes(defaultProvider().name));
- * ```
- *
- * @returns The provider for this runtime.
- */
-export function defaultProvider(): CryptoProvider {
-  if (selected === undefined) {
-    selected = nativeAvailable() ? hybridProvider : portableProvider;
-    if (selected === hybridProvider) void startSodium();
-  }
-  return selected;
 }

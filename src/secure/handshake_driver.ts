@@ -9,7 +9,8 @@
 
 import { ProtocolError } from "../errors.ts";
 import { SecureChannel, type SecureChannelOptions } from "./channel.ts";
-import { type CryptoProvider, defaultProvider } from "./crypto.ts";
+import type { CryptoProvider } from "./crypto.ts";
+import { defaultProvider } from "./default_provider.ts";
 import {
   type HandshakeParams,
   HELLO_HEADER_SIZE,

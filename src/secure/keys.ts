@@ -7,7 +7,8 @@
 
 import { ProtocolError } from "../errors.ts";
 import { constantTimeEqual, toBase64Url } from "../util/bytes.ts";
-import { type CryptoProvider, defaultProvider, KEY_LENGTH } from "./crypto.ts";
+import { type CryptoProvider, KEY_LENGTH } from "./crypto.ts";
+import { defaultProvider } from "./default_provider.ts";
 
 /**
  * An X25519 key pair with 32-byte raw keys.

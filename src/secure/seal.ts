@@ -8,7 +8,8 @@
 
 import { hchacha, xchacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { ProtocolError } from "../errors.ts";
-import { type CryptoProvider, defaultProvider, KEY_LENGTH, TAG_LENGTH } from "./crypto.ts";
+import { type CryptoProvider, KEY_LENGTH, TAG_LENGTH } from "./crypto.ts";
+import { defaultProvider } from "./default_provider.ts";
 
 /** Length in bytes of the random XChaCha20 nonce at the start of a sealed box. */
 export const SEAL_NONCE_LENGTH = 24;

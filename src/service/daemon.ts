@@ -12,7 +12,7 @@ import { ProtocolError } from "../errors.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";
 import type { CompressionSettings } from "../compression/policy.ts";
 import { CloseCode } from "../secure/channel.ts";
-import { initCrypto } from "../secure/crypto.ts";
+import { initCrypto } from "../secure/default_provider.ts";
 import { generateKeyPair } from "../secure/keys.ts";
 import { resolveServerPolicy, type ServerSecurityOptions } from "../secure/policy.ts";
 import { formatAddr } from "../transport/address.ts";

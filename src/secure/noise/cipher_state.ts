@@ -5,7 +5,8 @@
  */
 
 import { ProtocolError } from "../../errors.ts";
-import { type CryptoProvider, defaultProvider, KEY_LENGTH, NONCE_LENGTH } from "../crypto.ts";
+import { type CryptoProvider, KEY_LENGTH, NONCE_LENGTH } from "../crypto.ts";
+import { defaultProvider } from "../default_provider.ts";
 
 /**
  * The highest nonce this library uses: 2^53 - 2. It keeps the counter a safe JavaScript integer

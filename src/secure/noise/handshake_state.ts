@@ -5,7 +5,8 @@
  */
 
 import { ProtocolError } from "../../errors.ts";
-import { type CryptoProvider, defaultProvider, KEY_LENGTH, TAG_LENGTH } from "../crypto.ts";
+import { type CryptoProvider, KEY_LENGTH, TAG_LENGTH } from "../crypto.ts";
+import { defaultProvider } from "../default_provider.ts";
 import type { CipherState } from "./cipher_state.ts";
 import { type HandshakePattern, parseProtocolName, type Token } from "./patterns.ts";
 import { SymmetricState } from "./symmetric_state.ts";

@@ -48,13 +48,11 @@ export {
 } from "./patterns.ts";
 export {
   type CryptoProvider,
-  defaultProvider,
-  hybridProvider,
-  initCrypto,
   KEY_LENGTH,
   nativeProvider,
   NONCE_LENGTH,
   portableProvider,
   TAG_LENGTH,
 } from "../crypto.ts";
+export { defaultProvider, hybridProvider, initCrypto } from "../default_provider.ts";
 export { generateKeyPair, type KeyPair, publicKeyOf } from "../keys.ts";

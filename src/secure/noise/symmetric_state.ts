@@ -5,7 +5,8 @@
  * @module
  */
 
-import { type CryptoProvider, defaultProvider, KEY_LENGTH } from "../crypto.ts";
+import { type CryptoProvider, KEY_LENGTH } from "../crypto.ts";
+import { defaultProvider } from "../default_provider.ts";
 import { CipherState } from "./cipher_state.ts";
 
 const EMPTY = new Uint8Array(0);
