@@ -14,6 +14,7 @@ export type ServerKind =
   | "raw-tcp"
   | "raw-unix"
   | "raw-tls"
+  | "raw-node-tls"
   | "lib-plain-tcp"
   | "lib-noise-tcp"
   | "lib-noise-unix"

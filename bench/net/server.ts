@@ -25,6 +25,7 @@ import {
   writeAll,
 } from "./common.ts";
 import process from "node:process";
+import { createServer as createTlsServer } from "node:tls";
 import v8 from "node:v8";
 import { Dispatcher, type Message, serve, type Server } from "../../mod.ts";
 
@@ -163,6 +164,77 @@ function startRaw(): void {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Raw TLS baseline with TCP_NODELAY on the server too: `Deno.listenTls` sockets cannot turn Nagle
+// off, `node:tls` sockets can (`setNoDelay`). Same framing, handler and one write per batch of
+// complete frames as the raw baseline above.
+
+async function startNodeTls(): Promise<void> {
+  const [hostname, port] = splitHostPort(address);
+  const server = createTlsServer({
+    cert: Deno.readTextFileSync(certPath!),
+    key: Deno.readTextFileSync(keyPath!),
+  }, (socket) => {
+    socket.setNoDelay(true);
+    connections++;
+    let buffer = new Uint8Array(4096);
+    let end = 0;
+    socket.on("data", (chunk: Uint8Array) => {
+      if (end + chunk.length > buffer.length) {
+        let size = buffer.length;
+        while (size < end + chunk.length) size *= 2;
+        if (size > 2 * (MAX_RAW_FRAME + 4)) {
+          socket.destroy();
+          return;
+        }
+        const next = new Uint8Array(size);
+        next.set(buffer.subarray(0, end));
+        buffer = next;
+      }
+      buffer.set(chunk, end);
+      end += chunk.length;
+      const view = new DataView(buffer.buffer);
+      const replies: Uint8Array[] = [];
+      let replyBytes = 0;
+      let start = 0;
+      while (end - start >= 4) {
+        const word = view.getUint32(start);
+        const length = (word & 0x7fffffff) >>> 0;
+        if (end - start < 4 + length) break;
+        const reply = word & ACK_ONLY
+          ? EMPTY
+          : handler(buffer.subarray(start + 4, start + 4 + length));
+        replies.push(reply);
+        replyBytes += 4 + reply.length;
+        start += 4 + length;
+      }
+      buffer.copyWithin(0, start, end);
+      end -= start;
+      if (replies.length === 0) return;
+      const out = new Uint8Array(replyBytes);
+      const outView = new DataView(out.buffer);
+      let offset = 0;
+      for (const reply of replies) {
+        outView.setUint32(offset, reply.length);
+        out.set(reply, offset + 4);
+        offset += 4 + reply.length;
+      }
+      socket.write(out);
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => connections--);
+  });
+  await new Promise<void>((resolve) => server.listen(port, hostname, resolve));
+  const bound = server.address() as { address: string; port: number };
+  ready = { address: `${bound.address}:${bound.port}`, pid: Deno.pid };
+  stop = () =>
+    new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      // Connections a client left open do not hold the exit back.
+      setTimeout(resolve, 1000);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // The library's daemon: a dispatcher with an echo handler ("E": answers with the message, whose
 // payload the decoder already copied) and an ack handler ("A": answers with an empty message).
 
@@ -213,7 +285,8 @@ function connectionCount(): number {
   return (globalThis as unknown as { benchConnections: number }).benchConnections;
 }
 
-if (isRaw(kind)) startRaw();
+if (kind === "raw-node-tls") await startNodeTls();
+else if (isRaw(kind)) startRaw();
 else await startLibrary();
 
 const deadline = setTimeout(() => {
