@@ -52,6 +52,44 @@ function handler(payload: Uint8Array): Uint8Array {
   return payload.slice();
 }
 
+/**
+ * Answers every complete frame in `buffer` from `cursor.start` to `end` (the handler's copy, or
+ * an empty frame for an ack-only one) and moves `cursor.start` past them.
+ *
+ * @returns The replies in one buffer, or `undefined` when no frame was complete.
+ */
+function answerFrames(
+  buffer: Uint8Array,
+  view: DataView,
+  cursor: { start: number },
+  end: number,
+  replies: Uint8Array[],
+): Uint8Array | undefined {
+  let start = cursor.start;
+  let replyBytes = 0;
+  while (end - start >= 4) {
+    const word = view.getUint32(start);
+    const length = (word & 0x7fffffff) >>> 0;
+    if (end - start < 4 + length) break;
+    const reply = word & ACK_ONLY ? EMPTY : handler(buffer.subarray(start + 4, start + 4 + length));
+    replies.push(reply);
+    replyBytes += 4 + reply.length;
+    start += 4 + length;
+  }
+  cursor.start = start;
+  if (replies.length === 0) return undefined;
+  const out = new Uint8Array(replyBytes);
+  const outView = new DataView(out.buffer);
+  let offset = 0;
+  for (const reply of replies) {
+    outView.setUint32(offset, reply.length);
+    out.set(reply, offset + 4);
+    offset += 4 + reply.length;
+  }
+  replies.length = 0;
+  return out;
+}
+
 async function rawConnection(conn: Deno.Conn): Promise<void> {
   connections++;
   if (conn.localAddr.transport === "tcp" && "setNoDelay" in conn) {
@@ -63,6 +101,7 @@ async function rawConnection(conn: Deno.Conn): Promise<void> {
   let end = 0;
   let grow = false;
   const replies: Uint8Array[] = [];
+  const cursor = { start: 0 };
   try {
     for (;;) {
       if (end === buffer.length || (grow && start === 0)) {
@@ -89,31 +128,11 @@ async function rawConnection(conn: Deno.Conn): Promise<void> {
       if (n === null) break;
       grow = n === space;
       end += n;
-      let replyBytes = 0;
-      while (end - start >= 4) {
-        const word = view.getUint32(start);
-        const length = (word & 0x7fffffff) >>> 0;
-        if (end - start < 4 + length) break;
-        const reply = word & ACK_ONLY
-          ? EMPTY
-          : handler(buffer.subarray(start + 4, start + 4 + length));
-        replies.push(reply);
-        replyBytes += 4 + reply.length;
-        start += 4 + length;
-      }
+      cursor.start = start;
+      const out = answerFrames(buffer, view, cursor, end, replies);
+      start = cursor.start;
       if (start === end) start = end = 0;
-      if (replies.length > 0) {
-        const out = new Uint8Array(replyBytes);
-        const outView = new DataView(out.buffer);
-        let offset = 0;
-        for (const reply of replies) {
-          outView.setUint32(offset, reply.length);
-          out.set(reply, offset + 4);
-          offset += 4 + reply.length;
-        }
-        replies.length = 0;
-        await writeAll(conn, out);
-      }
+      if (out !== undefined) await writeAll(conn, out);
     }
   } catch {
     // The client went away.
@@ -178,6 +197,8 @@ async function startNodeTls(): Promise<void> {
     connections++;
     let buffer = new Uint8Array(4096);
     let end = 0;
+    const replies: Uint8Array[] = [];
+    const cursor = { start: 0 };
     socket.on("data", (chunk: Uint8Array) => {
       if (end + chunk.length > buffer.length) {
         let size = buffer.length;
@@ -192,33 +213,11 @@ async function startNodeTls(): Promise<void> {
       }
       buffer.set(chunk, end);
       end += chunk.length;
-      const view = new DataView(buffer.buffer);
-      const replies: Uint8Array[] = [];
-      let replyBytes = 0;
-      let start = 0;
-      while (end - start >= 4) {
-        const word = view.getUint32(start);
-        const length = (word & 0x7fffffff) >>> 0;
-        if (end - start < 4 + length) break;
-        const reply = word & ACK_ONLY
-          ? EMPTY
-          : handler(buffer.subarray(start + 4, start + 4 + length));
-        replies.push(reply);
-        replyBytes += 4 + reply.length;
-        start += 4 + length;
-      }
-      buffer.copyWithin(0, start, end);
-      end -= start;
-      if (replies.length === 0) return;
-      const out = new Uint8Array(replyBytes);
-      const outView = new DataView(out.buffer);
-      let offset = 0;
-      for (const reply of replies) {
-        outView.setUint32(offset, reply.length);
-        out.set(reply, offset + 4);
-        offset += 4 + reply.length;
-      }
-      socket.write(out);
+      cursor.start = 0;
+      const out = answerFrames(buffer, new DataView(buffer.buffer), cursor, end, replies);
+      buffer.copyWithin(0, cursor.start, end);
+      end -= cursor.start;
+      if (out !== undefined) socket.write(out);
     });
     socket.on("error", () => {});
     socket.on("close", () => connections--);
