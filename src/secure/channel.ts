@@ -37,14 +37,7 @@ export {
   RECORD_TAG_SIZE,
   RecordType,
 } from "./record_format.ts";
-export {
-  DEFAULT_MAX_KEY_UPDATES_PER_SECOND,
-  DEFAULT_MIN_KEY_UPDATE_INTERVAL_MS,
-  DEFAULT_REKEY_AFTER_BYTES,
-  DEFAULT_REKEY_AFTER_MS,
-  DEFAULT_REKEY_AFTER_RECORDS,
-  type SecureChannelOptions,
-} from "./channel_options.ts";
+export type { SecureChannelOptions } from "./channel_options.ts";
 
 /** The two cipher states of a session, one per direction. */
 export interface ChannelKeys {
