@@ -9,12 +9,8 @@ import {
 import { COMPRESSION_IDS } from "../../src/core/compression_ids.ts";
 import type { Message } from "../../src/core/message.ts";
 import { ProtocolError } from "../../src/errors.ts";
-import {
-  DEFAULT_MAX_KEY_UPDATES_PER_SECOND,
-  RECORD_TAG_SIZE,
-  RecordType,
-  SecureChannel,
-} from "../../src/secure/channel.ts";
+import { RECORD_TAG_SIZE, RecordType, SecureChannel } from "../../src/secure/channel.ts";
+import { DEFAULT_MAX_KEY_UPDATES_PER_SECOND } from "../../src/secure/channel_options.ts";
 import { CipherState } from "../../src/secure/noise/cipher_state.ts";
 import type { FuzzTarget } from "../target.ts";
 
