@@ -8,7 +8,8 @@
 import type { BodyCompressor } from "../core/batch.ts";
 import type { Message } from "../core/message.ts";
 import { CloseCode, type SecureChannel } from "./channel.ts";
-import { checkCloseArguments, RecordEncoder } from "./record_encoder.ts";
+import { checkCloseArguments } from "./record_format.ts";
+import { RecordEncoder } from "./record_encoder.ts";
 
 /** Options of a {@linkcode MessageEncoderStream}. */
 export interface MessageEncoderStreamOptions {

@@ -21,7 +21,7 @@ import {
   writePacketHeader,
 } from "../core/packet.ts";
 import { ProtocolError } from "../errors.ts";
-import { MAX_CLOSE_REASON_BYTES, type SecureChannel } from "./channel.ts";
+import type { SecureChannel } from "./channel.ts";
 
 /**
  * A batch is grouped into records of at most this many bytes: large enough that the per-record
@@ -222,28 +222,6 @@ export class RecordEncoder {
     return encodePackets(payloads.map((payload) => ({ version: PROTOCOL_VERSION, payload })), {
       maxPayloadSize: this.#sendPayload,
     });
-  }
-}
-
-const textEncoder = new TextEncoder();
-
-/**
- * Checks the code and reason of a CLOSE before it is needed (a stream's farewell is sealed only
- * when its writable side closes).
- *
- * @param code The u16 reason code.
- * @param reason The reason text.
- * @throws {RangeError} For a code outside 0..65535 or a reason longer than 123 UTF-8 bytes.
- */
-export function checkCloseArguments(code: number, reason: string): void {
-  if (!Number.isInteger(code) || code < 0 || code > 0xffff) {
-    throw new RangeError(`Cannot use close code "${code}": it must be an integer from 0 to 65535`);
-  }
-  const length = textEncoder.encode(reason).length;
-  if (length > MAX_CLOSE_REASON_BYTES) {
-    throw new RangeError(
-      `Close reason of "${length}" bytes exceeds the limit "${MAX_CLOSE_REASON_BYTES}"`,
-    );
   }
 }
 

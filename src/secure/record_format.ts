@@ -73,6 +73,38 @@ const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
+ * Checks the code and reason of a CLOSE (for a farewell sealed later, checked when it is set).
+ *
+ * @example Refuse a code that does not fit in 16 bits
+ * ```ts
+ * import { checkCloseArguments } from "./record_format.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual([...checkCloseArguments(1, "ok")], [0x6f, 0x6b]);
+ * assert.throws(() => checkCloseArguments(70_000, ""), RangeError);
+ * ```
+ *
+ * @param code The u16 reason code.
+ * @param reason The reason text.
+ * @returns The reason's UTF-8 bytes.
+ * @throws {RangeError} For a code outside 0..65535 or a reason longer than 123 UTF-8 bytes.
+ */
+export function checkCloseArguments(code: number, reason: string): Uint8Array {
+  if (!Number.isInteger(code) || code < 0 || code > 0xffff) {
+    throw new RangeError(
+      `Cannot use close code "${code}": it must be an integer from 0 to 65535`,
+    );
+  }
+  const reasonBytes = textEncoder.encode(reason);
+  if (reasonBytes.length > MAX_CLOSE_REASON_BYTES) {
+    throw new RangeError(
+      `Close reason of "${reasonBytes.length}" bytes exceeds the limit "${MAX_CLOSE_REASON_BYTES}"`,
+    );
+  }
+  return reasonBytes;
+}
+
+/**
  * Builds the inner plaintext of a CLOSE record: `code:u16be || reason || type`.
  *
  * @example Encode a CLOSE
@@ -90,17 +122,7 @@ const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
  * @throws {RangeError} For a code outside 0..65535 or a reason over 123 bytes.
  */
 export function encodeCloseInner(code: number, reason: string): Uint8Array {
-  if (!Number.isInteger(code) || code < 0 || code > 0xffff) {
-    throw new RangeError(
-      `Cannot use close code "${code}": it must be an integer from 0 to 65535`,
-    );
-  }
-  const reasonBytes = textEncoder.encode(reason);
-  if (reasonBytes.length > MAX_CLOSE_REASON_BYTES) {
-    throw new RangeError(
-      `Close reason of "${reasonBytes.length}" bytes exceeds the limit "${MAX_CLOSE_REASON_BYTES}"`,
-    );
-  }
+  const reasonBytes = checkCloseArguments(code, reason);
   const inner = new Uint8Array(reasonBytes.length + 3);
   inner[0] = code >>> 8;
   inner[1] = code & 0xff;

@@ -9,7 +9,7 @@
 import { type Packet, PROTOCOL_VERSION } from "../core/packet.ts";
 import type { ProtocolError } from "../errors.ts";
 import { checkSessionPacket } from "./record_decoder.ts";
-import { checkCloseArguments } from "./record_encoder.ts";
+import { checkCloseArguments } from "./record_format.ts";
 import { CloseCode, type CloseInfo, type SecureChannel } from "./channel.ts";
 
 /**
