@@ -270,8 +270,7 @@ function exportRawPublic(key: KeyObject): Uint8Array {
   return new Uint8Array(der.subarray(SPKI_PREFIX_LENGTH, SPKI_PREFIX_LENGTH + KEY_LENGTH));
 }
 
-/** `node:crypto`'s encrypt, for the hybrid provider (src/secure/default_provider.ts). */
-export function nativeEncrypt(
+function nativeEncrypt(
   key: Uint8Array,
   nonce: Uint8Array,
   ad: Uint8Array,
@@ -287,8 +286,7 @@ export function nativeEncrypt(
   return out;
 }
 
-/** `node:crypto`'s decrypt, for the hybrid provider (src/secure/default_provider.ts). */
-export function nativeDecrypt(
+function nativeDecrypt(
   key: Uint8Array,
   nonce: Uint8Array,
   ad: Uint8Array,
@@ -310,8 +308,7 @@ export function nativeDecrypt(
   return body === undefined ? new Uint8Array(0) : view(body);
 }
 
-/** `node:crypto`'s dh, for the hybrid provider (src/secure/default_provider.ts). */
-export function nativeDh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
+function nativeDh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
   checkLength("Private key", privateKey, KEY_LENGTH);
   checkLength("Public key", publicKey, KEY_LENGTH);
   let shared: Uint8Array;

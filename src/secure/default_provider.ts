@@ -12,9 +12,6 @@ import {
   checkAeadArguments,
   checkCiphertext,
   type CryptoProvider,
-  nativeDecrypt,
-  nativeDh,
-  nativeEncrypt,
   nativeProvider,
   nativeWorks,
   ONE,
@@ -44,7 +41,7 @@ function startSodium(): Promise<void> {
   sodiumStarted ??= loadSodiumAead().then((engine) => {
     const key = new Uint8Array(32).fill(3);
     const nonce = new Uint8Array(12).fill(5);
-    const expected = nativeEncrypt(key, nonce, ONE, TWO);
+    const expected = nativeProvider.encrypt(key, nonce, ONE, TWO);
     const sealed = engine.seal(key, nonce, ONE, TWO);
     const opened = engine.open(key, nonce, ONE, sealed);
     if (constantTimeEqual(expected, sealed) && opened !== null && constantTimeEqual(opened, TWO)) {
@@ -64,7 +61,7 @@ function hybridEncrypt(
 ): Uint8Array {
   const engine = sodiumEngine;
   if (engine === undefined || plaintext.length > SODIUM_SEAL_MAX || ad.length > SODIUM_MAX_AD) {
-    return nativeEncrypt(key, nonce, ad, plaintext);
+    return nativeProvider.encrypt(key, nonce, ad, plaintext);
   }
   checkAeadArguments(key, nonce);
   return engine.seal(key, nonce, ad, plaintext);
@@ -81,7 +78,7 @@ function hybridDecrypt(
     engine === undefined || ciphertext.length - TAG_LENGTH > SODIUM_OPEN_MAX ||
     ad.length > SODIUM_MAX_AD
   ) {
-    return nativeDecrypt(key, nonce, ad, ciphertext);
+    return nativeProvider.decrypt(key, nonce, ad, ciphertext);
   }
   checkAeadArguments(key, nonce);
   checkCiphertext(ciphertext);
@@ -112,16 +109,10 @@ function hybridDecrypt(
  * ```
  */
 export const hybridProvider: CryptoProvider = {
+  ...nativeProvider,
   name: "hybrid",
   encrypt: hybridEncrypt,
   decrypt: hybridDecrypt,
-  generateKeyPair: () => nativeProvider.generateKeyPair(),
-  publicKeyOf: (privateKey) => nativeProvider.publicKeyOf(privateKey),
-  dh: nativeDh,
-  sha256: (...parts) => nativeProvider.sha256(...parts),
-  hmacSha256: (key, ...parts) => nativeProvider.hmacSha256(key, ...parts),
-  hkdf: (chainingKey, inputKeyMaterial, outputs) =>
-    nativeProvider.hkdf(chainingKey, inputKeyMaterial, outputs),
 };
 
 /**
