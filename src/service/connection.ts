@@ -329,6 +329,33 @@ export class Connection implements AsyncDisposable {
    * producer faster than the peer is paused instead of refused with `LimitExceeded`. Closing the
    * stream waits until everything is written; the connection stays open. The same stream is
    * returned every time.
+   *
+   * @example Pipe a stream of messages to the server
+   * ```ts
+   * import { connect, Dispatcher, type Message, serve } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * const seen: string[] = [];
+   * const dispatcher = new Dispatcher().register("LOG", (message) => {
+   *   if (message.type === "custom") seen.push(new TextDecoder().decode(message.payload));
+   *   return { type: "custom", command: "OK", payload: new Uint8Array(0) };
+   * });
+   * await using server = await serve({ address: "127.0.0.1:0" }, dispatcher);
+   * const { port } = server.addr as Deno.NetAddr;
+   * await using client = await connect({
+   *   address: `127.0.0.1:${port}`,
+   *   security: { serverKeys: [server.publicKey!] },
+   * });
+   * const lines: Message[] = ["a", "b", "c"].map((text) => ({
+   *   type: "custom",
+   *   command: "LOG",
+   *   payload: new TextEncoder().encode(text),
+   * }));
+   * // Closing the writable side waits until everything is written; the connection stays open.
+   * await ReadableStream.from(lines).pipeTo(client.connection!.writable);
+   * await client.request({ type: "ping" });
+   * assert.deepEqual(seen, ["a", "b", "c"]);
+   * ```
    */
   get writable(): WritableStream<Message | Message[]> {
     return this.#writable ??= messageWritable(this, this.#maxOutbound / 2);

@@ -76,6 +76,18 @@ export interface Server extends AsyncDisposable {
    * then shuts down by itself). Never rejects. Same meaning as `Connection.closed()` and
    * `Client.closed()`.
    *
+   * @example Wait for the end of a server
+   * ```ts
+   * import { Dispatcher, serve } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * const server = await serve({ address: "127.0.0.1:0" }, new Dispatcher());
+   * const ended = server.closed();
+   * await server.shutdown();
+   * assert.equal(await ended, undefined);
+   * assert.equal(server.isClosed, true);
+   * ```
+   *
    * @returns A promise of the end.
    */
   closed(): Promise<ProtocolError | undefined>;
