@@ -14,7 +14,7 @@ import {
   SODIUM_SEAL_MAX,
   sodiumInUse,
 } from "../src/secure/default_provider.ts";
-import { SODIUM_MAX_AD } from "../src/secure/sodium_aead.ts";
+import { loadSodiumAead, SODIUM_MAX_AD, SODIUM_MAX_INPUT } from "../src/secure/sodium_aead.ts";
 
 await initCrypto();
 
@@ -113,4 +113,26 @@ Deno.test("hybrid: before libsodium is loaded the default provider seals with no
   const text = new TextDecoder().decode(output.stdout).trim();
   assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
   assert.deepEqual(JSON.parse(text), { name: "hybrid", before: false, after: true, equal: true });
+});
+
+Deno.test("sodium engine: inputs larger than its region are refused, never written past it", async () => {
+  const engine = await loadSodiumAead();
+  const none = new Uint8Array(0);
+  assert.throws(
+    () => engine.seal(key, nonce, none, new Uint8Array(SODIUM_MAX_INPUT + 1)),
+    RangeError,
+  );
+  assert.throws(
+    () => engine.seal(key, nonce, new Uint8Array(SODIUM_MAX_AD + 1), new Uint8Array(1)),
+    RangeError,
+  );
+  assert.throws(
+    () => engine.open(key, nonce, none, new Uint8Array(SODIUM_MAX_INPUT + 17)),
+    RangeError,
+  );
+  // At the limit it still works, and agrees with node:crypto.
+  const full = new Uint8Array(SODIUM_MAX_INPUT).fill(5);
+  const sealed = engine.seal(key, nonce, none, full);
+  assert.deepEqual(sealed, nativeProvider.encrypt(key, nonce, none, full));
+  assert.deepEqual(engine.open(key, nonce, none, sealed), full);
 });

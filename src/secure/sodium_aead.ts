@@ -63,6 +63,15 @@ export interface SodiumAead {
   ): Uint8Array | null;
 }
 
+/** Refuses what would not fit in the region: writing past it would corrupt libsodium's heap. */
+function checkRegion(inputLength: number, adLength: number): void {
+  if (inputLength < 0 || inputLength > SODIUM_MAX_INPUT || adLength > SODIUM_MAX_AD) {
+    throw new RangeError(
+      `Cannot use libsodium for "${inputLength}" bytes with "${adLength}" bytes of associated data: the limits are "${SODIUM_MAX_INPUT}" and "${SODIUM_MAX_AD}"`,
+    );
+  }
+}
+
 class RegionAead implements SodiumAead {
   readonly #raw: RawSodium;
   readonly #key: number;
@@ -85,6 +94,7 @@ class RegionAead implements SodiumAead {
 
   seal(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array, plaintext: Uint8Array): Uint8Array {
     const n = plaintext.length;
+    checkRegion(n, ad.length);
     // Read the heap view on every call: it changes when the module's memory grows.
     const heap = this.#raw.HEAPU8;
     heap.set(key, this.#key);
@@ -117,6 +127,7 @@ class RegionAead implements SodiumAead {
     ciphertext: Uint8Array,
   ): Uint8Array | null {
     const n = ciphertext.length - TAG_LENGTH;
+    checkRegion(n, ad.length);
     const heap = this.#raw.HEAPU8;
     heap.set(key, this.#key);
     heap.set(nonce, this.#nonce);
