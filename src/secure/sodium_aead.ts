@@ -6,8 +6,8 @@
  * callers use `node:crypto`.
  *
  * Inputs are copied into one region of WebAssembly memory reserved at load time, sealed or
- * opened there, and copied out; the key, the input and the output are zeroed in that region
- * after each call.
+ * opened there, and copied out; the key and the plaintext are zeroed in that region after each
+ * call (ciphertexts are not secret and stay until the next call overwrites them).
  *
  * @module
  */
