@@ -3,7 +3,8 @@
  * `bench/net/main.ts` and runs the measures it is given, then prints one JSON line
  * `{"figures": Figure[]}`. For `idle` it prints `{"opened": n}`, then waits for `close` on stdin.
  *
- * Raw kinds use a raw Deno socket with 4-byte length framing; library kinds use `connect()`.
+ * Raw kinds use a raw Deno socket with 4-byte length framing; library kinds use `connect()`; the
+ * js-libp2p-noise peer uses `libp2p_peer.ts` (loaded only for that kind).
  * Every measure warms up first, then counts for `--seconds`.
  *
  * @module
@@ -13,6 +14,7 @@ import {
   ACK_ONLY,
   type Figure,
   fromHex,
+  isPeer,
   isRaw,
   lines,
   type Measure,
@@ -338,6 +340,26 @@ async function runLibrary(measure: Measure): Promise<Figure> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The js-libp2p-noise peer: full XX handshakes and one-way 64 KiB bulk.
+
+type PeerModule = typeof import("./libp2p_peer.ts");
+let peerModule: PeerModule | undefined;
+let peerClient: Awaited<ReturnType<PeerModule["libp2pClient"]>> | undefined;
+
+async function peer(): Promise<[PeerModule, NonNullable<typeof peerClient>]> {
+  peerModule ??= await import("./libp2p_peer.ts");
+  peerClient ??= await peerModule.libp2pClient(address, publicKey!);
+  return [peerModule, peerClient];
+}
+
+async function runPeer(measure: Measure): Promise<Figure> {
+  const [module, client] = await peer();
+  if (measure !== "bulk64k") throw new TypeError(`Cannot run measure "${measure}" here`);
+  const { rate, count } = await module.libp2pBulk(client, 65536, 64, countWindow);
+  return { measure, value: (rate * 65536) / 1e6, unit: "MB/s", count };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Handshakes per second and idle connections.
 
 /** One native TLS 1.3 handshake, then close (the baseline). */
@@ -419,7 +441,11 @@ async function noiseHandshake(): Promise<void> {
 async function handshakes(): Promise<Figure> {
   let done = 0;
   let running = true;
-  const one = isRaw(kind) ? tlsHandshake : noiseHandshake;
+  let one = isRaw(kind) ? tlsHandshake : noiseHandshake;
+  if (isPeer(kind)) {
+    const [module, client] = await peer();
+    one = () => module.libp2pHandshake(client);
+  }
   const workers = Array.from({ length: concurrency }, async () => {
     while (running) {
       await one();
@@ -473,6 +499,10 @@ if (measures.includes("idle")) {
   const figures: Figure[] = [];
   for (const measure of measures) {
     if (measure === "handshakes") figures.push(await handshakes());
+    else if (measure === "handshakes-resumed") {
+      // To come with session resumption (issue 12, P5): see docs/PERFORMANCE.md.
+      throw new TypeError("Resumed handshakes are not measured yet");
+    } else if (isPeer(kind)) figures.push(await runPeer(measure));
     else if (isRaw(kind)) figures.push(await runRaw(measure));
     else figures.push(await runLibrary(measure));
   }

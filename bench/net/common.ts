@@ -18,7 +18,11 @@ export type ServerKind =
   | "lib-plain-tcp"
   | "lib-noise-tcp"
   | "lib-noise-unix"
-  | "lib-tls";
+  | "lib-tls"
+  | "peer-libp2p-noise";
+
+/** The version of `@chainsafe/libp2p-noise` that deno.json maps (the report names it). */
+export const LIBP2P_NOISE_VERSION = "17.0.0";
 
 /** What a client process measures. */
 export type Measure =
@@ -29,6 +33,7 @@ export type Measure =
   | "bulk64k"
   | "bulk1m"
   | "handshakes"
+  | "handshakes-resumed"
   | "idle";
 
 /** One figure a client process reports. */
@@ -53,10 +58,18 @@ export interface Figure {
 export interface ReadyLine {
   /** The address clients connect to (`host:port` or a socket path). */
   address: string;
-  /** The server's static public key, hex (Noise servers). */
+  /**
+   * The server's static public key, hex (Noise servers); for the js-libp2p-noise peer, its
+   * identity key (libp2p protobuf encoding), which the client pins.
+   */
   publicKey?: string;
   /** The process id. */
   pid: number;
+}
+
+/** Whether a server kind is the js-libp2p-noise peer (`libp2p_peer.ts`). */
+export function isPeer(kind: ServerKind): boolean {
+  return kind.startsWith("peer-");
 }
 
 /** Whether a server kind is one of the raw baselines. */

@@ -1,13 +1,16 @@
 /**
  * The figures of the network benchmark that involve no network, measured in the orchestrator's
  * process: P1 (packet codec), P7 (compression against the `lz4` and `zstd` command-line tools on
- * the same files), and the AEAD ceiling of the bulk path.
+ * the same files), the AEAD ceiling of the bulk path, and the X25519 cost of one XX server
+ * handshake (P5).
  *
  * @module
  */
 
 import { decodePacket, encodePacket } from "../../src/core/mod.ts";
+import process from "node:process";
 import { nativeProvider } from "../../src/secure/crypto.ts";
+import { defaultProvider, initCrypto } from "../../src/secure/default_provider.ts";
 import { compress, decompress } from "../../src/compression/compress.ts";
 import { cliBench, speed, textLike } from "../compression_cli.ts";
 
@@ -135,5 +138,79 @@ export function measureAeadCeiling(quick: boolean): AeadCeiling {
         sampleMs,
       ),
     ),
+  };
+}
+
+/** What X25519 costs the XX responder, in CPU time of this process (P5). */
+export interface X25519Cost {
+  /** The provider measured (`defaultProvider().name`). */
+  provider: string;
+  /** One key generation, µs of CPU. */
+  keygenUs: number;
+  /** One Diffie-Hellman with a peer public key seen for the first time (imported), µs of CPU. */
+  dhUs: number;
+  /**
+   * The X25519 work of one XX responder, µs of CPU: an ephemeral key generation and three DH
+   * (`ee` and `es` with the initiator's new ephemeral key, `se` with its static key), with the
+   * responder's static key already loaded and each peer key imported once, as in a handshake.
+   */
+  xxResponderUs: number;
+}
+
+/**
+ * Median CPU time (user + system of this process) per call of `fn`, in µs, over 5 samples of
+ * about `sampleMs` each.
+ */
+function cpuMicros(fn: (i: number) => void, sampleMs: number): number {
+  let iterations = 1;
+  let i = 0;
+  for (;;) {
+    const start = performance.now();
+    for (let n = 0; n < iterations; n++) fn(i++);
+    if (performance.now() - start >= sampleMs / 4) break;
+    iterations *= 2;
+  }
+  const samples: number[] = [];
+  for (let s = 0; s < 5; s++) {
+    const before = process.cpuUsage();
+    for (let n = 0; n < iterations; n++) fn(i++);
+    const spent = process.cpuUsage(before);
+    samples.push((spent.user + spent.system) / iterations);
+  }
+  return samples.sort((a, b) => a - b)[2]!;
+}
+
+/**
+ * Measures X25519 through the library's default provider (`defaultProvider()`, after
+ * `initCrypto()`): key generation, one DH, and the set one XX server handshake does.
+ *
+ * @param quick Shorter samples.
+ * @returns The costs in µs of CPU.
+ */
+export async function measureX25519(quick: boolean): Promise<X25519Cost> {
+  await initCrypto();
+  const provider = defaultProvider();
+  const sampleMs = quick ? 150 : 400;
+  const serverStatic = provider.generateKeyPair();
+  // Peer keys made beforehand; each use takes a fresh copy, so every DH imports its peer key the
+  // way a handshake does (the import is cached per array).
+  const peers = Array.from({ length: 64 }, () => provider.generateKeyPair().publicKey);
+  const peer = (i: number) => peers[i % peers.length]!.slice();
+  const round = (n: number) => Math.round(n * 10) / 10;
+  const keygenUs = cpuMicros(() => provider.generateKeyPair(), sampleMs);
+  const dhUs = cpuMicros((i) => provider.dh(serverStatic.privateKey, peer(i)), sampleMs);
+  const xxResponderUs = cpuMicros((i) => {
+    const ephemeral = provider.generateKeyPair();
+    const remoteEphemeral = peer(i);
+    const remoteStatic = peer(i + 1);
+    provider.dh(ephemeral.privateKey, remoteEphemeral);
+    provider.dh(serverStatic.privateKey, remoteEphemeral);
+    provider.dh(ephemeral.privateKey, remoteStatic);
+  }, sampleMs);
+  return {
+    provider: provider.name,
+    keygenUs: round(keygenUs),
+    dhUs: round(dhUs),
+    xxResponderUs: round(xxResponderUs),
   };
 }

@@ -1,6 +1,7 @@
 /**
- * A server process of the network benchmark: either a raw baseline (Deno TCP, Unix or native TLS
- * echo with 4-byte length framing) or this library's daemon (`serve()`), chosen by `--kind`.
+ * A server process of the network benchmark: a raw baseline (Deno TCP, Unix or native TLS echo
+ * with 4-byte length framing), this library's daemon (`serve()`), or the js-libp2p-noise peer
+ * (`libp2p_peer.ts`, loaded only for that kind), chosen by `--kind`.
  *
  * It prints one JSON {@linkcode ReadyLine} on stdout when it listens, then obeys lines on stdin:
  * `rss` prints `{"rss": bytes, "connections": n}` after a garbage collection (when `--expose-gc`
@@ -14,6 +15,7 @@
 
 import {
   ACK_ONLY,
+  isPeer,
   isRaw,
   lines,
   MAX_RAW_FRAME,
@@ -274,6 +276,19 @@ async function startLibrary(): Promise<void> {
   });
 }
 
+// ---------------------------------------------------------------------------------------------
+// The js-libp2p-noise peer (its packages need --allow-env, so only this kind imports them).
+
+let peerConnections = () => 0;
+
+async function startPeer(): Promise<void> {
+  const { startLibp2pServer } = await import("./libp2p_peer.ts");
+  const server = await startLibp2pServer(address);
+  ready = { address: server.address, pid: Deno.pid, publicKey: toHex(server.identityKey) };
+  peerConnections = server.connections;
+  stop = server.stop;
+}
+
 function splitHostPort(value: string): [string, number] {
   const index = value.lastIndexOf(":");
   return [value.slice(0, index).replace(/^\[|\]$/g, ""), Number(value.slice(index + 1))];
@@ -281,11 +296,13 @@ function splitHostPort(value: string): [string, number] {
 
 function connectionCount(): number {
   if (isRaw(kind)) return connections;
+  if (isPeer(kind)) return peerConnections();
   return (globalThis as unknown as { benchConnections: number }).benchConnections;
 }
 
 if (kind === "raw-node-tls") await startNodeTls();
 else if (isRaw(kind)) startRaw();
+else if (isPeer(kind)) await startPeer();
 else await startLibrary();
 
 const deadline = setTimeout(() => {
