@@ -107,6 +107,22 @@ export interface CancelMessage {
   id: number;
 }
 
+/**
+ * A session ticket from the server (docs/PROTOCOL.md, "Session resumption"): an opaque blob
+ * the client presents in a later hello to resume the session with one ephemeral DH per side
+ * instead of a full handshake. Sent only by a server that issues tickets, only to a client that
+ * asked for them in its hello, at most once per session; the connection handles it, it never
+ * reaches a dispatcher or `receive()`.
+ */
+export interface TicketMessage {
+  /** Discriminant. */
+  type: "ticket";
+  /** How long the client may keep the ticket, in milliseconds from its arrival. */
+  lifetime: number;
+  /** The ticket: opaque to the client (encrypted under a key only the server holds). */
+  ticket: Uint8Array;
+}
+
 /** Every message of the protocol, discriminated by `type`. */
 export type Message =
   | PingMessage
@@ -118,7 +134,8 @@ export type Message =
   | RequestMessage
   | ResponseMessage
   | ErrorMessage
-  | CancelMessage;
+  | CancelMessage
+  | TicketMessage;
 
 /** The wire tags of the built-in messages. */
 export const MessageTag: {
@@ -131,6 +148,7 @@ export const MessageTag: {
   readonly Response: 0x11;
   readonly Error: 0x12;
   readonly Cancel: 0x13;
+  readonly Ticket: 0x14;
 } = {
   Ping: 0x01,
   Pong: 0x02,
@@ -141,6 +159,7 @@ export const MessageTag: {
   Response: 0x11,
   Error: 0x12,
   Cancel: 0x13,
+  Ticket: 0x14,
 } as const;
 
 /** Codes of {@linkcode ErrorMessage}s produced by the library itself (applications use 1000+). */
@@ -176,6 +195,7 @@ export const RESERVED_OPCODES: ReadonlySet<string> = new Set([
   "RESPONSE",
   "ERROR",
   "CANCEL",
+  "SESSION_TICKET",
 ]);
 
 const MAX_ID = MAX_WIRE_INTEGER;
@@ -189,7 +209,7 @@ const KNOWN_TAGS: ReadonlySet<number> = new Set(Object.values(MessageTag));
 /**
  * Returns the dispatcher opcode of a message: `"PING"`, `"PONG"`, `"ECHO"`, `"DISCONNECT"`,
  * `"UNKNOWN"`, a custom message's command, the opcode of the message a request carries,
- * `"RESPONSE"`, `"ERROR"` or `"CANCEL"`.
+ * `"RESPONSE"`, `"ERROR"`, `"CANCEL"` or `"SESSION_TICKET"`.
  *
  * @example Opcodes
  * ```ts
@@ -226,6 +246,8 @@ export function opcodeOf(message: Message): string {
       return "ERROR";
     case "cancel":
       return "CANCEL";
+    case "ticket":
+      return "SESSION_TICKET";
   }
 }
 
@@ -373,6 +395,20 @@ export function messageSize(message: Message, nested: boolean): number {
       if (nested) throw nestedError("cancel");
       checkId(message.id);
       return 1 + varintSize(message.id);
+    case "ticket": {
+      if (nested) throw nestedError("ticket");
+      const lifetime = message.lifetime;
+      if (!Number.isSafeInteger(lifetime) || lifetime < 0) {
+        throw new RangeError(
+          `Cannot encode ticket lifetime "${lifetime}": expected an integer of milliseconds`,
+        );
+      }
+      if (!(message.ticket instanceof Uint8Array)) {
+        throw new TypeError("Cannot encode ticket message: its ticket is not a Uint8Array");
+      }
+      const t = message.ticket.length;
+      return 1 + varintSize(lifetime) + varintSize(t) + t;
+    }
     default: {
       // A type without a case here does not compile.
       const invalid: never = message;
@@ -429,6 +465,12 @@ export function writeMessage(out: Uint8Array, offset: number, message: Message):
     case "cancel":
       out[offset] = MessageTag.Cancel;
       return writeVarint(out, offset + 1, message.id);
+    case "ticket":
+      out[offset] = MessageTag.Ticket;
+      offset = writeVarint(out, offset + 1, message.lifetime);
+      offset = writeVarint(out, offset, message.ticket.length);
+      out.set(message.ticket, offset);
+      return offset + message.ticket.length;
   }
 }
 
@@ -502,6 +544,14 @@ export function readMessage(reader: Reader, nested: boolean): Message {
     case MessageTag.Cancel:
       if (nested) throw nestedDecodeError("cancel");
       return { type: "cancel", id: readId(reader) };
+    case MessageTag.Ticket: {
+      if (nested) throw nestedDecodeError("ticket");
+      const lifetime = reader.varint();
+      const length = reader.varint();
+      const start = reader.take(length);
+      // Always a copy: the client keeps the ticket beyond the record that carried it.
+      return { type: "ticket", lifetime, ticket: reader.bytes.slice(start, start + length) };
+    }
     default:
       // Unknown tags: the rest of the entry belongs to a message this version does not know.
       reader.offset = reader.end;

@@ -29,6 +29,7 @@ import {
   encodeHello,
   encodeParams,
   type HandshakeParams,
+  type Hello,
   helloPrologue,
   type PatternName,
 } from "./hello.ts";
@@ -47,6 +48,12 @@ import {
 } from "./handshake_trust.ts";
 import type { KeyPair } from "./keys.ts";
 import { HandshakeState } from "./noise/handshake_state.ts";
+import {
+  resumptionContext,
+  type StoredTicket,
+  TicketReceiver,
+  type TicketState,
+} from "./session_ticket.ts";
 import {
   type ClientPolicy,
   type ClientSecurityOptions,
@@ -192,6 +199,10 @@ export class ClientHandshake extends SessionHandshake {
   readonly #policy: ClientPolicy;
   #hs: HandshakeState | undefined;
   #received = 0;
+  /** The ticket the hello presents, when this handshake resumes a session (psk erased). */
+  #resuming: StoredTicket | undefined;
+  /** The digest of the trust settings, when resumption is on. */
+  #context: Uint8Array | undefined;
 
   /**
    * Validates the options and chooses the pattern.
@@ -231,7 +242,29 @@ export class ClientHandshake extends SessionHandshake {
    */
   explainReadFailure(cause: ProtocolError | undefined): ProtocolError | undefined {
     if (this.#received > 0 || this.#core.state !== "wait") return undefined;
+    if (
+      this.#resuming !== undefined && (cause === undefined || cause.code === "ConnectionClosed")
+    ) {
+      return new ProtocolError(
+        "HandshakeFailed",
+        "The server closed the connection after our resumption hello: it did not accept the " +
+          "session ticket (it restarted, is another process behind the same address, the ticket " +
+          "expired or its key was rotated out, or resumption is off there); the ticket is " +
+          "dropped and the next handshake is a full one",
+        cause === undefined ? {} : { cause },
+      );
+    }
     return explainFirstReplyFailure(this.#policy, cause);
+  }
+
+  /**
+   * Whether this handshake resumes a session: its hello presents a session ticket (known once
+   * {@linkcode ClientHandshake.start} ran). When such a handshake fails before the server
+   * replies, the server most likely refused the ticket; the ticket is gone from the store, so a
+   * new handshake with the same options is a full one (`connect()` runs it at once).
+   */
+  get resuming(): boolean {
+    return this.#resuming !== undefined;
   }
 
   /** The pattern this client runs, or `"plaintext"`. */
@@ -258,20 +291,47 @@ export class ClientHandshake extends SessionHandshake {
     this.#core.state = "wait";
     if (policy.mode === "plaintext") return [encodeHello("plaintext", undefined, params)];
     try {
-      const pattern = policy.pattern!;
+      let pattern = policy.pattern!;
       const facts = PATTERN_INFO[pattern];
+      const provider = this.#core.provider;
+      let psk = policy.psk;
+      const resumption = policy.resumption;
+      if (resumption !== undefined) {
+        params.resumption = true;
+        this.#context = resumptionContext(provider, {
+          pattern,
+          pins: policy.pins,
+          staticKey: policy.staticKey?.publicKey,
+          psk: policy.psk,
+          knownServers: policy.knownServers?.name,
+        });
+        const ticket = resumption.store.take(resumption.name, this.#context);
+        if (ticket !== undefined) {
+          // A resumed handshake: NNpsk0 keyed by the ticket's secret, the ticket in the hello
+          // (and so in the prologue). The secret is copied into the handshake state, then erased.
+          this.#resuming = ticket;
+          params.ticket = ticket.ticket;
+          pattern = "NNpsk0";
+          psk = ticket.psk.slice();
+          ticket.psk.fill(0);
+        }
+      }
       const header = encodeHello("noise", pattern, params);
-      let s: KeyPair | undefined = policy.staticKey;
-      if (facts.clientStatic && s === undefined) s = this.#core.provider.generateKeyPair();
+      let s: KeyPair | undefined = this.#resuming === undefined ? policy.staticKey : undefined;
+      if (this.#resuming === undefined && facts.clientStatic && s === undefined) {
+        s = provider.generateKeyPair();
+      }
+      const serverKnown = this.#resuming === undefined && facts.serverKnown;
       const hs = new HandshakeState({
         protocolName: protocolName(pattern),
         initiator: true,
         prologue: helloPrologue(header),
         ...(s === undefined ? {} : { s: s.privateKey }),
-        ...(facts.serverKnown ? { rs: policy.pins[0]! } : {}),
-        ...(policy.psk === undefined ? {} : { psks: [policy.psk] }),
-        provider: this.#core.provider,
+        ...(serverKnown ? { rs: policy.pins[0]! } : {}),
+        ...(psk === undefined ? {} : { psks: [psk] }),
+        provider,
       });
+      if (this.#resuming !== undefined) psk?.fill(0);
       this.#hs = hs;
       const message = hs.writeMessage(EMPTY);
       const first = new Uint8Array(header.length + message.length);
@@ -301,8 +361,30 @@ export class ClientHandshake extends SessionHandshake {
       return [];
     }
     const hs = this.#hs!;
-    const pattern = policy.pattern!;
     const params = decodeParams(hs.readMessage(payload));
+    if (params.ticket !== undefined) {
+      throw new ProtocolError("HandshakeFailed", "The server's parameters carry a session ticket");
+    }
+    const wantsTicket = policy.resumption !== undefined && params.resumption === true;
+    const resuming = this.#resuming;
+    if (resuming !== undefined) {
+      // The secret proves the server is the one that issued the ticket to this client, so the
+      // session has the identities of the full handshake the ticket came from.
+      const secret = this.#core.finish({
+        hs,
+        initiator: true,
+        localFeatures: policy.features,
+        remote: params,
+        pattern: resuming.pattern,
+        pinned: resuming.pinned,
+        resumed: true,
+        remoteStaticKey: resuming.serverKey,
+        resumption: wantsTicket,
+      });
+      this.#expectTicket(secret, resuming.pattern, resuming.pinned, resuming.serverKey);
+      return [];
+    }
+    const pattern = policy.pattern!;
     let pinned = PATTERN_INFO[pattern].serverKnown;
     let remember: Uint8Array | undefined;
     if (!pinned) {
@@ -322,15 +404,36 @@ export class ClientHandshake extends SessionHandshake {
       // recorded fails the handshake rather than leaving the next connection unauthenticated.
       await recordServerKey(policy.knownServers!, remember);
     }
-    this.#core.finish({
+    const serverKey = hs.remoteStaticKey;
+    const secret = this.#core.finish({
       hs,
       initiator: true,
       localFeatures: policy.features,
       remote: params,
       pattern,
       pinned,
+      resumption: wantsTicket,
     });
+    // The key just recorded is a known server's key by the time the ticket is used.
+    this.#expectTicket(secret, pattern, pinned || remember !== undefined, serverKey);
     return out;
+  }
+
+  /** Makes the receiver of the ticket the server announced, with the session's secret. */
+  #expectTicket(
+    secret: Uint8Array | undefined,
+    pattern: PatternName,
+    pinned: boolean,
+    serverKey: Uint8Array | undefined,
+  ): void {
+    const resumption = this.#policy.resumption;
+    if (secret === undefined || resumption === undefined) return;
+    const pending = { psk: secret, context: this.#context!, pattern, pinned };
+    this.#core.out!.ticketReceiver = new TicketReceiver(
+      resumption.store,
+      resumption.name,
+      serverKey === undefined ? pending : { ...pending, serverKey: serverKey.slice() },
+    );
   }
 }
 
@@ -357,6 +460,10 @@ export class ServerHandshake extends SessionHandshake {
   #pattern: PatternName | undefined;
   #clientParams: HandshakeParams = { features: 0 };
   #pinned = false;
+  /** Whether a ticket is issued at the end (announced in the server's parameters). */
+  #issue = false;
+  /** The state of the ticket this handshake resumes from (psk erased). */
+  #resumed: TicketState | undefined;
 
   /**
    * Validates the options.
@@ -394,6 +501,7 @@ export class ServerHandshake extends SessionHandshake {
     if (this.#policy.maxMessageSize !== undefined) {
       params.maxMessageSize = this.#policy.maxMessageSize;
     }
+    if (this.#issue) params.resumption = true;
     return params;
   }
 
@@ -405,6 +513,7 @@ export class ServerHandshake extends SessionHandshake {
     const policy = this.#policy;
     if (this.#hs === undefined) {
       const hello = decodeHello(payload);
+      if (hello.params.ticket !== undefined) return await this.#resume(hello);
       const mode = hello.mode === "plaintext" ? "plaintext" : hello.pattern!;
       if (!policy.accept.has(mode)) {
         throw new ProtocolError("PolicyViolation", `The server does not accept "${mode}"`);
@@ -425,6 +534,8 @@ export class ServerHandshake extends SessionHandshake {
       }
       const pattern = hello.pattern!;
       const facts = PATTERN_INFO[pattern];
+      this.#issue = hello.params.resumption === true &&
+        (policy.resumption?.canIssue() ?? false);
       const hs = new HandshakeState({
         protocolName: protocolName(pattern),
         initiator: false,
@@ -456,14 +567,102 @@ export class ServerHandshake extends SessionHandshake {
     return [];
   }
 
+  /**
+   * A hello with a session ticket: open the ticket, check that the session it resumes is still
+   * acceptable (its pattern is accepted, its client key passes `clientKeys` and `authorize`), and
+   * run NNpsk0 keyed by the ticket's secret. Any failure closes the connection; the client then
+   * runs a full handshake.
+   */
+  async #resume(hello: Hello): Promise<Uint8Array[]> {
+    const policy = this.#policy;
+    const issuer = policy.resumption;
+    if (hello.pattern !== "NNpsk0") {
+      throw new ProtocolError(
+        "HandshakeFailed",
+        `A session ticket comes with pattern "NNpsk0", not "${
+          hello.mode === "noise" ? hello.pattern : "plaintext"
+        }"`,
+      );
+    }
+    if (issuer === undefined) {
+      throw new ProtocolError(
+        "HandshakeFailed",
+        "Session ticket refused: this server does not resume sessions (security.resumption is off)",
+      );
+    }
+    const state = issuer.open(hello.params.ticket!, policy.staticKey?.publicKey);
+    let hs: HandshakeState;
+    try {
+      if (!policy.accept.has(state.pattern)) {
+        throw new ProtocolError(
+          "HandshakeFailed",
+          `Session ticket refused: the server no longer accepts pattern "${state.pattern}"`,
+        );
+      }
+      // Client keys are checked again: a key removed from clientKeys, or that authorize now
+      // refuses, cannot resume.
+      this.#pinned = await authorizeClientKey(policy, state.clientKey);
+      hs = new HandshakeState({
+        protocolName: protocolName("NNpsk0"),
+        initiator: false,
+        prologue: helloPrologue(hello.header),
+        psks: [state.psk],
+        provider: this.#core.provider,
+      });
+    } finally {
+      state.psk.fill(0);
+    }
+    this.#hs = hs;
+    this.#pattern = state.pattern;
+    this.#resumed = state;
+    this.#clientParams = hello.params;
+    const first = hs.readMessage(hello.rest);
+    if (first.length !== 0) {
+      throw new ProtocolError("HandshakeFailed", "The first handshake message carries a payload");
+    }
+    this.#issue = hello.params.resumption === true && issuer.canIssue(state.authTime);
+    const reply = hs.writeMessage(encodeParams(this.#params()));
+    this.#complete(hs);
+    return [reply];
+  }
+
   #complete(hs: HandshakeState): void {
-    this.#core.finish({
+    const policy = this.#policy;
+    const resumed = this.#resumed;
+    const pattern = this.#pattern!;
+    const clientKey = resumed === undefined ? hs.remoteStaticKey : resumed.clientKey;
+    const secret = this.#core.finish({
       hs,
       initiator: false,
-      localFeatures: this.#policy.features,
+      localFeatures: policy.features,
       remote: this.#clientParams,
-      pattern: this.#pattern!,
+      pattern,
       pinned: this.#pinned,
+      resumed: resumed !== undefined,
+      remoteStaticKey: clientKey,
+      resumption: this.#issue,
     });
+    if (secret === undefined) return;
+    try {
+      const serverKey = resumed === undefined
+        ? (PATTERN_INFO[pattern].serverStatic ? policy.staticKey?.publicKey : undefined)
+        : resumed.serverKey;
+      const issued = policy.resumption!.issue({
+        psk: secret,
+        pattern,
+        ...(resumed === undefined ? {} : { authTime: resumed.authTime }),
+        ...(serverKey === undefined ? {} : { serverKey }),
+        ...(clientKey === undefined ? {} : { clientKey }),
+      });
+      if (issued !== undefined) {
+        this.#core.out!.ticket = {
+          type: "ticket",
+          lifetime: issued.lifetimeMs,
+          ticket: issued.ticket,
+        };
+      }
+    } finally {
+      secret.fill(0);
+    }
   }
 }

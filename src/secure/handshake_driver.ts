@@ -19,6 +19,8 @@ import {
 } from "./hello.ts";
 import { type HandshakeState, MAX_MESSAGE_LENGTH } from "./noise/handshake_state.ts";
 import type { CommonSecurityOptions } from "./policy.ts";
+import { RESUMPTION_LABEL, type TicketReceiver } from "./session_ticket.ts";
+import type { TicketMessage } from "../core/message.ts";
 
 /** The largest handshake packet payload accepted: the Noise message limit plus a hello. */
 export const MAX_HANDSHAKE_PAYLOAD: number = MAX_MESSAGE_LENGTH + HELLO_HEADER_SIZE +
@@ -46,8 +48,25 @@ export interface HandshakeResult {
    * Whether the peer's static key was checked against configured trust. Client: a pinned
    * server key (NK, IK, KK, XX with `serverKeys`) or a known-servers entry. Server: the client
    * key passed `clientKeys` and `authorize`. A client that gets `false` should log a warning.
+   * A resumed session keeps the value of the full handshake it resumes.
    */
   pinned: boolean;
+  /**
+   * Whether this session was resumed from a session ticket (a Noise NNpsk0 handshake keyed by
+   * the ticket's secret) rather than authenticated by a full handshake. `pattern`,
+   * `remoteStaticKey` and `pinned` are then those of the full handshake the ticket came from.
+   */
+  resumed: boolean;
+  /**
+   * Server side: the session ticket to send to the client (as the first message of the
+   * session), when resumption is on and the client asked for one.
+   */
+  ticket?: TicketMessage;
+  /**
+   * Client side: takes the session ticket the server announced (pass it the server's `ticket`
+   * message); discard it when the connection closes without one.
+   */
+  ticketReceiver?: TicketReceiver;
 }
 
 /** A handshake driver: fed received packet payloads, it returns payloads to send. */
@@ -131,6 +150,12 @@ export interface FinishOptions {
   pattern: PatternName | "plaintext";
   /** Whether the peer's static key was checked against configured trust. */
   pinned: boolean;
+  /** Whether the session was resumed from a ticket (default `false`). */
+  resumed?: boolean;
+  /** The peer's static key when the handshake itself carried none (a resumed session's). */
+  remoteStaticKey?: Uint8Array | undefined;
+  /** Whether to derive the resumption secret before the split (returned by `finish`). */
+  resumption?: boolean;
 }
 
 /**
@@ -241,6 +266,7 @@ export class DriverCore {
       this.failure = error;
       this.state = "failed";
       this.out?.channel?.abort(error);
+      this.out?.ticketReceiver?.discard();
       this.out = undefined;
     }
     return error;
@@ -250,11 +276,14 @@ export class DriverCore {
    * Completes the handshake: splits the Noise state into the channel and builds the result.
    *
    * @param options What the driver knows at the end.
+   * @returns The resumption secret (`HKDF(ck, "npro/2 resumption", 2)[0]`), when asked for.
    */
-  finish(options: FinishOptions): void {
+  finish(options: FinishOptions): Uint8Array | undefined {
     const { hs, remote } = options;
     let channel: SecureChannel | null = null;
+    let secret: Uint8Array | undefined;
     if (hs !== undefined) {
+      if (options.resumption === true) secret = hs.deriveSecret(RESUMPTION_LABEL);
       const [c1, c2] = hs.split();
       channel = new SecureChannel(
         options.initiator ? { send: c1, receive: c2 } : { send: c2, receive: c1 },
@@ -266,14 +295,16 @@ export class DriverCore {
       pattern: options.pattern,
       features: options.localFeatures & remote.features,
       pinned: options.pinned,
+      resumed: options.resumed ?? false,
     };
     if (remote.maxMessageSize !== undefined) result.remoteMaxMessageSize = remote.maxMessageSize;
     if (hs !== undefined) {
       result.handshakeHash = hs.handshakeHash.slice();
-      const rs = hs.remoteStaticKey;
+      const rs = hs.remoteStaticKey ?? options.remoteStaticKey;
       if (rs !== undefined) result.remoteStaticKey = rs.slice();
     }
     this.out = result;
     this.state = "done";
+    return secret;
   }
 }

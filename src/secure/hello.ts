@@ -11,6 +11,8 @@
  * params = *( type:u8 || len:u16be || value )          (TLV, each type at most once)
  *          0x01 features     len 4  u32be bitmap (0x1 lz4, 0x2 zstd; other bits reserved)
  *          0x02 max_message  len 4  u32be largest record body the sender accepts
+ *          0x03 resumption   len 0  client: it takes session tickets; server: a ticket follows
+ *          0x81 ticket       len n  a session ticket (critical: resumption hellos only)
  *          types with bit 0x80 set are critical: unknown critical types fail the handshake
  * ```
  *
@@ -86,6 +88,13 @@ export interface HandshakeParams {
   features: number;
   /** The largest record body the sender accepts, if it announces one. */
   maxMessageSize?: number;
+  /**
+   * Session resumption (TLV `0x03`): from a client, it takes session tickets; from a server, it
+   * sends one after the handshake.
+   */
+  resumption?: boolean;
+  /** A session ticket (critical TLV `0x81`): the client resumes the session it came from. */
+  ticket?: Uint8Array;
 }
 
 /** A decoded hello. */
@@ -104,7 +113,11 @@ export interface Hello {
 
 const TLV_FEATURES = 0x01;
 const TLV_MAX_MESSAGE = 0x02;
+const TLV_RESUMPTION = 0x03;
+const TLV_TICKET = 0x81;
 const TLV_CRITICAL = 0x80;
+/** The largest session ticket a hello may carry. */
+export const MAX_TICKET_SIZE = 512;
 /** The largest parameter block accepted. */
 export const MAX_PARAMS_SIZE = 1024;
 
@@ -126,15 +139,34 @@ export function encodeParams(params: HandshakeParams): Uint8Array {
   checkU32("features", params.features);
   const hasMax = params.maxMessageSize !== undefined;
   if (hasMax) checkU32("max message size", params.maxMessageSize!);
-  const out = new Uint8Array(7 + (hasMax ? 7 : 0));
+  const ticket = params.ticket;
+  if (ticket !== undefined && (ticket.length < 1 || ticket.length > MAX_TICKET_SIZE)) {
+    throw new RangeError(
+      `Cannot send a session ticket of "${ticket.length}" bytes: expected 1 to ${MAX_TICKET_SIZE}`,
+    );
+  }
+  const size = 7 + (hasMax ? 7 : 0) + (params.resumption === true ? 3 : 0) +
+    (ticket === undefined ? 0 : 3 + ticket.length);
+  const out = new Uint8Array(size);
   const view = new DataView(out.buffer);
   out[0] = TLV_FEATURES;
   view.setUint16(1, 4);
   view.setUint32(3, params.features >>> 0);
+  let offset = 7;
   if (hasMax) {
-    out[7] = TLV_MAX_MESSAGE;
-    view.setUint16(8, 4);
-    view.setUint32(10, params.maxMessageSize!);
+    out[offset] = TLV_MAX_MESSAGE;
+    view.setUint16(offset + 1, 4);
+    view.setUint32(offset + 3, params.maxMessageSize!);
+    offset += 7;
+  }
+  if (params.resumption === true) {
+    out[offset] = TLV_RESUMPTION; // length 0
+    offset += 3;
+  }
+  if (ticket !== undefined) {
+    out[offset] = TLV_TICKET;
+    view.setUint16(offset + 1, ticket.length);
+    out.set(ticket, offset + 3);
   }
   return out;
 }
@@ -176,6 +208,18 @@ export function decodeParams(bytes: Uint8Array): HandshakeParams {
       const value = view.getUint32(offset);
       if (type === TLV_FEATURES) params.features = value;
       else params.maxMessageSize = value;
+    } else if (type === TLV_RESUMPTION) {
+      if (length !== 0) {
+        throw handshakeError(`Handshake parameter "${type}" has "${length}" bytes, expected "0"`);
+      }
+      params.resumption = true;
+    } else if (type === TLV_TICKET) {
+      if (length < 1 || length > MAX_TICKET_SIZE) {
+        throw handshakeError(
+          `Session ticket of "${length}" bytes: expected 1 to "${MAX_TICKET_SIZE}"`,
+        );
+      }
+      params.ticket = bytes.slice(offset, offset + length);
     } else if ((type & TLV_CRITICAL) !== 0) {
       throw handshakeError(`Unknown critical handshake parameter "${type}"`);
     }

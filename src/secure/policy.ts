@@ -13,6 +13,7 @@ import { KNOWN_FEATURES, PATTERN_NAMES, type PatternName } from "./hello.ts";
 import type { KeyPair } from "./keys.ts";
 import type { KnownServers } from "./known_servers.ts";
 import { getPattern } from "./noise/patterns.ts";
+import type { ClientResumption, SessionTicketIssuer } from "./session_ticket.ts";
 import { positiveIntegerOption } from "../util/options.ts";
 
 /** The default handshake time limit: 5 seconds. */
@@ -71,6 +72,12 @@ export interface ClientSecurityOptions extends CommonSecurityOptions {
   psk?: Uint8Array;
   /** Trust on first use, for XX without pins. */
   knownServers?: TrustOnFirstUse;
+  /**
+   * Session resumption: ask the server for session tickets, keep them in `store` under `name`,
+   * and offer the one kept there (once) instead of a full handshake (docs/SECURITY.md, "Session
+   * resumption"). Off when absent.
+   */
+  resumption?: ClientResumption;
 }
 
 /** Decides whether a client's static public key may connect. */
@@ -95,6 +102,12 @@ export interface ServerSecurityOptions extends CommonSecurityOptions {
   authorize?: Authorizer;
   /** A 32-byte pre-shared key (the server then accepts only psk patterns). */
   psk?: Uint8Array;
+  /**
+   * Session resumption: issue a session ticket after each handshake of a client that asks for
+   * one, and accept the tickets these keys sealed (docs/SECURITY.md, "Session resumption"). One
+   * issuer serves every handshake of the server. Off when absent.
+   */
+  resumption?: SessionTicketIssuer;
 }
 
 /**
@@ -168,6 +181,8 @@ export interface ClientPolicy {
   psk?: Uint8Array;
   /** Trust on first use, when configured. */
   knownServers?: TrustOnFirstUse;
+  /** Session resumption, when configured. */
+  resumption?: ClientResumption;
   /** The feature bitmap to announce. */
   features: number;
   /** The largest record body to announce. */
@@ -190,6 +205,8 @@ export interface ServerPolicy {
   mutual: boolean;
   /** The pre-shared key, for psk patterns. */
   psk?: Uint8Array;
+  /** The session ticket keys, when resumption is on. */
+  resumption?: SessionTicketIssuer;
   /** The feature bitmap to announce. */
   features: number;
   /** The largest record body to announce. */
@@ -273,6 +290,8 @@ export function resolveClientPolicy(options: ClientSecurityOptions): ClientPolic
   const staticKey = checkKeyPair("Client static", options.staticKey);
   const psk = options.psk === undefined ? undefined : checkKey("Pre-shared key", options.psk);
   const tofu = options.knownServers;
+  const resumption = options.resumption;
+  if (resumption !== undefined) checkClientResumption(resumption);
   if (options.encryption === false) {
     refuseInPlaintext({
       pattern: options.pattern,
@@ -280,6 +299,7 @@ export function resolveClientPolicy(options: ClientSecurityOptions): ClientPolic
       staticKey,
       psk,
       knownServers: tofu,
+      resumption,
     });
     return { mode: "plaintext", pins, ...common };
   }
@@ -328,7 +348,20 @@ export function resolveClientPolicy(options: ClientSecurityOptions): ClientPolic
   if (staticKey !== undefined) policy.staticKey = staticKey;
   if (psk !== undefined) policy.psk = psk;
   if (tofu !== undefined) policy.knownServers = tofu;
+  if (resumption !== undefined) policy.resumption = resumption;
   return policy;
+}
+
+function checkClientResumption(resumption: ClientResumption): void {
+  if (
+    typeof resumption !== "object" || resumption === null ||
+    typeof resumption.store?.take !== "function" || typeof resumption.name !== "string" ||
+    resumption.name === ""
+  ) {
+    throw new TypeError(
+      "The resumption option must be { store: SessionTicketStore, name: a non-empty string }",
+    );
+  }
 }
 
 /**
@@ -385,8 +418,19 @@ export function resolveServerPolicy(options: ServerSecurityOptions): ServerPolic
   }
   const psk = options.psk === undefined ? undefined : checkKey("Pre-shared key", options.psk);
   const mutual = clientKeys !== undefined || authorize !== undefined;
+  const resumption = options.resumption;
+  if (resumption !== undefined && typeof resumption?.open !== "function") {
+    throw new TypeError("The resumption option must be a SessionTicketIssuer");
+  }
   if (options.encryption === false) {
-    refuseInPlaintext({ accept: options.accept, staticKey, clientKeys, authorize, psk });
+    refuseInPlaintext({
+      accept: options.accept,
+      staticKey,
+      clientKeys,
+      authorize,
+      psk,
+      resumption,
+    });
     return { accept: new Set(["plaintext"]), mutual: false, ...common };
   }
   let accept: readonly PatternName[];
@@ -430,5 +474,6 @@ export function resolveServerPolicy(options: ServerSecurityOptions): ServerPolic
   if (clientKeys !== undefined) policy.clientKeys = clientKeys;
   if (authorize !== undefined) policy.authorize = authorize;
   if (psk !== undefined) policy.psk = psk;
+  if (resumption !== undefined) policy.resumption = resumption;
   return policy;
 }

@@ -445,6 +445,43 @@ export class HandshakeState {
   }
 
   /**
+   * Derives a secret for use outside the handshake from the final chaining key (for example the
+   * session resumption secret): the first output of `HKDF(ck, label, 2)`, independent of the
+   * transport keys, which `Split()` derives with an empty label. Call it after the last message
+   * and before {@linkcode HandshakeState.split}.
+   *
+   * @example Both sides derive the same secret
+   * ```ts
+   * import { HandshakeState } from "@npro/network-protocol/noise";
+   * import assert from "node:assert/strict";
+   *
+   * const protocolName = "Noise_NN_25519_ChaChaPoly_SHA256";
+   * const client = new HandshakeState({ protocolName, initiator: true });
+   * const server = new HandshakeState({ protocolName, initiator: false });
+   * server.readMessage(client.writeMessage());
+   * client.readMessage(server.writeMessage());
+   * const label = new TextEncoder().encode("example");
+   * assert.deepEqual(client.deriveSecret(label), server.deriveSecret(label));
+   * ```
+   *
+   * @param label A non-empty label naming the secret's use.
+   * @returns A 32-byte secret.
+   * @throws {ProtocolError} `HandshakeFailed` when the handshake is not complete, failed, or was
+   * already split.
+   * @throws {TypeError} When the label is empty.
+   */
+  deriveSecret(label: Uint8Array): Uint8Array {
+    this.#throwIfFailed();
+    if (this.#index < this.#pattern.messages.length || this.#split) {
+      throw new ProtocolError(
+        "HandshakeFailed",
+        "A secret is derived after the last handshake message and before the split",
+      );
+    }
+    return this.#symmetric.deriveSecret(label);
+  }
+
+  /**
    * Derives the transport cipher states once the handshake is complete (`Split`). It can be
    * called once. For one-way patterns only the first state is used.
    *

@@ -137,6 +137,23 @@ export class SymmetricState {
   }
 
   /**
+   * Derives a secret for use outside the handshake from the chaining key, domain-separated by
+   * `label`: the first output of `HKDF(ck, label, 2)` (the second is erased). `Split()` runs
+   * `HKDF(ck, empty, 2)`, so a non-empty label never yields a transport key. Call it before
+   * {@linkcode SymmetricState.split}, which erases `ck`.
+   *
+   * @param label A non-empty ASCII label naming the secret's use.
+   * @returns A 32-byte secret.
+   * @throws {TypeError} When the label is empty.
+   */
+  deriveSecret(label: Uint8Array): Uint8Array {
+    if (label.length === 0) throw new TypeError("A derived secret needs a non-empty label");
+    const [secret, other] = this.#provider.hkdf(this.#ck, label, 2) as [Uint8Array, Uint8Array];
+    other.fill(0);
+    return secret;
+  }
+
+  /**
    * `Split()`: derives the two transport cipher states, initiator-to-responder first, and erases
    * the chaining key and the handshake key. `handshakeHash` stays readable.
    *
