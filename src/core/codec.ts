@@ -75,6 +75,7 @@ export class PacketDecoder {
   /** The payload being assembled, grown as bytes arrive. */
   #payload: Uint8Array = NO_PAYLOAD;
   #payloadFill = 0;
+  #preallocateLimit = 0;
   #error: unknown = undefined;
   #slab: Slab | undefined; // Made on first copy: idle decoders hold no buffer.
   /** Where the last push stopped in its chunk (for {@linkcode PacketDecoder.pushOne}). */
@@ -119,6 +120,93 @@ export class PacketDecoder {
 
   set maxPayloadSize(value: number) {
     this.#max = resolveMaxPayloadSize({ maxPayloadSize: value });
+  }
+
+  /**
+   * Packets of at most this many bytes get a buffer of their final size as soon as a sixteenth
+   * of them arrived, instead of growing with the bytes received (default 0: always grow). A
+   * connection raises it once its session starts, so that large packets are read straight into
+   * their final buffer ({@linkcode PacketDecoder.directBuffer}) with no growth copies; a peer
+   * that announces a large packet and stalls then holds at most 16 times what it sent, and never
+   * more than this limit.
+   *
+   * @example Allocate large packets at once
+   * ```ts
+   * import { encodePacket, PacketDecoder } from "@npro/network-protocol/core";
+   * import assert from "node:assert/strict";
+   *
+   * const decoder = new PacketDecoder();
+   * decoder.preallocateLimit = 1024 * 1024;
+   * const bytes = encodePacket({ version: 2, payload: new Uint8Array(100_000) });
+   * decoder.push(bytes.subarray(0, 50_000));
+   * // The header is 9 bytes: 49,991 payload bytes arrived, the buffer has room for the rest.
+   * assert.equal(decoder.directBuffer(1)!.length, 100_000 - 49_991);
+   * ```
+   */
+  get preallocateLimit(): number {
+    return this.#preallocateLimit;
+  }
+
+  set preallocateLimit(value: number) {
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new RangeError(
+        `Cannot use preallocation limit "${value}": it must be a non-negative integer`,
+      );
+    }
+    this.#preallocateLimit = value;
+  }
+
+  /**
+   * The free part of the buffer of a packet in progress, when at least `minimum` bytes of it are
+   * still missing: the caller reads the stream straight into it and reports how many bytes it
+   * wrote with {@linkcode PacketDecoder.commitDirect}, saving the copy through a read buffer.
+   * Its length never exceeds what the packet still needs, so a read into it never takes bytes
+   * of the next packet.
+   *
+   * @example Read the rest of a packet in place
+   * ```ts
+   * import { encodePacket, PacketDecoder } from "@npro/network-protocol/core";
+   * import assert from "node:assert/strict";
+   *
+   * const decoder = new PacketDecoder();
+   * const bytes = encodePacket({ version: 2, payload: new Uint8Array(10_000).fill(7) });
+   * decoder.push(bytes.subarray(0, 5_000));
+   * const target = decoder.directBuffer(1024)!;
+   * const rest = bytes.subarray(5_000, 5_000 + target.length);
+   * target.set(rest);
+   * const packets = decoder.commitDirect(rest.length);
+   * assert.equal(packets.length, rest.length === bytes.length - 5_000 ? 1 : 0);
+   * ```
+   *
+   * @param minimum The fewest missing bytes worth a direct read.
+   * @returns The free bytes of the packet's buffer, or `undefined` (no packet in progress, fewer
+   * than `minimum` bytes missing, or a failed decoder).
+   */
+  directBuffer(minimum: number): Uint8Array | undefined {
+    if (this.#error !== undefined || this.#length < 0) return undefined;
+    const fill = this.#payloadFill;
+    if (this.#length - fill < minimum) return undefined;
+    if (this.#payload.length === fill) this.#ensure(fill + 1);
+    return this.#payload.subarray(fill, this.#payload.length);
+  }
+
+  /**
+   * Records `n` bytes written into the buffer returned by {@linkcode PacketDecoder.directBuffer}.
+   *
+   * @param n The bytes written at its start.
+   * @returns The completed packet, or nothing yet.
+   * @throws {RangeError} For more bytes than that buffer held.
+   */
+  commitDirect(n: number): Packet[] {
+    const fill = this.#payloadFill + n;
+    if (this.#length < 0 || !Number.isInteger(n) || n < 0 || fill > this.#payload.length) {
+      throw new RangeError(`Cannot commit "${n}" bytes: no direct buffer holds them`);
+    }
+    this.#payloadFill = fill;
+    if (fill < this.#length) return [];
+    const out: Packet[] = [];
+    this.#complete(out);
+    return out;
   }
 
   /** The number of bytes held for a packet that is not complete yet. */
@@ -257,7 +345,11 @@ export class PacketDecoder {
     // Never allocate what a header merely claims: start with what arrived (at least a small
     // block) and grow with received bytes, so a peer that announces a large packet and stalls
     // costs only what it sent.
-    this.#payload = new Uint8Array(Math.min(length, Math.max(available, MIN_PAYLOAD_BLOCK)));
+    this.#payload = new Uint8Array(
+      length <= this.#preallocateLimit && available * 16 >= length
+        ? length
+        : Math.min(length, Math.max(available, MIN_PAYLOAD_BLOCK)),
+    );
   }
 
   #ensure(size: number): void {
@@ -266,7 +358,8 @@ export class PacketDecoder {
     // the first block arrived: doubling through 8, 16, 32 and 64 KiB left about 124 KiB of freed
     // copies per stalled handshake in the allocator (bench:hostile), against 74 KiB this way.
     const grown = new Uint8Array(
-      this.#length <= DIRECT_GROWTH
+      this.#length <= DIRECT_GROWTH ||
+        (this.#length <= this.#preallocateLimit && size * 16 >= this.#length)
         ? this.#length
         : Math.min(this.#length, Math.max(size, this.#payload.length * 2)),
     );

@@ -26,6 +26,24 @@ export class Slab {
   }
 
   /**
+   * Returns `length` fresh bytes (zeros) that nothing else uses: a view into a slab for small
+   * lengths, a new buffer for large ones. Slab bytes are never handed out twice.
+   *
+   * @param length The number of bytes.
+   * @returns The bytes.
+   */
+  alloc(length: number): Uint8Array {
+    if (length > this.#maxCopy) return new Uint8Array(length);
+    let offset = this.#offset;
+    if (offset + length > this.#buffer.length) {
+      this.#buffer = new Uint8Array(this.#size);
+      offset = 0;
+    }
+    this.#offset = offset + length;
+    return this.#buffer.subarray(offset, offset + length);
+  }
+
+  /**
    * Returns a copy of `source[start, end)` that does not alias `source`.
    *
    * @param source The bytes to copy from.

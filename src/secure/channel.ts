@@ -276,6 +276,62 @@ export class SecureChannel {
     return this.#sealInner(inner, out);
   }
 
+  /**
+   * Seals a DATA record in place, in the buffer that will be written: the body is the first
+   * `bodyLength` bytes of `record`, followed by 17 bytes of room that receive the record type
+   * and the tag. The record encoder seals this way straight into the outgoing packet. When a
+   * rekey threshold is reached, a KEY_UPDATE record is pushed onto `before` first: it must be
+   * sent before this one.
+   *
+   * @example Seal a record into the packet buffer
+   * ```ts
+   * import { CipherState } from "@npro/network-protocol/noise";
+   * import { SecureChannel } from "@npro/network-protocol/secure";
+   * import assert from "node:assert/strict";
+   *
+   * const k1 = new Uint8Array(32).fill(1);
+   * const k2 = new Uint8Array(32).fill(2);
+   * const alice = new SecureChannel({ send: new CipherState(k1), receive: new CipherState(k2) });
+   * const bob = new SecureChannel({ send: new CipherState(k2), receive: new CipherState(k1) });
+   *
+   * const record = new Uint8Array(3 + 17);
+   * record.set([1, 2, 3]);
+   * const before: Uint8Array[] = [];
+   * alice.sealDataInPlace(record, 3, before);
+   * assert.equal(before.length, 0);
+   * const opened = bob.open(record);
+   * assert.equal(opened.type, "data");
+   * if (opened.type === "data") assert.deepEqual([...opened.body], [1, 2, 3]);
+   * ```
+   *
+   * @param record The body, then at least 17 bytes of room.
+   * @param bodyLength The body length.
+   * @param before Receives a KEY_UPDATE record when one is due.
+   * @throws {RangeError} When `record` has no room for the type byte and the tag.
+   * @throws {ProtocolError} As {@linkcode SecureChannel.sealData}.
+   */
+  sealDataInPlace(record: Uint8Array, bodyLength: number, before: Uint8Array[]): void {
+    this.#checkSend();
+    if (!Number.isInteger(bodyLength) || bodyLength < 0 || bodyLength + 17 > record.length) {
+      throw new RangeError(
+        `Cannot seal a DATA record of "${bodyLength}" bytes in "${record.length}" bytes: it needs "17" more`,
+      );
+    }
+    if (bodyLength > this.#maxBody) {
+      throw new ProtocolError(
+        "LimitExceeded",
+        `Record body of "${bodyLength}" bytes exceeds the limit "${this.#maxBody}"`,
+      );
+    }
+    const rekey = this.#rekeyDue();
+    this.#checkNonceRoom(rekey ? 2 : 1);
+    if (rekey) this.#pushKeyUpdate(before);
+    record[bodyLength] = RecordType.Data;
+    this.#send.encryptInPlace(EMPTY, record, bodyLength + 1);
+    this.#sendRecords++;
+    this.#sendBytes += bodyLength + 1;
+  }
+
   #sealInner(inner: Uint8Array, out: Uint8Array[]): Uint8Array[] {
     const rekey = this.#rekeyDue();
     this.#checkNonceRoom(rekey ? 2 : 1);

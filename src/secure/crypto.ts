@@ -86,6 +86,26 @@ export interface CryptoProvider {
    */
   decrypt(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array, ciphertext: Uint8Array): Uint8Array;
   /**
+   * ChaCha20-Poly1305 encryption in place (optional): the plaintext is the first `length` bytes
+   * of `buffer`, which must have room for the 16-byte tag after it; the ciphertext overwrites the
+   * plaintext and the tag follows it. Records are sealed this way straight into the packet being
+   * written, with no intermediate array. A provider without it is used through
+   * {@linkcode CryptoProvider.encrypt} and a copy.
+   *
+   * @param key The 32-byte key.
+   * @param nonce The 12-byte nonce.
+   * @param ad The associated data.
+   * @param buffer The plaintext, then at least 16 bytes of room.
+   * @param length The plaintext length.
+   */
+  encryptInPlace?(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    ad: Uint8Array,
+    buffer: Uint8Array,
+    length: number,
+  ): void;
+  /**
    * Generates an X25519 key pair from the system's secure random source.
    *
    * @returns 32-byte raw public and private keys.
@@ -150,6 +170,16 @@ function checkLength(what: string, value: Uint8Array, length: number): void {
 export function checkAeadArguments(key: Uint8Array, nonce: Uint8Array): void {
   checkLength("Key", key, KEY_LENGTH);
   checkLength("Nonce", nonce, NONCE_LENGTH);
+}
+
+/** Checks the arguments of an in-place encryption. @internal */
+export function checkInPlace(buffer: Uint8Array, length: number): void {
+  if (!(buffer instanceof Uint8Array)) throw new TypeError("Buffer must be a Uint8Array");
+  if (!Number.isInteger(length) || length < 0 || length + TAG_LENGTH > buffer.length) {
+    throw new RangeError(
+      `Cannot encrypt "${length}" bytes in place in a buffer of "${buffer.length}" bytes: the tag needs "${TAG_LENGTH}" more`,
+    );
+  }
 }
 
 /** Checks that a ciphertext holds at least its tag. @internal */
@@ -286,6 +316,23 @@ function nativeEncrypt(
   return out;
 }
 
+function nativeEncryptInPlace(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  ad: Uint8Array,
+  buffer: Uint8Array,
+  length: number,
+): void {
+  checkAeadArguments(key, nonce);
+  checkInPlace(buffer, length);
+  const cipher = createCipheriv(AEAD, key, nonce, AEAD_OPTIONS);
+  if (ad.length > 0) cipher.setAAD(ad, { plaintextLength: length });
+  // node:crypto cannot write into a given buffer: the ciphertext comes back in a new one.
+  if (length > 0) buffer.set(cipher.update(buffer.subarray(0, length)));
+  cipher.final();
+  buffer.set(cipher.getAuthTag(), length);
+}
+
 function nativeDecrypt(
   key: Uint8Array,
   nonce: Uint8Array,
@@ -351,6 +398,7 @@ export const nativeProvider: CryptoProvider = {
   name: "native",
   encrypt: nativeEncrypt,
   decrypt: nativeDecrypt,
+  encryptInPlace: nativeEncryptInPlace,
   generateKeyPair(): { publicKey: Uint8Array; privateKey: Uint8Array } {
     const pair = generateKeyPairSync("x25519");
     const der = pair.privateKey.export({ format: "der", type: "pkcs8" });

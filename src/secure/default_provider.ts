@@ -11,6 +11,7 @@ import {
   authFailed,
   checkAeadArguments,
   checkCiphertext,
+  checkInPlace,
   type CryptoProvider,
   nativeProvider,
   nativeWorks,
@@ -44,7 +45,13 @@ function startSodium(): Promise<void> {
     const expected = nativeProvider.encrypt(key, nonce, ONE, TWO);
     const sealed = engine.seal(key, nonce, ONE, TWO);
     const opened = engine.open(key, nonce, ONE, sealed);
-    if (constantTimeEqual(expected, sealed) && opened !== null && constantTimeEqual(opened, TWO)) {
+    const inPlace = new Uint8Array(TWO.length + TAG_LENGTH);
+    inPlace.set(TWO);
+    engine.sealInPlace(key, nonce, ONE, inPlace, TWO.length);
+    if (
+      constantTimeEqual(expected, sealed) && constantTimeEqual(expected, inPlace) &&
+      opened !== null && constantTimeEqual(opened, TWO)
+    ) {
       sodiumEngine = engine;
     }
   }, () => {
@@ -65,6 +72,23 @@ function hybridEncrypt(
   }
   checkAeadArguments(key, nonce);
   return engine.seal(key, nonce, ad, plaintext);
+}
+
+function hybridEncryptInPlace(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  ad: Uint8Array,
+  buffer: Uint8Array,
+  length: number,
+): void {
+  const engine = sodiumEngine;
+  if (engine === undefined || length > SODIUM_SEAL_MAX || ad.length > SODIUM_MAX_AD) {
+    nativeProvider.encryptInPlace!(key, nonce, ad, buffer, length);
+    return;
+  }
+  checkAeadArguments(key, nonce);
+  checkInPlace(buffer, length);
+  engine.sealInPlace(key, nonce, ad, buffer, length);
 }
 
 function hybridDecrypt(
@@ -113,6 +137,7 @@ export const hybridProvider: CryptoProvider = {
   name: "hybrid",
   encrypt: hybridEncrypt,
   decrypt: hybridDecrypt,
+  encryptInPlace: hybridEncryptInPlace,
 };
 
 /**

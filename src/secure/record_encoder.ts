@@ -20,6 +20,7 @@ import {
   PROTOCOL_VERSION,
   writePacketHeader,
 } from "../core/packet.ts";
+import { Slab } from "../core/slab.ts";
 import { ProtocolError } from "../errors.ts";
 import type { SecureChannel } from "./channel.ts";
 
@@ -31,6 +32,16 @@ import type { SecureChannel } from "./channel.ts";
 export const RECORD_TARGET = 256 * 1024;
 /** A record is this much longer than its batch: the type byte and the 16-byte tag. */
 export const RECORD_OVERHEAD = 17;
+
+/**
+ * Where small outgoing packets are built: views into shared 64 KiB blocks (at most 8 KiB each),
+ * because a new `ArrayBuffer` per write costs more than sealing a small record. A block is freed
+ * once the writes of all its packets are done.
+ */
+const OUTPUT = new Slab(64 * 1024);
+
+/** Scratch list for KEY_UPDATE records sealed during one encode (emptied before it returns). */
+const KEY_UPDATES: Uint8Array[] = [];
 
 /** A batch of one `disconnect` message: the plaintext farewell. */
 const DISCONNECT_BATCH = encodeBatch([{ type: "disconnect" }]);
@@ -174,7 +185,7 @@ export class RecordEncoder {
       : groupBySize(sizes, limit);
     if (channel === null) {
       // Plaintext: header and entries of every group straight into the one output buffer.
-      const out = new Uint8Array(entryBytes + HEADER_SIZE * groups.length);
+      const out = OUTPUT.alloc(entryBytes + HEADER_SIZE * groups.length);
       let offset = 0;
       for (const [start, end] of groups) {
         const payloadStart = offset + HEADER_SIZE;
@@ -184,16 +195,44 @@ export class RecordEncoder {
       }
       return out;
     }
-    const payloads: Uint8Array[] = [];
+    // Secure: every group becomes `header || entries || type || tag` in the one output buffer,
+    // sealed in place: no batch, record or packet copy.
+    const out = OUTPUT.alloc(entryBytes + (HEADER_SIZE + RECORD_OVERHEAD) * groups.length);
+    let offset = 0;
+    let inserts: [number, Uint8Array[]][] | undefined;
+    KEY_UPDATES.length = 0;
     for (const [start, end] of groups) {
-      let size = 0;
-      for (let i = start; i < end; i++) size += batchEntrySize(sizes[i]!);
-      // The record's inner plaintext: the batch and one spare byte for the record type.
-      const inner = new Uint8Array(size + 1);
-      writeBatchEntries(inner, 0, messages, sizes, start, end);
-      channel.sealDataInner(inner, payloads);
+      const bodyStart = offset + HEADER_SIZE;
+      const bodyEnd = writeBatchEntries(out, bodyStart, messages, sizes, start, end);
+      const recordEnd = bodyEnd + RECORD_OVERHEAD;
+      channel.sealDataInPlace(out.subarray(bodyStart, recordEnd), bodyEnd - bodyStart, KEY_UPDATES);
+      writePacketHeader(out, offset, recordEnd - bodyStart);
+      if (KEY_UPDATES.length > 0) (inserts ??= []).push([offset, KEY_UPDATES.splice(0)]);
+      offset = recordEnd;
     }
-    return this.#packets(payloads);
+    return inserts === undefined ? out : this.#insert(out, inserts);
+  }
+
+  /** Puts KEY_UPDATE packets in front of the records they precede (once per rekey). */
+  #insert(out: Uint8Array, inserts: [number, Uint8Array[]][]): Uint8Array {
+    const pieces: Uint8Array[] = [];
+    let from = 0;
+    let length = out.length;
+    for (const [at, records] of inserts) {
+      pieces.push(out.subarray(from, at));
+      const packets = this.#packets(records);
+      pieces.push(packets);
+      length += packets.length;
+      from = at;
+    }
+    pieces.push(out.subarray(from));
+    const joined = new Uint8Array(length);
+    let offset = 0;
+    for (const piece of pieces) {
+      joined.set(piece, offset);
+      offset += piece.length;
+    }
+    return joined;
   }
 
   /**

@@ -13,6 +13,7 @@
  */
 
 import sodium from "libsodium-wrappers";
+import { Slab } from "../core/slab.ts";
 
 /** The largest plaintext (or ciphertext body) the region holds: above it, callers use node:crypto. */
 export const SODIUM_MAX_INPUT = 4096;
@@ -47,13 +48,32 @@ export interface SodiumAead {
    */
   seal(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array, plaintext: Uint8Array): Uint8Array;
   /**
+   * Seals the first `length` bytes of `buffer` in place: the ciphertext overwrites them and the
+   * tag follows (`buffer` has 16 bytes of room after the plaintext; `length` at most
+   * {@linkcode SODIUM_MAX_INPUT}).
+   *
+   * @param key The 32-byte key.
+   * @param nonce The 12-byte nonce.
+   * @param ad The associated data.
+   * @param buffer The plaintext, then room for the tag.
+   * @param length The plaintext length.
+   */
+  sealInPlace(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    ad: Uint8Array,
+    buffer: Uint8Array,
+    length: number,
+  ): void;
+  /**
    * Opens `ciphertext` (its body at most {@linkcode SODIUM_MAX_INPUT} bytes).
    *
    * @param key The 32-byte key.
    * @param nonce The 12-byte nonce.
    * @param ad The associated data.
    * @param ciphertext `ciphertext || tag`.
-   * @returns The plaintext, a new array, or `null` when the tag does not verify.
+   * @returns The plaintext, or `null` when the tag does not verify. The plaintext is a view
+   * into a shared block of 16 KiB (a fresh allocation per call costs more than the cipher).
    */
   open(
     key: Uint8Array,
@@ -79,6 +99,8 @@ class RegionAead implements SodiumAead {
   readonly #ad: number;
   readonly #input: number;
   readonly #output: number;
+  /** Where opened plaintexts go: views into 16 KiB blocks (at most 2 KiB each). */
+  readonly #slab = new Slab(16 * 1024);
 
   constructor(raw: RawSodium) {
     this.#raw = raw;
@@ -94,6 +116,32 @@ class RegionAead implements SodiumAead {
 
   seal(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array, plaintext: Uint8Array): Uint8Array {
     const n = plaintext.length;
+    const heap = this.#encrypt(key, nonce, ad, plaintext, n);
+    const out = heap.slice(this.#output, this.#output + n + TAG_LENGTH);
+    heap.fill(0, this.#input, this.#input + n);
+    return out;
+  }
+
+  sealInPlace(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    ad: Uint8Array,
+    buffer: Uint8Array,
+    length: number,
+  ): void {
+    const heap = this.#encrypt(key, nonce, ad, buffer.subarray(0, length), length);
+    buffer.set(heap.subarray(this.#output, this.#output + length + TAG_LENGTH));
+    heap.fill(0, this.#input, this.#input + length);
+  }
+
+  /** Encrypts into the output region; returns the heap view (the key is already erased). */
+  #encrypt(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    ad: Uint8Array,
+    plaintext: Uint8Array,
+    n: number,
+  ): Uint8Array {
     checkRegion(n, ad.length);
     // Read the heap view on every call: it changes when the module's memory grows.
     const heap = this.#raw.HEAPU8;
@@ -114,10 +162,8 @@ class RegionAead implements SodiumAead {
       this.#nonce,
       this.#key,
     );
-    const out = heap.slice(this.#output, this.#output + n + TAG_LENGTH);
     heap.fill(0, this.#key, this.#key + KEY_LENGTH);
-    heap.fill(0, this.#input, this.#input + n);
-    return out;
+    return heap;
   }
 
   open(
@@ -148,7 +194,7 @@ class RegionAead implements SodiumAead {
     );
     heap.fill(0, this.#key, this.#key + KEY_LENGTH);
     if (status !== 0) return null;
-    const out = heap.slice(this.#output, this.#output + n);
+    const out = this.#slab.copy(heap, this.#output, this.#output + n);
     heap.fill(0, this.#output, this.#output + n);
     return out;
   }

@@ -22,6 +22,15 @@ export const MAX_READ_BUFFER = 256 * 1024;
  */
 export const HANDSHAKE_READ_BUFFER = 4096;
 
+/**
+ * Once the session started, a packet of at most this many bytes gets its final buffer as soon as
+ * a sixteenth of it arrived, and the rest of it is read straight into that buffer.
+ */
+export const PREALLOCATE_LIMIT = 1024 * 1024;
+
+/** The rest of a packet is read straight into its buffer when at least this much is missing. */
+export const DIRECT_READ = 16 * 1024;
+
 /** Options for {@linkcode FrameReader}. */
 export interface FrameReaderOptions {
   /**
@@ -117,6 +126,7 @@ export class FrameReader {
   startSession(maxPayloadSize: number): void {
     this.#handshake = false;
     this.#decoder.maxPayloadSize = maxPayloadSize;
+    this.#decoder.preallocateLimit = PREALLOCATE_LIMIT;
   }
 
   /**
@@ -147,6 +157,8 @@ export class FrameReader {
    */
   #next(): Promise<Packet[] | null> {
     if (this.#eof) return Promise.resolve(null);
+    const direct = this.#handshake ? undefined : this.#decoder.directBuffer(DIRECT_READ);
+    if (direct !== undefined) return this.#nextDirect(direct);
     const buffer = this.#buffer;
     let pending: Promise<number | null>;
     try {
@@ -158,6 +170,27 @@ export class FrameReader {
       const chunk = this.#chunk(buffer, n);
       if (chunk === null) return null;
       const packets = this.#decoder.push(chunk);
+      return packets.length > 0 ? packets : this.#next();
+    }, (cause) => {
+      throw readFailed(cause);
+    });
+  }
+
+  /** Reads the rest of a large packet straight into its buffer (no copy from the read buffer). */
+  #nextDirect(target: Uint8Array): Promise<Packet[] | null> {
+    let pending: Promise<number | null>;
+    try {
+      pending = this.#conn.read(target);
+    } catch (cause) {
+      return Promise.reject(readFailed(cause));
+    }
+    return pending.then((n) => {
+      if (n === null) {
+        this.#eof = true;
+        this.#decoder.finish();
+        return null;
+      }
+      const packets = this.#decoder.commitDirect(n);
       return packets.length > 0 ? packets : this.#next();
     }, (cause) => {
       throw readFailed(cause);

@@ -5,7 +5,7 @@
  */
 
 import { ProtocolError } from "../../errors.ts";
-import { type CryptoProvider, KEY_LENGTH, NONCE_LENGTH } from "../crypto.ts";
+import { type CryptoProvider, KEY_LENGTH, NONCE_LENGTH, TAG_LENGTH } from "../crypto.ts";
 import { defaultProvider } from "../default_provider.ts";
 
 /**
@@ -132,6 +132,49 @@ export class CipherState {
     const out = this.#provider.encrypt(key, this.#prepareNonce(), ad, plaintext);
     this.#n++;
     return out;
+  }
+
+  /**
+   * Encrypts the first `length` bytes of `buffer` in place with the next nonce and `ad` as
+   * associated data: the ciphertext overwrites the plaintext and the 16-byte tag follows it.
+   *
+   * @example Seal into a buffer with room for the tag
+   * ```ts
+   * import { CipherState } from "@npro/network-protocol/noise";
+   * import assert from "node:assert/strict";
+   *
+   * const key = crypto.getRandomValues(new Uint8Array(32));
+   * const buffer = new Uint8Array(2 + 16);
+   * buffer.set([1, 2]);
+   * assert.equal(new CipherState(key).encryptInPlace(new Uint8Array(), buffer, 2), 18);
+   * assert.deepEqual(new CipherState(key).decryptWithAd(new Uint8Array(), buffer), Uint8Array.of(1, 2));
+   * ```
+   *
+   * @param ad The associated data.
+   * @param buffer The plaintext, then at least 16 bytes of room (with a key).
+   * @param length The plaintext length.
+   * @returns The bytes now used in `buffer`: `length + 16`, or `length` when there is no key (the
+   * plaintext is left as it is).
+   * @throws {RangeError} When `buffer` has no room for the tag.
+   * @throws {ProtocolError} `LimitExceeded` when the nonce would pass 2^53 - 2.
+   */
+  encryptInPlace(ad: Uint8Array, buffer: Uint8Array, length: number): number {
+    const key = this.#key;
+    if (key === undefined) return length;
+    const provider = this.#provider;
+    const nonce = this.#prepareNonce();
+    if (provider.encryptInPlace !== undefined) {
+      provider.encryptInPlace(key, nonce, ad, buffer, length);
+    } else {
+      if (length + TAG_LENGTH > buffer.length) {
+        throw new RangeError(
+          `Cannot encrypt "${length}" bytes in place in a buffer of "${buffer.length}" bytes: the tag needs "${TAG_LENGTH}" more`,
+        );
+      }
+      buffer.set(provider.encrypt(key, nonce, ad, buffer.subarray(0, length)));
+    }
+    this.#n++;
+    return length + TAG_LENGTH;
   }
 
   /**
