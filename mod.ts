@@ -65,6 +65,7 @@ export type {
   PongMessage,
   RequestMessage,
   ResponseMessage,
+  TicketMessage,
   UnknownMessage,
 } from "./src/core/message.ts";
 
@@ -87,6 +88,14 @@ export type {
 export type { PatternName } from "./src/secure/hello.ts";
 export { KnownServersFile, MemoryKnownServers } from "./src/secure/known_servers.ts";
 export type { KnownServers } from "./src/secure/known_servers.ts";
+export { SessionTicketIssuer, SessionTicketStore } from "./src/secure/session_ticket.ts";
+export type {
+  ClientResumption,
+  SessionTicketIssuerOptions,
+  SessionTicketStoreOptions,
+  StoredTicket,
+  TicketState,
+} from "./src/secure/session_ticket.ts";
 
 // Keys.
 export {

@@ -111,6 +111,9 @@ Deno.test("defaults match the design and are fresh copies", () => {
     rekeyAfterRecords: 1048576,
     rekeyAfterBytes: 1073741824,
     rekeyAfterMs: 600000,
+    resumption: false,
+    ticketLifetimeMs: 3600000,
+    ticketKeyRotationMs: 3600000,
   });
   assert.deepEqual(config.compression, {
     enabled: false,
@@ -868,6 +871,10 @@ const VALID_CONFIG: fc.Arbitrary<NetworkConfig> = fc.record({
     rekeyAfterRecords: fc.integer({ min: 1, max: 2 ** 53 - 2 }),
     rekeyAfterBytes: fc.integer({ min: 1024, max: Number.MAX_SAFE_INTEGER }),
     rekeyAfterMs: fc.integer({ min: 1000, max: 86_400_000 }),
+    resumption: fc.boolean(),
+    // Rotation never exceeds the lifetime (a rule between the two keys).
+    ticketLifetimeMs: fc.constant(604_800_000),
+    ticketKeyRotationMs: fc.integer({ min: 1000, max: 604_800_000 }),
   }, { noNullPrototype: true }),
   compression: fc.record({
     enabled: fc.boolean(),

@@ -372,6 +372,33 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       description: "Rekey a direction after this many ms.",
       readBy: [SESSION],
     },
+    resumption: {
+      kind: "boolean",
+      default: false,
+      description:
+        "Session resumption: servers issue session tickets, clients resume with them (1 keygen + 1 DH per side).",
+      readBy: [SESSION],
+    },
+    ticketLifetimeMs: {
+      kind: "integer",
+      default: 3_600_000,
+      min: 1000,
+      max: 604_800_000,
+      unit: "ms",
+      description:
+        "Server: a session may be resumed for this many ms after its full handshake (at most 7 days).",
+      readBy: [SESSION],
+    },
+    ticketKeyRotationMs: {
+      kind: "integer",
+      default: 3_600_000,
+      min: 1000,
+      max: 604_800_000,
+      unit: "ms",
+      description:
+        "Server: the ticket key is replaced every this many ms; at most ticket_lifetime_ms.",
+      readBy: [SESSION],
+    },
   },
   compression: {
     enabled: {

@@ -132,6 +132,12 @@ export interface SecurityConfig {
   rekeyAfterBytes: number;
   /** Rekey a direction after this many milliseconds. */
   rekeyAfterMs: number;
+  /** Session resumption with tickets: a server issues them, a client keeps and offers them. */
+  resumption: boolean;
+  /** How long a session may be resumed after its full handshake, in milliseconds. */
+  ticketLifetimeMs: number;
+  /** How often a server replaces its ticket key, in milliseconds (at most the lifetime). */
+  ticketKeyRotationMs: number;
 }
 
 /** The `[compression]` section. */

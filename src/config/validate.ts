@@ -228,6 +228,17 @@ const RULES: readonly Rule[] = [
     },
   },
   {
+    needs: ["security.ticket_lifetime_ms", "security.ticket_key_rotation_ms"],
+    check: ({ security: s }) =>
+      s.ticketKeyRotationMs > s.ticketLifetimeMs
+        ? [
+          "security.ticket_key_rotation_ms",
+          `security.ticket_key_rotation_ms "${s.ticketKeyRotationMs}" must not exceed ` +
+          `security.ticket_lifetime_ms "${s.ticketLifetimeMs}": a ticket never outlives its key`,
+        ]
+        : undefined,
+  },
+  {
     needs: ["compression.threshold", "transport.max_payload_size"],
     check: ({ compression: z, transport: t }) =>
       z.threshold > t.maxPayloadSize

@@ -72,6 +72,7 @@ export type { HandshakeDriver, HandshakeResult } from "./handshake_driver.ts";
 export { clientHandshake, performHandshake, serverHandshake } from "./handshake_runner.ts";
 export type { HandshakeIO, HandshakeRunOptions } from "./handshake_runner.ts";
 export { DEFAULT_HANDSHAKE_TIMEOUT_MS } from "./policy.ts";
+export { TicketReceiver } from "./session_ticket.ts";
 
 export {
   open,

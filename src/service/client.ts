@@ -299,7 +299,36 @@ class ReconnectingClient implements Client {
     }
   }
 
+  /**
+   * Connects and runs the handshake. A handshake that offered a session ticket and failed
+   * (the server most likely refused the ticket: it restarted, is another process, or the ticket
+   * expired) is followed at once by one full handshake on a new connection: the ticket was
+   * dropped from the store when it was offered.
+   */
   async #open(attempt: number, signal?: AbortSignal): Promise<Connection> {
+    const tried = { resuming: false };
+    try {
+      return await this.#openOnce(attempt, signal, tried);
+    } catch (error) {
+      if (
+        !tried.resuming || !(error instanceof ProtocolError) || error.code === "Timeout" ||
+        error.code === "Cancelled" || this.#closed
+      ) {
+        throw error;
+      }
+      log.info("Resuming the session with {address} failed ({error}): running a full handshake", {
+        address: this.#address,
+        error: error.message,
+      });
+      return await this.#openOnce(attempt, signal, { resuming: false });
+    }
+  }
+
+  async #openOnce(
+    attempt: number,
+    signal: AbortSignal | undefined,
+    tried: { resuming: boolean },
+  ): Promise<Connection> {
     const c = this.#config.client;
     this.#status.emit({ type: "connecting", address: this.#address, attempt });
     const conn = await this.#transport.connect(this.#address, {
@@ -314,6 +343,7 @@ class ReconnectingClient implements Client {
         compression: this.#compression,
         maxPayloadSize: this.#config.transport.maxPayloadSize,
         signal,
+        attempt: tried,
       });
       const { pinned, remoteStaticKey } = established.session;
       const tofu = this.#security.knownServers;
@@ -356,7 +386,11 @@ class ReconnectingClient implements Client {
     this.#connection = connection;
     this.#status.emit({ type: "connected", address: this.#address });
     for (const waiter of this.#connectionWaiters.splice(0)) waiter(connection);
-    void connection.closed().then((error) => this.#onDropped(connection, error));
+    void connection.closed().then((error) => {
+      // A ticket that did not arrive never will: erase the secret kept for it.
+      connection.session.ticketReceiver?.discard();
+      this.#onDropped(connection, error);
+    });
   }
 
   #onDropped(connection: Connection, error: ProtocolError | undefined): void {

@@ -752,6 +752,16 @@ export class Connection implements AsyncDisposable {
     .register("error", (c, message) => c.#onAnswer(message))
     .register("cancel", (c, message) => c.#handlers?.cancel(message.id))
     .register("disconnect", (c) => c.#onPeerClose())
+    // A session ticket (docs/PROTOCOL.md, "Session resumption"): only after the server announced
+    // one in the handshake, at most once.
+    .register("ticket", (c, message) => {
+      if (c.session.ticketReceiver?.accept(message) !== true) {
+        c.#violation(
+          "unexpected session ticket",
+          "Received a session ticket that was not announced",
+        );
+      }
+    })
     .register("request", (c, message) => {
       const isPing = message.message.type === "ping";
       if (!isPing) c.#liveness.markActive();

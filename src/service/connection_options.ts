@@ -9,6 +9,7 @@ import type { BodyCompressor, BodyDecompressor } from "../core/batch.ts";
 import { MAX_PAYLOAD_SIZE } from "../core/packet.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";
 import type { SecureChannel } from "../secure/channel.ts";
+import type { TicketReceiver } from "../secure/session_ticket.ts";
 import { nonNegativeOption, positiveOption } from "../util/options.ts";
 
 /** What both sides learned in the handshake. */
@@ -25,6 +26,13 @@ export interface SessionInfo {
   handshakeHash?: Uint8Array;
   /** Whether the peer's key was checked against configured trust. */
   pinned: boolean;
+  /**
+   * Whether the session was resumed from a session ticket instead of a full handshake
+   * (`pattern`, `remoteStaticKey` and `pinned` are then the full handshake's); absent = `false`.
+   */
+  resumed?: boolean;
+  /** Client side: takes the session ticket the server announced in the handshake. */
+  ticketReceiver?: TicketReceiver;
   /**
    * The peer's `max_message` hello parameter: the largest batch it accepts in one record
    * (secure mode) or packet (plaintext). The connection never sends more.

@@ -146,9 +146,19 @@ export async function serve(options: ServeOptions, dispatcher: Dispatcher): Prom
   // The fast path for small records from the first connection on (about 6 ms, once; never fails).
   await initCrypto();
   const compression = options.compression ?? compressionFromConfig(config);
-  const transport = options.transport ?? transportFromConfig(config, "server", options.tls);
-  const listener = await transport.listen(address);
+  // Ticket keys made from the configuration (security.resumption) live and die with the server.
+  const ownTickets = options.security?.resumption === undefined ? security.resumption : undefined;
+  let transport: Transport;
+  let listener: Listener;
+  try {
+    transport = options.transport ?? transportFromConfig(config, "server", options.tls);
+    listener = await transport.listen(address);
+  } catch (error) {
+    ownTickets?.destroy();
+    throw error;
+  }
   const server = new DaemonServer(listener, config, security, compression, dispatcher);
+  if (ownTickets !== undefined) void server.closed().then(() => ownTickets.destroy());
   if (options.signal !== undefined) {
     const signal = options.signal;
     if (signal.aborted) void server.shutdown();
@@ -327,6 +337,8 @@ class DaemonServer implements Server {
       maxProtocolViolations: server.maxProtocolViolations,
       ...established.compression,
     });
+    // The session ticket the client asked for: the first message of the session.
+    if (established.ticket !== undefined) connection.send(established.ticket);
     this.#connections.add(connection);
     log.debug("Connection {id} from {peer} ({pattern})", {
       id: connection.id,

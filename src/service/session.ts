@@ -13,8 +13,14 @@ import {
   localCompressionBits,
   planCompression,
 } from "../compression/policy.ts";
-import { type HandshakeResult, MAX_HANDSHAKE_PAYLOAD } from "../secure/handshake.ts";
-import { clientHandshake, type HandshakeIO, serverHandshake } from "../secure/handshake_runner.ts";
+import {
+  ClientHandshake,
+  type HandshakeResult,
+  MAX_HANDSHAKE_PAYLOAD,
+} from "../secure/handshake.ts";
+import { type HandshakeIO, performHandshake, serverHandshake } from "../secure/handshake_runner.ts";
+import type { TicketMessage } from "../core/message.ts";
+import { SessionTicketIssuer, SessionTicketStore } from "../secure/session_ticket.ts";
 import { decodeKey, type KeyPair, readKeyFile } from "../secure/keys.ts";
 import { RECORD_TAG_SIZE } from "../secure/channel.ts";
 import { KnownServersFile } from "../secure/known_servers.ts";
@@ -39,6 +45,8 @@ export interface EstablishedSession {
   session: SessionInfo;
   /** The compressor and decompressor the peers agreed on. */
   compression: Pick<ConnectionOptions, "compressor" | "decompressor">;
+  /** Server side: the session ticket to send first, when the client asked for one. */
+  ticket?: TicketMessage;
 }
 
 /** Writes all of `data` to `conn`. */
@@ -74,6 +82,8 @@ export interface EstablishOptions {
   maxPayloadSize: number;
   /** Cancels the handshake. */
   signal?: AbortSignal | undefined;
+  /** Client side: set to whether the hello presented a session ticket (known even on failure). */
+  attempt?: { resuming: boolean };
 }
 
 /**
@@ -95,22 +105,36 @@ export async function establish(
   const io = handshakeIO(conn, reader);
   const features = localCompressionBits(compression);
   const handshake = { ...security, features, ...(signal === undefined ? {} : { signal }) };
-  const result: HandshakeResult = role === "client"
-    ? await clientHandshake(io, handshake as ClientSecurityOptions)
-    : await serverHandshake(io, handshake as ServerSecurityOptions);
+  let result: HandshakeResult;
+  if (role === "client") {
+    const { signal: _, ...clientOptions } = handshake as ClientSecurityOptions & {
+      signal?: AbortSignal;
+    };
+    const driver = new ClientHandshake(clientOptions);
+    try {
+      result = await performHandshake(io, driver, signal === undefined ? {} : { signal });
+    } finally {
+      if (options.attempt !== undefined) options.attempt.resuming = driver.resuming;
+    }
+  } else {
+    result = await serverHandshake(io, handshake as ServerSecurityOptions);
+  }
   const plan = planCompression(compression, result.features, maxPayloadSize);
   const session: SessionInfo = {
     channel: result.channel,
     pattern: result.pattern,
     features: result.features,
     pinned: result.pinned,
+    resumed: result.resumed,
   };
+  if (result.ticketReceiver !== undefined) session.ticketReceiver = result.ticketReceiver;
   if (result.remoteStaticKey !== undefined) session.remoteStaticKey = result.remoteStaticKey;
   if (result.handshakeHash !== undefined) session.handshakeHash = result.handshakeHash;
   if (result.remoteMaxMessageSize !== undefined) {
     // The peer's max_message parameter: the largest record body (batch) it accepts. Honoured
     // by the connection's sender; below MIN_REMOTE_MAX_MESSAGE no reply would ever fit.
     if (result.remoteMaxMessageSize < MIN_REMOTE_MAX_MESSAGE) {
+      result.ticketReceiver?.discard();
       throw new ProtocolError(
         "PolicyViolation",
         `Peer's max_message "${result.remoteMaxMessageSize}" is below the minimum "${MIN_REMOTE_MAX_MESSAGE}"`,
@@ -121,7 +145,9 @@ export async function establish(
   const chosen: Pick<ConnectionOptions, "compressor" | "decompressor"> = {};
   if (plan.compressor !== undefined) chosen.compressor = plan.compressor;
   if (plan.decompressor !== undefined) chosen.decompressor = plan.decompressor;
-  return { reader, session, compression: chosen };
+  const established: EstablishedSession = { reader, session, compression: chosen };
+  if (result.ticket !== undefined) established.ticket = result.ticket;
+  return established;
 }
 
 /**
@@ -191,8 +217,9 @@ async function readStaticKey(path: string): Promise<KeyPair> {
 
 /**
  * The server's security options from a configuration: `security.static_key_path`,
- * `allowed_keys`, `psk_path`, `pattern`/`allow_unauthenticated`, `transport.encryption_enabled`
- * and the handshake timeout, with `overrides` applied on top.
+ * `allowed_keys`, `psk_path`, `pattern`/`allow_unauthenticated`, `resumption` (a new
+ * `SessionTicketIssuer` with `ticket_lifetime_ms` and `ticket_key_rotation_ms`),
+ * `transport.encryption_enabled` and the handshake timeout, with `overrides` applied on top.
  *
  * What depends on the keys is computed last, from the merged options, so that a caller's `psk`,
  * `clientKeys`, `authorize` or `staticKey` counts exactly as it would without a configuration:
@@ -222,7 +249,16 @@ export async function serverSecurityFromConfig(
     if (s.allowedKeys.length > 0) fromConfig.clientKeys = s.allowedKeys.map(decodeKey);
     if (s.pskPath !== "") fromConfig.psk = await readPsk(s.pskPath);
   }
+  if (config.transport.encryptionEnabled && s.resumption) {
+    fromConfig.resumption = new SessionTicketIssuer({
+      lifetimeMs: s.ticketLifetimeMs,
+      keyRotationMs: s.ticketKeyRotationMs,
+    });
+  }
   const options: ServerSecurityOptions = { ...fromConfig, ...overrides };
+  if (overrides?.resumption !== undefined && overrides.resumption !== fromConfig.resumption) {
+    fromConfig.resumption?.destroy();
+  }
   if (options.encryption === false) return options;
   const listed = overrides?.accept ?? (s.pattern === "XX" ? undefined : [s.pattern]);
   if (options.staticKey === undefined && generateKey !== undefined) {
@@ -241,8 +277,9 @@ export async function serverSecurityFromConfig(
 /**
  * The client's security options from a configuration: `security.server_keys` (pins),
  * `known_servers_path` (trust on first use, keyed by `client.address` as written, when there
- * are no pins), `static_key_path`, `psk_path`, `pattern`, `transport.encryption_enabled` and the
- * handshake timeout.
+ * are no pins), `static_key_path`, `psk_path`, `pattern`, `resumption` (a new in-memory
+ * `SessionTicketStore`, keyed by `client.address` as written), `transport.encryption_enabled`
+ * and the handshake timeout.
  *
  * @param config The configuration.
  * @returns The client security options.
@@ -268,6 +305,9 @@ export async function clientSecurityFromConfig(
   // handshake message (and so before any data).
   if (s.knownServersPath !== "" && s.serverKeys.length === 0) {
     options.knownServers = knownServersFromConfig(config);
+  }
+  if (s.resumption) {
+    options.resumption = { store: new SessionTicketStore(), name: config.client.address };
   }
   return options;
 }
