@@ -711,3 +711,18 @@ Deno.test("resumption: a client with resumption off stores nothing; an unannounc
   assert.deepEqual(await client.receive(), { type: "echo", text: "after" });
   assert.equal(client.connection?.isClosed, false);
 });
+
+Deno.test("resumption: examples/resumption.ts resumes its second and third connections", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net=127.0.0.1", "examples/resumption.ts"],
+    cwd: new URL("..", import.meta.url),
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const out = new TextDecoder().decode(output.stdout);
+  assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+  assert.match(out, /connection 1: pattern NK, resumed false/);
+  assert.match(out, /connection 2: pattern NK, resumed true/);
+  assert.match(out, /connection 3: pattern NK, resumed true/);
+});
