@@ -136,3 +136,27 @@ Deno.test("sodium engine: inputs larger than its region are refused, never writt
   assert.deepEqual(sealed, nativeProvider.encrypt(key, nonce, none, full));
   assert.deepEqual(engine.open(key, nonce, none, sealed), full);
 });
+
+Deno.test("hybrid: the Noise HKDF through libsodium gives node:crypto's bytes for every input length Noise uses, and longer inputs fall back", () => {
+  for (const ikmLength of [0, 1, 32, 64, 65, 200]) {
+    for (const outputs of [2, 3] as const) {
+      const chainingKey = crypto.getRandomValues(new Uint8Array(32));
+      const ikm = crypto.getRandomValues(new Uint8Array(ikmLength));
+      assert.deepEqual(
+        hybridProvider.hkdf(chainingKey, ikm, outputs),
+        nativeProvider.hkdf(chainingKey, ikm, outputs),
+        `${ikmLength} bytes, ${outputs} outputs`,
+      );
+    }
+  }
+});
+
+Deno.test("hybrid: libsodium's HKDF refuses inputs and outputs beyond its region", async () => {
+  const engine = await loadSodiumAead();
+  const salt = new Uint8Array(32).fill(1);
+  assert.equal(engine.hkdf(salt, new Uint8Array(64), 96).length, 96);
+  assert.throws(() => engine.hkdf(new Uint8Array(65), new Uint8Array(0), 32), RangeError);
+  assert.throws(() => engine.hkdf(salt, new Uint8Array(65), 32), RangeError);
+  assert.throws(() => engine.hkdf(salt, new Uint8Array(0), 97), RangeError);
+  assert.throws(() => engine.hkdf(salt, new Uint8Array(0), 0), RangeError);
+});

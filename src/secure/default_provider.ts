@@ -1,6 +1,6 @@
 /**
  * The default crypto provider and how it is chosen: {@linkcode hybridProvider} (node:crypto, with
- * libsodium's WebAssembly ChaCha20-Poly1305 for small inputs once it is loaded) where
+ * libsodium's WebAssembly ChaCha20-Poly1305 for small inputs and HKDF once it is loaded) where
  * `node:crypto` works, otherwise `portableProvider`.
  *
  * @module
@@ -20,7 +20,12 @@ import {
   TAG_LENGTH,
   TWO,
 } from "./crypto.ts";
-import { loadSodiumAead, SODIUM_MAX_AD, type SodiumAead } from "./sodium_aead.ts";
+import {
+  loadSodiumAead,
+  SODIUM_MAX_AD,
+  SODIUM_MAX_HKDF_INPUT,
+  type SodiumAead,
+} from "./sodium_aead.ts";
 
 /**
  * Plaintexts up to this many bytes are sealed by libsodium once it is loaded: measured with
@@ -48,9 +53,13 @@ function startSodium(): Promise<void> {
     const inPlace = new Uint8Array(TWO.length + TAG_LENGTH);
     inPlace.set(TWO);
     engine.sealInPlace(key, nonce, ONE, inPlace, TWO.length);
+    const [h1, h2, h3] = nativeProvider.hkdf(key, nonce, 3);
+    const okm = engine.hkdf(key, nonce, 96);
     if (
       constantTimeEqual(expected, sealed) && constantTimeEqual(expected, inPlace) &&
-      opened !== null && constantTimeEqual(opened, TWO)
+      opened !== null && constantTimeEqual(opened, TWO) &&
+      constantTimeEqual(okm.subarray(0, 32), h1!) && constantTimeEqual(okm.subarray(32, 64), h2!) &&
+      constantTimeEqual(okm.subarray(64), h3!)
     ) {
       sodiumEngine = engine;
     }
@@ -111,11 +120,30 @@ function hybridDecrypt(
   return plaintext;
 }
 
+function hybridHkdf(
+  chainingKey: Uint8Array,
+  inputKeyMaterial: Uint8Array,
+  outputs: 2 | 3,
+): Uint8Array[] {
+  const engine = sodiumEngine;
+  if (
+    engine === undefined || chainingKey.length > SODIUM_MAX_HKDF_INPUT ||
+    inputKeyMaterial.length > SODIUM_MAX_HKDF_INPUT || (outputs !== 2 && outputs !== 3)
+  ) {
+    return nativeProvider.hkdf(chainingKey, inputKeyMaterial, outputs);
+  }
+  const okm = engine.hkdf(chainingKey, inputKeyMaterial, outputs * 32);
+  const result = [okm.subarray(0, 32), okm.subarray(32, 64)];
+  if (outputs === 3) result.push(okm.subarray(64, 96));
+  return result;
+}
+
 /**
  * The default provider where `node:crypto` works: {@linkcode nativeProvider} for everything,
  * except ChaCha20-Poly1305 on small inputs (at most {@linkcode SODIUM_SEAL_MAX} bytes sealed,
- * {@linkcode SODIUM_OPEN_MAX} opened), which runs in libsodium's WebAssembly build once it is
- * loaded: node:crypto costs 4-6 µs per call whatever the size, libsodium about 1 µs at 64 B.
+ * {@linkcode SODIUM_OPEN_MAX} opened) and the Noise HKDF, which run in libsodium's WebAssembly
+ * build once it is loaded: node:crypto costs 4-6 µs per AEAD call whatever the size, libsodium
+ * about 1 µs at 64 B, and its HKDF is about a quarter faster (docs/PERFORMANCE.md).
  * libsodium loads in the background the first time the default provider is chosen (about 6 ms);
  * until then, and if it cannot load, node:crypto does everything. Both produce the same bytes
  * (checked with a known answer before libsodium is used); call {@linkcode initCrypto} to wait for
@@ -138,6 +166,7 @@ export const hybridProvider: CryptoProvider = {
   encrypt: hybridEncrypt,
   decrypt: hybridDecrypt,
   encryptInPlace: hybridEncryptInPlace,
+  hkdf: hybridHkdf,
 };
 
 /**

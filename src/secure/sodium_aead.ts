@@ -19,6 +19,10 @@ import { Slab } from "../core/slab.ts";
 export const SODIUM_MAX_INPUT = 4096;
 /** The largest associated data the region holds (Noise uses none, or the 32-byte handshake hash). */
 export const SODIUM_MAX_AD = 64;
+/** The largest HKDF salt and input key material (Noise uses 32-byte chaining keys and inputs). */
+export const SODIUM_MAX_HKDF_INPUT = 64;
+/** The most bytes one HKDF call returns (three 32-byte Noise outputs). */
+export const SODIUM_MAX_HKDF_OUTPUT = 96;
 
 const KEY_LENGTH = 32;
 const NONCE_LENGTH = 12;
@@ -32,6 +36,10 @@ interface RawSodium {
   _crypto_aead_chacha20poly1305_ietf_encrypt(...args: number[]): number;
   /** (m, mlen_p, nsec, c, clen lo, clen hi, ad, adlen lo, adlen hi, npub, k) */
   _crypto_aead_chacha20poly1305_ietf_decrypt(...args: number[]): number;
+  /** (prk, salt, salt_len, ikm, ikm_len) */
+  _crypto_kdf_hkdf_sha256_extract(...args: number[]): number;
+  /** (out, out_len, ctx, ctx_len, prk) */
+  _crypto_kdf_hkdf_sha256_expand(...args: number[]): number;
 }
 
 /** Sealing and opening in libsodium's memory. */
@@ -81,6 +89,17 @@ export interface SodiumAead {
     ad: Uint8Array,
     ciphertext: Uint8Array,
   ): Uint8Array | null;
+  /**
+   * RFC 5869 HKDF-SHA-256 with empty info (the Noise HKDF): extract with `salt`, expand to
+   * `length` bytes. Salt and input at most {@linkcode SODIUM_MAX_HKDF_INPUT} bytes each, output at
+   * most {@linkcode SODIUM_MAX_HKDF_OUTPUT}.
+   *
+   * @param salt The salt (Noise: the chaining key).
+   * @param inputKeyMaterial The input key material.
+   * @param length The output length.
+   * @returns The output, a new array.
+   */
+  hkdf(salt: Uint8Array, inputKeyMaterial: Uint8Array, length: number): Uint8Array;
 }
 
 /** Refuses what would not fit in the region: writing past it would corrupt libsodium's heap. */
@@ -99,12 +118,17 @@ class RegionAead implements SodiumAead {
   readonly #ad: number;
   readonly #input: number;
   readonly #output: number;
+  readonly #salt: number;
+  readonly #ikm: number;
+  readonly #prk: number;
+  readonly #okm: number;
   /** Where opened plaintexts go: views into 16 KiB blocks (at most 2 KiB each). */
   readonly #slab = new Slab(16 * 1024);
 
   constructor(raw: RawSodium) {
     this.#raw = raw;
-    const size = KEY_LENGTH + NONCE_LENGTH + SODIUM_MAX_AD + 2 * (SODIUM_MAX_INPUT + TAG_LENGTH);
+    const size = KEY_LENGTH + NONCE_LENGTH + SODIUM_MAX_AD + 2 * (SODIUM_MAX_INPUT + TAG_LENGTH) +
+      2 * SODIUM_MAX_HKDF_INPUT + KEY_LENGTH + SODIUM_MAX_HKDF_OUTPUT;
     const base = raw._malloc(size);
     if (base === 0) throw new Error("libsodium could not reserve its buffer");
     this.#key = base;
@@ -112,6 +136,37 @@ class RegionAead implements SodiumAead {
     this.#ad = this.#nonce + NONCE_LENGTH;
     this.#input = this.#ad + SODIUM_MAX_AD;
     this.#output = this.#input + SODIUM_MAX_INPUT + TAG_LENGTH;
+    this.#salt = this.#output + SODIUM_MAX_INPUT + TAG_LENGTH;
+    this.#ikm = this.#salt + SODIUM_MAX_HKDF_INPUT;
+    this.#prk = this.#ikm + SODIUM_MAX_HKDF_INPUT;
+    this.#okm = this.#prk + KEY_LENGTH;
+  }
+
+  hkdf(salt: Uint8Array, inputKeyMaterial: Uint8Array, length: number): Uint8Array {
+    if (
+      salt.length > SODIUM_MAX_HKDF_INPUT || inputKeyMaterial.length > SODIUM_MAX_HKDF_INPUT ||
+      !Number.isInteger(length) || length < 1 || length > SODIUM_MAX_HKDF_OUTPUT
+    ) {
+      throw new RangeError(
+        `Cannot use libsodium's HKDF for a "${salt.length}"-byte salt, "${inputKeyMaterial.length}" bytes of input and "${length}" bytes of output: the limits are "${SODIUM_MAX_HKDF_INPUT}", "${SODIUM_MAX_HKDF_INPUT}" and "${SODIUM_MAX_HKDF_OUTPUT}"`,
+      );
+    }
+    const raw = this.#raw;
+    const heap = raw.HEAPU8;
+    heap.set(salt, this.#salt);
+    heap.set(inputKeyMaterial, this.#ikm);
+    raw._crypto_kdf_hkdf_sha256_extract(
+      this.#prk,
+      this.#salt,
+      salt.length,
+      this.#ikm,
+      inputKeyMaterial.length,
+    );
+    raw._crypto_kdf_hkdf_sha256_expand(this.#okm, length, 0, 0, this.#prk);
+    const out = heap.slice(this.#okm, this.#okm + length);
+    // Every input and intermediate here is secret (chaining keys, DH outputs, the PRK).
+    heap.fill(0, this.#salt, this.#okm + length);
+    return out;
   }
 
   seal(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array, plaintext: Uint8Array): Uint8Array {
