@@ -26,13 +26,15 @@ import {
 } from "./common.ts";
 import {
   type Client,
+  type ClientResumption,
   connect,
   type ConnectOptions,
   generateKeyPair,
   type KeyPair,
   type Message,
+  SessionTicketStore,
 } from "../../mod.ts";
-import { encodePackets, type Packet, PacketDecoder } from "../../src/core/mod.ts";
+import { decodeBatch, encodePackets, type Packet, PacketDecoder } from "../../src/core/mod.ts";
 import { clientHandshake, type HandshakeIO } from "../../src/secure/mod.ts";
 
 const args = parseArgs(Deno.args);
@@ -377,6 +379,10 @@ async function tlsHandshake(): Promise<void> {
 /** An open Noise session made with the library's client handshake over a plain socket. */
 interface LeanSession {
   conn: Deno.Conn;
+  /** Whether the handshake resumed a session from a ticket. */
+  resumed: boolean;
+  /** Reads the session's first records until the server's ticket arrived and is stored. */
+  readTicket(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -386,7 +392,10 @@ interface LeanSession {
  * rather than the client's (`connect()` adds configuration and reconnection machinery that a
  * load generator does not need).
  */
-async function noiseSession(pattern: "XX" | "NK"): Promise<LeanSession> {
+async function noiseSession(
+  pattern: "XX" | "NK",
+  resumption?: ClientResumption,
+): Promise<LeanSession> {
   const index = address.lastIndexOf(":");
   const conn = await Deno.connect({
     hostname: address.slice(0, index),
@@ -410,14 +419,28 @@ async function noiseSession(pattern: "XX" | "NK"): Promise<LeanSession> {
       },
       writePackets: write,
     };
-    const { channel } = await clientHandshake(
-      io,
-      pattern === "XX"
-        ? { pattern, serverKeys: [publicKey!], staticKey: clientKey }
-        : { pattern, serverKeys: [publicKey!] },
-    );
+    const result = await clientHandshake(io, {
+      pattern,
+      serverKeys: [publicKey!],
+      ...(pattern === "XX" ? { staticKey: clientKey } : {}),
+      ...(resumption === undefined ? {} : { resumption }),
+    });
+    const channel = result.channel;
     return {
       conn,
+      resumed: result.resumed,
+      async readTicket() {
+        const receiver = result.ticketReceiver;
+        while (receiver?.waiting === true) {
+          const packet = await io.readPacket(AbortSignal.timeout(10_000));
+          if (packet === null) throw new Error("The server closed before sending its ticket");
+          const record = channel!.open(packet.payload);
+          if (record.type !== "data") continue;
+          for (const message of decodeBatch(record.body)) {
+            if (message.type === "ticket") receiver.accept(message);
+          }
+        }
+      },
       async close() {
         try {
           await write(channel!.sealClose(0, "bye"));
@@ -438,40 +461,54 @@ async function noiseHandshake(): Promise<void> {
   await session.close();
 }
 
+/** Every worker's tickets (one name per worker, so that each resumes its own chain). */
+const tickets = new SessionTicketStore();
+/** Resumption attempts that fell back to a full handshake after a worker's first session. */
+let fellBack = 0;
+
 /**
- * One resumed handshake against the library's server, then an authenticated CLOSE (P5c). Not
- * there yet: the library has no session resumption. When it has, this opens a first session
- * once per worker to get a ticket (outside the count), then resumes with it (or with the newest
- * ticket each time, if tickets are single-use), and closes like `noiseHandshake`; main.ts then
- * lists `{ kind: "lib-noise-tcp", measure: "handshakes-resumed" }` in its handshake runs.
+ * A worker's resumed handshakes against the library's server started with `--resumption`
+ * (P5c). Its first call runs a full XX handshake (in the warm-up) to get a ticket; every later
+ * call resumes with the newest ticket (tickets are single-use), waits for the session's first
+ * record (the new ticket, so that the next call can resume again), then sends CLOSE. A call
+ * that had to fall back to a full handshake is counted in `fellBack`, and the measure fails.
  */
-function resumedHandshake(): Promise<void> {
-  return Promise.reject(
-    new TypeError("Resumed handshakes are not measured: the library has no session resumption"),
-  );
+function resumer(worker: number): () => Promise<void> {
+  const resumption = { store: tickets, name: `${address}#${worker}` };
+  let first = true;
+  return async () => {
+    const session = await noiseSession("XX", resumption);
+    try {
+      if (!first && !session.resumed) fellBack++;
+      first = false;
+      await session.readTicket();
+    } finally {
+      await session.close();
+    }
+  };
 }
 
 async function handshakes(measure: "handshakes" | "handshakes-resumed"): Promise<Figure> {
   let done = 0;
   let running = true;
-  let one = isRaw(kind)
-    ? tlsHandshake
-    : measure === "handshakes-resumed"
-    ? resumedHandshake
-    : noiseHandshake;
+  let one = isRaw(kind) ? tlsHandshake : noiseHandshake;
   if (isPeer(kind)) {
     const [module, client] = await peer();
     one = () => module.libp2pHandshake(client);
   }
-  const workers = Array.from({ length: concurrency }, async () => {
+  const workers = Array.from({ length: concurrency }, async (_, worker) => {
+    const run = measure === "handshakes-resumed" ? resumer(worker) : one;
     while (running) {
-      await one();
+      await run();
       done++;
     }
   });
   const result = await countWindow(() => done);
   running = false;
   await Promise.all(workers);
+  if (fellBack > 0) {
+    throw new Error(`${fellBack} resumed handshakes fell back to a full handshake`);
+  }
   return {
     measure,
     value: result.rate,

@@ -168,8 +168,12 @@ function kill(child: Deno.ChildProcess): void {
   }
 }
 
-async function startServer(kind: ServerKind, fdLimit = false): Promise<[Child, ReadyLine]> {
-  const extra = ["--kind", kind, "--cert", `${tmp}/cert.pem`, "--key", `${tmp}/key.pem`];
+async function startServer(
+  kind: ServerKind,
+  fdLimit = false,
+  flags: string[] = [],
+): Promise<[Child, ReadyLine]> {
+  const extra = ["--kind", kind, "--cert", `${tmp}/cert.pem`, "--key", `${tmp}/key.pem`, ...flags];
   extra.push("--address", transportOf(kind) === "unix" ? `${tmp}/${kind}.sock` : "127.0.0.1:0");
   const server = new Child(
     denoArgs(SERVER, extra, ["--v8-flags=--expose-gc", ...peerFlags(kind)]),
@@ -257,13 +261,13 @@ type Samples = Map<string, Figure[]>; // key: `${kind}/${measure}`
 
 /**
  * The handshake runs: a server of `kind` and a client running `measure` with 16 handshakes at a
- * time, the server's CPU time read before and after (samples under `${kind}/${measure}`).
- * Resumed handshakes (P5c) will be `{ kind: "lib-noise-tcp", measure: "handshakes-resumed" }`
- * once the library's client can resume a session (docs/PERFORMANCE.md, "Method").
+ * time, the server's CPU time read before and after (samples under `${kind}/${measure}`). The
+ * resumed run's server issues session tickets (`--resumption`); the full runs' servers do not.
  */
 const HANDSHAKE_RUNS: { kind: ServerKind; measure: "handshakes" | "handshakes-resumed" }[] = [
   { kind: "raw-tls", measure: "handshakes" },
   { kind: "lib-noise-tcp", measure: "handshakes" },
+  { kind: "lib-noise-tcp", measure: "handshakes-resumed" },
   { kind: "peer-libp2p-noise", measure: "handshakes" },
 ];
 
@@ -285,7 +289,11 @@ async function runRound(samples: Samples, round: number): Promise<void> {
   for (const { kind, measure } of HANDSHAKE_RUNS) {
     if (only !== undefined && !only.includes("handshakes")) continue;
     log(`round ${round}: ${measure} ${kind}`);
-    const [server, ready] = await startServer(kind);
+    const [server, ready] = await startServer(
+      kind,
+      false,
+      measure === "handshakes-resumed" ? ["--resumption"] : [],
+    );
     try {
       const cpu = async () => {
         await server.send("cpu");

@@ -259,6 +259,8 @@ async function startLibrary(): Promise<void> {
         handshakeRatePerAddress: 0,
       },
       logging: { logLevel: "error" },
+      // `--resumption`: issue session tickets (P5c's resumed handshakes); off for every other run.
+      ...(args.has("resumption") ? { security: { resumption: true } } : {}),
     },
     ...(transport === "tls" ? { tls: { cert: { path: certPath! }, key: { path: keyPath! } } } : {}),
   }, dispatcher);
