@@ -62,6 +62,10 @@ const PARAMS: HandshakeParams[] = [
   { features: 0x1, maxMessageSize: 16 * 1024 * 1024 },
   { features: 0x2, maxMessageSize: 0 },
   { features: 0, maxMessageSize: 0xffff_ffff },
+  // Session resumption (issue 12): the request flag, and a resumption hello with its ticket.
+  { features: 0x3, resumption: true },
+  { features: 0, ticket: new Uint8Array(90).map((_, i) => i) },
+  { features: 0x1, maxMessageSize: 1024, resumption: true, ticket: new Uint8Array([1]) },
 ];
 // A stand-in for the first Noise message: the hello parser treats `rest` as opaque bytes.
 const NOISE_MESSAGE = new Uint8Array(48).map((_, i) => i * 7);
@@ -78,7 +82,12 @@ function seeds(): Uint8Array[] {
   // Unknown non-critical parameters are skipped; critical ones and duplicates are refused.
   out.push(rawHello(0x01, 0x03, 0x01, [...tlv(0x02, [0, 1, 0, 0]), ...tlv(0x40, [9, 9])]));
   out.push(rawHello(0x00, 0x00, 0x00, [...tlv(0x7f, []), ...tlv(0x01, [0, 0, 0, 3])]));
-  out.push(rawHello(0x01, 0x01, 0x01, tlv(0x81, [1])));
+  out.push(rawHello(0x01, 0x01, 0x01, tlv(0x82, [1])));
+  // The resumption flag has no value; a ticket is 1 to 512 bytes; neither may repeat.
+  out.push(rawHello(0x01, 0x11, 0x01, [...tlv(0x03, []), ...tlv(0x81, [7, 7, 7])]));
+  out.push(rawHello(0x01, 0x11, 0x01, tlv(0x03, [1])));
+  out.push(rawHello(0x01, 0x11, 0x01, tlv(0x81, [])));
+  out.push(rawHello(0x01, 0x11, 0x01, [...tlv(0x81, [1]), ...tlv(0x81, [2])]));
   out.push(rawHello(0x01, 0x01, 0x01, [...tlv(0x01, [0, 0, 0, 1]), ...tlv(0x01, [0, 0, 0, 1])]));
   out.push(rawHello(0x00, 0x00, 0x00, []));
   return out;
@@ -89,7 +98,10 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 function sameParams(a: HandshakeParams, b: HandshakeParams): boolean {
-  return a.features === b.features && a.maxMessageSize === b.maxMessageSize;
+  return a.features === b.features && a.maxMessageSize === b.maxMessageSize &&
+    (a.resumption ?? false) === (b.resumption ?? false) &&
+    (a.ticket === undefined ? b.ticket === undefined : b.ticket !== undefined &&
+      sameBytes(a.ticket, b.ticket));
 }
 
 function isU32(value: number): boolean {

@@ -9,6 +9,8 @@ const target: FuzzTarget = {
     encodeMessage({ type: "echo", text: "hello" }),
     encodeMessage({ type: "request", id: 300, deadline: 5, message: { type: "ping" } }),
     encodeMessage({ type: "error", id: 1, code: 2, text: "x" }),
+    // The session ticket (issue 12): a lifetime and 1 to 512 opaque bytes.
+    encodeMessage({ type: "ticket", lifetime: 3_600_000, ticket: new Uint8Array(90).fill(7) }),
     encodeBatch([
       { type: "ping" },
       { type: "custom", command: "CMD", payload: new Uint8Array([1, 2]) },
