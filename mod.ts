@@ -155,6 +155,13 @@ export type {
   TransportKind,
   TransportListenOptions,
 } from "./src/transport/types.ts";
-export type { PemSource, TlsClientOptions, TlsServerOptions } from "./src/transport/tls.ts";
+export type {
+  PemSource,
+  TlsBackend,
+  TlsClientOptions,
+  TlsServerOptions,
+} from "./src/transport/tls.ts";
+export type { TlsPeer } from "./src/transport/tls_node.ts";
+export type { PeerCertificateInfo } from "./src/transport/peer_certificate.ts";
 export type { CompressionSettings } from "./src/compression/policy.ts";
 export type { CompressionAlgorithm } from "./src/core/compression_ids.ts";

@@ -153,32 +153,104 @@ Deno.test("TLS: ALPN mismatch and a server without ALPN", async () => {
 });
 
 Deno.test("TLS: options the native backend cannot enforce throw TlsError", () => {
+  const native = "native" as const;
   const cases: Array<[string, () => unknown]> = [
     [
-      "server.requireClientCert",
-      () => new TlsTransport({ server: { ...server, requireClientCert: true } }),
+      "server.clientAuth",
+      () =>
+        new TlsTransport({
+          backend: native,
+          server: { ...server, requireClientCert: true, clientCaCerts: [clientCert.certPem] },
+        }),
     ],
     [
       "server.clientCaCerts",
-      () => new TlsTransport({ server: { ...server, clientCaCerts: [clientCert.certPem] } }),
+      () =>
+        new TlsTransport({
+          backend: native,
+          server: { ...server, clientAuth: "request", clientCaCerts: [clientCert.certPem] },
+        }),
     ],
     ["server.clientCertFingerprints", () =>
       new TlsTransport({
-        server: { ...server, clientCertFingerprints: [clientCert.fingerprint] },
+        backend: native,
+        server: {
+          ...server,
+          clientAuth: "require",
+          clientCertFingerprints: [clientCert.fingerprint],
+        },
+      })],
+    ["server.authorize", () =>
+      new TlsTransport({
+        backend: native,
+        server: { ...server, authorize: () => true },
+      })],
+    ["server.minVersion", () =>
+      new TlsTransport({
+        backend: native,
+        server: { ...server, minVersion: "TLSv1.3" },
       })],
     [
       "client.serverCertFingerprints",
-      () => new TlsTransport({ client: { serverCertFingerprints: [serverCert.fingerprint] } }),
+      () =>
+        new TlsTransport({
+          backend: native,
+          client: { serverCertFingerprints: [serverCert.fingerprint] },
+        }),
+    ],
+    [
+      "client.pinOnly",
+      () =>
+        new TlsTransport({
+          backend: native,
+          client: { pinOnly: true, serverSpkiPins: ["A".repeat(43) + "="] },
+        }),
     ],
   ];
   for (const [option, build] of cases) {
     assert.throws(build, (e) => {
       assert.ok(isProtocolError(e, "TlsError"), `${option}: ${e}`);
-      assert.ok(e.message.includes(`"${option}"`), e.message);
-      assert.match(e.message, /node:tls backend/);
+      assert.ok(e.message.includes(`"${option}`), e.message);
+      assert.match(e.message, /native Deno TLS backend/);
       return true;
     });
   }
+  // Under "auto" the same options pick the node backend instead of throwing.
+  assert.equal(
+    new TlsTransport({
+      server: { ...server, clientAuth: "require", clientCaCerts: [clientCert.certPem] },
+    }).serverBackend,
+    "node",
+  );
+  assert.equal(
+    new TlsTransport({ client: { serverCertFingerprints: [serverCert.fingerprint] } })
+      .clientBackend,
+    "node",
+  );
+  assert.equal(new TlsTransport({ server }).serverBackend, "native");
+  assert.equal(new TlsTransport({}).clientBackend, "native");
+  // Contradictions are TypeErrors, never ignored.
+  assert.throws(
+    () => new TlsTransport({ server: { ...server, clientCaCerts: [clientCert.certPem] } }),
+    /needs server.clientAuth "request" or "require"/,
+  );
+  assert.throws(
+    () => new TlsTransport({ server: { ...server, clientAuth: "require" } }),
+    /nothing would say which client certificates are good/,
+  );
+  assert.throws(
+    () => new TlsTransport({ client: { pinOnly: true } }),
+    /without a pin nothing would be trusted/,
+  );
+  assert.throws(
+    () => new TlsTransport({ client: { serverCertFingerprints: ["AB:CD"] } }),
+    /is not a SHA-256 fingerprint/,
+  );
+  assert.throws(
+    () => new TlsTransport({ client: { serverSpkiPins: ["short"] } }),
+    /is not an SPKI pin/,
+  );
+  assert.throws(() => new TlsTransport({ backend: "rustls" as never }), TypeError);
   // Explicitly not asking is fine.
   new TlsTransport({ server: { ...server, requireClientCert: false, clientCaCerts: [] } });
   // Unknown options (Node-style names) are refused rather than ignored.
@@ -417,8 +489,9 @@ Deno.test("TLS: the client presents its certificate to a server that requires on
   }
 });
 
-Deno.test("TLS: with a client certificate, serverName must equal the host", async () => {
+Deno.test("TLS: native backend, with a client certificate, serverName must equal the host", async () => {
   const tls = new TlsTransport({
+    backend: "native",
     client: {
       caCerts: [serverCert.certPem],
       serverName: "localhost",

@@ -79,7 +79,7 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       max: 300_000,
       unit: "ms",
       description: "The handshake must finish within this many ms.",
-      readBy: [DAEMON, SESSION],
+      readBy: [DAEMON, SESSION, TRANSPORT_CONFIG],
     },
     idleTimeout: {
       kind: "integer",
@@ -266,7 +266,8 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
     tlsCertPath: {
       kind: "string",
       default: "",
-      description: "PEM certificate chain (TLS server, or client certificate).",
+      description:
+        "PEM certificate chain of the TLS server (a client's own is tls_client_cert_path).",
       readBy: [TRANSPORT_CONFIG],
     },
     tlsKeyPath: {
@@ -293,6 +294,87 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       default: [...DEFAULT_ALPN_PROTOCOLS],
       itemBytes: { min: 1, max: 255 },
       description: "ALPN protocol names.",
+      readBy: [TRANSPORT_CONFIG],
+    },
+    tlsBackend: {
+      kind: "string",
+      default: "auto",
+      values: ["auto", "native", "node"],
+      description:
+        'TLS implementation: "native" (Deno\'s rustls), "node" (node:tls: mTLS, pins), "auto" (node when an option needs it).',
+      readBy: [TRANSPORT_CONFIG],
+    },
+    tlsMinVersion: {
+      kind: "string",
+      default: "1.2",
+      values: ["1.2", "1.3"],
+      description: 'Lowest TLS version accepted ("1.3" needs the node backend).',
+      readBy: [TRANSPORT_CONFIG],
+    },
+    tlsClientAuth: {
+      kind: "string",
+      default: "none",
+      values: ["none", "request", "require"],
+      description:
+        'Server: ask for client certificates (mutual TLS); the original\'s verify_client = true is "require".',
+      readBy: [TRANSPORT_CONFIG],
+    },
+    tlsClientCaPath: {
+      kind: "string",
+      default: "",
+      description:
+        "Server: PEM CA bundle that signs acceptable client certificates (the original's server ca_path).",
+      readBy: [TRANSPORT_CONFIG],
+    },
+    tlsClientCertFingerprints: {
+      kind: "strings",
+      default: [],
+      unique: true,
+      description:
+        'Server: SHA-256 fingerprints of acceptable client certificates ("AB:CD:..."), no CA needed.',
+      readBy: [TRANSPORT_CONFIG],
+    },
+    tlsClientSpkiPins: {
+      kind: "strings",
+      default: [],
+      unique: true,
+      description:
+        "Server: SHA-256 SPKI hashes (base64) of acceptable client public keys, no CA needed.",
+      readBy: [TRANSPORT_CONFIG],
+    },
+    tlsClientCertPath: {
+      kind: "string",
+      default: "",
+      description: "Client: PEM certificate chain presented to servers that ask for one.",
+      readBy: [TRANSPORT_CONFIG],
+    },
+    tlsClientKeyPath: {
+      kind: "string",
+      default: "",
+      description: "Client: PEM private key of tls_client_cert_path.",
+      readBy: [TRANSPORT_CONFIG],
+    },
+    tlsServerCertFingerprints: {
+      kind: "strings",
+      default: [],
+      unique: true,
+      description:
+        'Client: SHA-256 fingerprints the server certificate must match ("AB:CD:..."); [] = no pin.',
+      readBy: [TRANSPORT_CONFIG],
+    },
+    tlsServerSpkiPins: {
+      kind: "strings",
+      default: [],
+      unique: true,
+      description:
+        "Client: SHA-256 SPKI hashes (base64) of the server's public key; one match of either kind suffices.",
+      readBy: [TRANSPORT_CONFIG],
+    },
+    tlsPinOnly: {
+      kind: "boolean",
+      default: false,
+      description:
+        "Client: trust the server pins alone (no CA, name or date checks; for self-signed servers).",
       readBy: [TRANSPORT_CONFIG],
     },
   },

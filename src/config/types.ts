@@ -98,7 +98,7 @@ export interface TransportConfig {
   encryptionEnabled: boolean;
   /** Permission bits of a Unix socket file. */
   unixSocketMode: number;
-  /** PEM certificate chain (TLS server, or client certificate); `""` for none. */
+  /** PEM certificate chain of the TLS server; `""` for none. */
   tlsCertPath: string;
   /** PEM private key of `tlsCertPath`; `""` for none. */
   tlsKeyPath: string;
@@ -108,6 +108,28 @@ export interface TransportConfig {
   tlsServerName: string;
   /** ALPN protocol names. */
   tlsAlpn: string[];
+  /** The TLS implementation: `"auto"` (node when an option needs it), `"native"`, `"node"`. */
+  tlsBackend: "auto" | "native" | "node";
+  /** The lowest TLS version accepted: `"1.2"` or `"1.3"`. */
+  tlsMinVersion: "1.2" | "1.3";
+  /** Server: client certificates (mutual TLS): `"none"`, `"request"` or `"require"`. */
+  tlsClientAuth: "none" | "request" | "require";
+  /** Server: PEM CA bundle that signs acceptable client certificates; `""` for none. */
+  tlsClientCaPath: string;
+  /** Server: SHA-256 fingerprints of acceptable client certificates. */
+  tlsClientCertFingerprints: string[];
+  /** Server: SHA-256 SPKI hashes (base64) of acceptable client public keys. */
+  tlsClientSpkiPins: string[];
+  /** Client: PEM certificate chain presented to servers that ask for one; `""` for none. */
+  tlsClientCertPath: string;
+  /** Client: PEM private key of `tlsClientCertPath`; `""` for none. */
+  tlsClientKeyPath: string;
+  /** Client: SHA-256 fingerprints the server certificate must match. */
+  tlsServerCertFingerprints: string[];
+  /** Client: SHA-256 SPKI hashes (base64) the server's public key must match. */
+  tlsServerSpkiPins: string[];
+  /** Client: trust the server pins alone (no CA, name or date checks). */
+  tlsPinOnly: boolean;
 }
 
 /** The `[security]` section: the Noise secure channel. */

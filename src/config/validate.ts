@@ -153,6 +153,10 @@ function checkKey(
   }
 }
 
+function isFingerprint(pin: string): boolean {
+  return /^[0-9A-Fa-f]{64}$/.test(pin) || /^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$/.test(pin);
+}
+
 /** A rule that relates keys. */
 interface Rule {
   /** The keys that must have passed their own checks for the rule to apply. */
@@ -195,6 +199,129 @@ const RULES: readonly Rule[] = [
           "transport.tls_cert_path and transport.tls_key_path must be set together",
         ]
         : undefined,
+  },
+  {
+    needs: ["transport.tls_client_cert_path", "transport.tls_client_key_path"],
+    check: ({ transport: t }) =>
+      (t.tlsClientCertPath === "") !== (t.tlsClientKeyPath === "")
+        ? [
+          t.tlsClientCertPath === ""
+            ? "transport.tls_client_cert_path"
+            : "transport.tls_client_key_path",
+          "transport.tls_client_cert_path and transport.tls_client_key_path must be set together",
+        ]
+        : undefined,
+  },
+  {
+    needs: ["transport.tls_client_cert_fingerprints", "transport.tls_server_cert_fingerprints"],
+    check: ({ transport: t }) => {
+      for (
+        const [path, pins] of [
+          ["transport.tls_client_cert_fingerprints", t.tlsClientCertFingerprints],
+          ["transport.tls_server_cert_fingerprints", t.tlsServerCertFingerprints],
+        ] as const
+      ) {
+        const bad = pins.find((pin) => !isFingerprint(pin));
+        if (bad !== undefined) {
+          return [
+            path,
+            `${path} entry ${quote(bad)} is not a SHA-256 fingerprint (32 hex pairs, "AB:CD:...")`,
+          ];
+        }
+      }
+      return undefined;
+    },
+  },
+  {
+    needs: ["transport.tls_client_spki_pins", "transport.tls_server_spki_pins"],
+    check: ({ transport: t }) => {
+      for (
+        const [path, pins] of [
+          ["transport.tls_client_spki_pins", t.tlsClientSpkiPins],
+          ["transport.tls_server_spki_pins", t.tlsServerSpkiPins],
+        ] as const
+      ) {
+        const bad = pins.find((pin) => !/^(sha256\/\/?)?[A-Za-z0-9+/]{43}=$/i.test(pin));
+        if (bad !== undefined) {
+          return [
+            path,
+            `${path} entry ${
+              quote(bad)
+            } is not an SPKI pin (base64 of a SHA-256 digest, 44 characters)`,
+          ];
+        }
+      }
+      return undefined;
+    },
+  },
+  {
+    needs: [
+      "transport.tls_client_auth",
+      "transport.tls_client_ca_path",
+      "transport.tls_client_cert_fingerprints",
+      "transport.tls_client_spki_pins",
+    ],
+    check: ({ transport: t }) => {
+      const verifiers = t.tlsClientCaPath !== "" || t.tlsClientCertFingerprints.length > 0 ||
+        t.tlsClientSpkiPins.length > 0;
+      if (t.tlsClientAuth === "none" && verifiers) {
+        return [
+          "transport.tls_client_auth",
+          'transport.tls_client_ca_path, tls_client_cert_fingerprints and tls_client_spki_pins need transport.tls_client_auth "request" or "require" (it is "none": no client certificate would be asked for)',
+        ];
+      }
+      if (t.tlsClientAuth !== "none" && !verifiers) {
+        return [
+          "transport.tls_client_auth",
+          `transport.tls_client_auth ${
+            quote(t.tlsClientAuth)
+          } needs transport.tls_client_ca_path, tls_client_cert_fingerprints or tls_client_spki_pins: nothing would say which client certificates are good`,
+        ];
+      }
+      return undefined;
+    },
+  },
+  {
+    needs: [
+      "transport.tls_pin_only",
+      "transport.tls_server_cert_fingerprints",
+      "transport.tls_server_spki_pins",
+    ],
+    check: ({ transport: t }) =>
+      t.tlsPinOnly && t.tlsServerCertFingerprints.length === 0 && t.tlsServerSpkiPins.length === 0
+        ? [
+          "transport.tls_pin_only",
+          "transport.tls_pin_only = true needs transport.tls_server_cert_fingerprints or tls_server_spki_pins: without a pin nothing would be trusted",
+        ]
+        : undefined,
+  },
+  {
+    needs: [
+      "transport.tls_backend",
+      "transport.tls_client_auth",
+      "transport.tls_min_version",
+      "transport.tls_pin_only",
+      "transport.tls_server_cert_fingerprints",
+      "transport.tls_server_spki_pins",
+    ],
+    check: ({ transport: t }) => {
+      if (t.tlsBackend !== "native") return undefined;
+      const needsNode = [
+        ...(t.tlsClientAuth !== "none" ? ["tls_client_auth"] : []),
+        ...(t.tlsMinVersion === "1.3" ? ["tls_min_version"] : []),
+        ...(t.tlsServerCertFingerprints.length > 0 ? ["tls_server_cert_fingerprints"] : []),
+        ...(t.tlsServerSpkiPins.length > 0 ? ["tls_server_spki_pins"] : []),
+        ...(t.tlsPinOnly ? ["tls_pin_only"] : []),
+      ];
+      return needsNode.length > 0
+        ? [
+          "transport.tls_backend",
+          `transport.tls_backend "native" cannot enforce transport.${
+            needsNode.join(", ")
+          } (Deno's native TLS cannot request or see peer certificates, nor require TLS 1.3); use "node" or "auto"`,
+        ]
+        : undefined;
+    },
   },
   {
     needs: ["security.pattern"],

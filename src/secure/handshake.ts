@@ -242,6 +242,10 @@ export class ClientHandshake extends SessionHandshake {
    */
   explainReadFailure(cause: ProtocolError | undefined): ProtocolError | undefined {
     if (this.#received > 0 || this.#core.state !== "wait") return undefined;
+    // A TLS transport that knows why the connection ended first (a server that refused the
+    // client certificate) says so better than any guess about the handshake.
+    const reason = cause?.cause;
+    if (reason instanceof ProtocolError && reason.code === "TlsError") return reason;
     if (
       this.#resuming !== undefined && (cause === undefined || cause.code === "ConnectionClosed")
     ) {

@@ -13,6 +13,7 @@
  * @module
  */
 
+import type { PeerCertificateInfo } from "../transport/peer_certificate.ts";
 import type { BodyCompressor } from "../core/batch.ts";
 import { encodedMessageSize, ErrorCodes, type Message, opcodeOf } from "../core/message.ts";
 import type { Packet } from "../core/packet.ts";
@@ -210,6 +211,15 @@ export class Connection implements AsyncDisposable {
   /** This side's transport address. */
   get localAddr(): Deno.Addr {
     return this.#conn.localAddr;
+  }
+
+  /**
+   * The peer's TLS certificate (subject, issuer, names, validity, SHA-256 fingerprint, SPKI
+   * hash), when the transport is TLS on the `node:tls` backend and the peer presented one:
+   * a server sees its client's (mutual TLS), a client its server's. `undefined` otherwise.
+   */
+  get peerCertificate(): PeerCertificateInfo | undefined {
+    return (this.#conn as { peerCertificate?: PeerCertificateInfo }).peerCertificate;
   }
 
   /** The peer's static public key, when the session has one. */

@@ -17,6 +17,7 @@ import { generateKeyPair } from "../secure/keys.ts";
 import { resolveServerPolicy, type ServerSecurityOptions } from "../secure/policy.ts";
 import { formatAddr } from "../transport/address.ts";
 import type { TlsServerOptions } from "../transport/tls.ts";
+import { takePeerAuthorization } from "../transport/tls_node.ts";
 import type { Listener, Transport } from "../transport/types.ts";
 import { transportFromConfig } from "./transport_config.ts";
 import { HandshakeAdmission } from "./admission.ts";
@@ -302,6 +303,9 @@ class DaemonServer implements Server {
     }
     // The handshake runner enforces server.connection_timeout (the security options carry it);
     // on any failure the socket is closed here, which also ends its pending read.
+    // A TLS server's authorize callback (node:tls backend) runs after the secure channel's
+    // handshake, so that it sees the client's certificate and its Noise key together.
+    const authorizePeer = takePeerAuthorization(conn);
     let established;
     try {
       established = await establish(conn, {
@@ -310,6 +314,7 @@ class DaemonServer implements Server {
         compression: this.#compression,
         maxPayloadSize: this.#config.transport.maxPayloadSize,
       });
+      await authorizePeer?.(established.session.remoteStaticKey);
     } catch (error) {
       if (peerEvents.allow("failed handshake")) {
         log.info("Handshake with {peer} failed: {error}", {

@@ -180,40 +180,246 @@ export async function generateSelfSignedCert(
   options: SelfSignedCertOptions,
 ): Promise<SelfSignedCert> {
   const { commonName, altNames, days } = checkOptions(options);
-  const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
-  const keys = await crypto.subtle.generateKey(algorithm, true, ["sign", "verify"]);
-  const serial = crypto.getRandomValues(new Uint8Array(16));
-  serial[0] = (serial[0]! & 0x7f) | 0x01; // Positive and exactly 16 bytes long.
+  const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
   const now = Date.now();
-  const notBefore = new Date(now - 60_000);
-  const notAfter = new Date(now + days * 86_400_000);
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: Array.from(serial, (byte) => byte.toString(16).padStart(2, "0")).join(""),
+    serialNumber: randomSerial(),
     name: [{ CN: [commonName] }],
-    notBefore,
-    notAfter,
-    signingAlgorithm: algorithm,
+    notBefore: new Date(now - 60_000),
+    notAfter: new Date(now + days * 86_400_000),
+    signingAlgorithm: ALGORITHM,
     keys,
     extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([
-        x509.ExtendedKeyUsage.serverAuth,
-        x509.ExtendedKeyUsage.clientAuth,
-      ]),
-      new x509.SubjectAlternativeNameExtension(
-        altNames.map((name): x509.JsonGeneralName => {
-          const ip = normalizeIp(name);
-          return ip === undefined ? { type: "dns", value: name } : { type: "ip", value: ip };
-        }),
-      ),
+      ...leafExtensions(altNames, "both"),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  const pkcs8 = await crypto.subtle.exportKey("pkcs8", keys.privateKey);
+  return await result(cert, keys.privateKey);
+}
+
+const ALGORITHM = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+
+/** A random positive 128-bit serial number, hex. */
+function randomSerial(): string {
+  const serial = crypto.getRandomValues(new Uint8Array(16));
+  serial[0] = (serial[0]! & 0x7f) | 0x01; // Positive and exactly 16 bytes long.
+  return Array.from(serial, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** What an issued certificate may be used for: TLS servers, TLS clients, or both. */
+export type CertificateUsage = "server" | "client" | "both";
+
+function leafExtensions(altNames: readonly string[], usage: CertificateUsage): x509.Extension[] {
+  const purposes = usage === "server"
+    ? [x509.ExtendedKeyUsage.serverAuth]
+    : usage === "client"
+    ? [x509.ExtendedKeyUsage.clientAuth]
+    : [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth];
+  return [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension(purposes),
+    new x509.SubjectAlternativeNameExtension(
+      altNames.map((name): x509.JsonGeneralName => {
+        const ip = normalizeIp(name);
+        return ip === undefined ? { type: "dns", value: name } : { type: "ip", value: ip };
+      }),
+    ),
+  ];
+}
+
+async function result(cert: x509.X509Certificate, privateKey: CryptoKey): Promise<SelfSignedCert> {
+  const pkcs8 = await crypto.subtle.exportKey("pkcs8", privateKey);
   return {
     certPem: cert.toString("pem"),
     keyPem: x509.PemConverter.encode(pkcs8, "PRIVATE KEY"),
     fingerprint: colonHex(new Uint8Array(await crypto.subtle.digest("SHA-256", cert.rawData))),
   };
+}
+
+/** Options of {@linkcode generateCertificateAuthority}. */
+export interface CertificateAuthorityOptions {
+  /** The CA's common name, 1 to 64 characters (`"npro test CA"`). */
+  commonName: string;
+  /**
+   * Validity in days, 1 to 3650.
+   *
+   * @default {3650}
+   */
+  days?: number;
+}
+
+/**
+ * Generates a small certificate authority for mutual TLS: a self-signed ECDSA P-256 certificate
+ * with basic constraints `CA:TRUE, pathlen:0` (critical: it signs leaf certificates only) and
+ * key usage `keyCertSign, cRLSign`. Sign server and client certificates with
+ * {@linkcode issueCertificate}; give the CA certificate to the peers that verify them
+ * (`client.caCerts`, `server.clientCaCerts`). The key is a secret: keep it offline.
+ *
+ * @example A CA, a server certificate and a client certificate
+ * ```ts
+ * import {
+ *   generateCertificateAuthority,
+ *   issueCertificate,
+ * } from "@npro/network-protocol/transport";
+ * import { X509Certificate } from "node:crypto";
+ * import assert from "node:assert/strict";
+ *
+ * const ca = await generateCertificateAuthority({ commonName: "npro test CA" });
+ * const server = await issueCertificate({
+ *   issuer: ca,
+ *   commonName: "localhost",
+ *   altNames: ["localhost", "127.0.0.1"],
+ *   usage: "server",
+ * });
+ * const client = await issueCertificate({ issuer: ca, commonName: "client-1", usage: "client" });
+ * const caCert = new X509Certificate(ca.certPem);
+ * assert.ok(new X509Certificate(server.certPem).verify(caCert.publicKey));
+ * assert.ok(new X509Certificate(client.certPem).checkIssued(caCert));
+ * ```
+ *
+ * @param options The name and validity.
+ * @returns The CA certificate and key, PEM, and the certificate's fingerprint.
+ * @throws {TypeError} When the name is not a string.
+ * @throws {RangeError} When a length or the validity is out of range.
+ */
+export async function generateCertificateAuthority(
+  options: CertificateAuthorityOptions,
+): Promise<SelfSignedCert> {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`Options must be an object, got "${options}"`);
+  }
+  const { commonName, days } = checkOptions({
+    commonName: options.commonName,
+    altNames: ["ca.invalid"],
+    days: options.days ?? 3650,
+  });
+  const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: randomSerial(),
+    name: [{ CN: [commonName] }],
+    notBefore: new Date(now - 60_000),
+    notAfter: new Date(now + days * 86_400_000),
+    signingAlgorithm: ALGORITHM,
+    keys,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
+        true,
+      ),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  return await result(cert, keys.privateKey);
+}
+
+/** Options of {@linkcode issueCertificate}. */
+export interface IssueCertificateOptions extends SelfSignedCertOptions {
+  /** The CA that signs: its certificate and its ECDSA P-256 PKCS#8 key, PEM. */
+  issuer: { readonly certPem: string; readonly keyPem: string };
+  /**
+   * Extended key usage: `"server"` (serverAuth), `"client"` (clientAuth) or `"both"`.
+   *
+   * @default {"both"}
+   */
+  usage?: CertificateUsage;
+  /**
+   * Start of validity, instead of one minute ago. With `notAfter`, for certificates that are
+   * not valid yet or no longer (tests of expiry), or for a planned rotation.
+   */
+  notBefore?: Date;
+  /** End of validity, instead of `days` from now. */
+  notAfter?: Date;
+}
+
+/**
+ * Issues a leaf certificate signed by a CA made with {@linkcode generateCertificateAuthority}:
+ * a new ECDSA P-256 key, `CA:FALSE`, key usage `digitalSignature`, the extended key usage of
+ * `usage`, the subject alternative names (default `[commonName]`), the authority key
+ * identifier of the CA.
+ *
+ * @example A client certificate for mutual TLS
+ * ```ts
+ * import {
+ *   generateCertificateAuthority,
+ *   issueCertificate,
+ * } from "@npro/network-protocol/transport";
+ * import assert from "node:assert/strict";
+ *
+ * const ca = await generateCertificateAuthority({ commonName: "npro test CA" });
+ * const client = await issueCertificate({ issuer: ca, commonName: "client-1", usage: "client" });
+ * assert.match(client.certPem, /^-----BEGIN CERTIFICATE-----/);
+ * assert.equal(client.fingerprint.length, 95);
+ * ```
+ *
+ * @param options The CA, the subject, its names, usage and validity.
+ * @returns The certificate and its new key, PEM, and the certificate's fingerprint.
+ * @throws {TypeError} When a name is malformed or the issuer is not a P-256 CA made this way.
+ * @throws {RangeError} When a length, count or the validity is out of range.
+ */
+export async function issueCertificate(
+  options: IssueCertificateOptions,
+): Promise<SelfSignedCert> {
+  const { commonName, altNames, days } = checkOptions(options);
+  const usage = options.usage ?? "both";
+  if (usage !== "server" && usage !== "client" && usage !== "both") {
+    throw new TypeError(`usage must be "server", "client" or "both", got "${usage}"`);
+  }
+  const issuer = options.issuer;
+  if (
+    issuer === null || typeof issuer !== "object" || typeof issuer.certPem !== "string" ||
+    typeof issuer.keyPem !== "string"
+  ) {
+    throw new TypeError(`issuer must be { certPem, keyPem }`);
+  }
+  let caCert: x509.X509Certificate;
+  let caKey: CryptoKey;
+  try {
+    caCert = new x509.X509Certificate(issuer.certPem);
+    caKey = await crypto.subtle.importKey(
+      "pkcs8",
+      x509.PemConverter.decodeFirst(issuer.keyPem),
+      { name: "ECDSA", namedCurve: "P-256" },
+      false,
+      ["sign"],
+    );
+  } catch (error) {
+    throw new TypeError(
+      `issuer must hold a certificate and an ECDSA P-256 PKCS#8 key, PEM (as made by ` +
+        `generateCertificateAuthority)`,
+      { cause: error },
+    );
+  }
+  const now = Date.now();
+  const notBefore = options.notBefore ?? new Date(now - 60_000);
+  const notAfter = options.notAfter ?? new Date(now + days * 86_400_000);
+  for (const [name, value] of [["notBefore", notBefore], ["notAfter", notAfter]] as const) {
+    if (!(value instanceof Date) || Number.isNaN(value.getTime())) {
+      throw new TypeError(`${name} must be a valid Date`);
+    }
+  }
+  if (notAfter.getTime() <= notBefore.getTime()) {
+    throw new RangeError(
+      `notAfter "${notAfter.toISOString()}" is not after notBefore "${notBefore.toISOString()}"`,
+    );
+  }
+  const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    subject: [{ CN: [commonName] }],
+    issuer: caCert.subject,
+    notBefore,
+    notAfter,
+    signingAlgorithm: ALGORITHM,
+    publicKey: keys.publicKey,
+    signingKey: caKey,
+    extensions: [
+      ...leafExtensions(altNames, usage),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await x509.AuthorityKeyIdentifierExtension.create(caCert.publicKey),
+    ],
+  });
+  return await result(cert, keys.privateKey);
 }

@@ -1,7 +1,8 @@
 /**
- * The built-in transports: TCP, Unix domain sockets and TLS (Deno's native rustls), each an
- * implementation of the root's `Transport` interface, with {@linkcode createTransport} to pick one
- * by name, self-signed certificates for TLS, and the `host:port` helpers.
+ * The built-in transports: TCP, Unix domain sockets and TLS (Deno's native rustls, or
+ * `node:tls` for mutual TLS and pins), each an implementation of the root's `Transport`
+ * interface, with {@linkcode createTransport} to pick one by name, certificates for TLS
+ * (self-signed, or a small CA and the certificates it issues), and the `host:port` helpers.
  *
  * `serve` and `connect` create the transport that `transport.kind` names in the configuration
  * (with the `tls` option for certificates), so an application needs this module only to give a
@@ -47,8 +48,21 @@ export { DEFAULT_UNIX_SOCKET_MODE, UnixTransport } from "./unix.ts";
 export type { UnixTransportOptions } from "./unix.ts";
 export { DEFAULT_ALPN_PROTOCOLS, tlsHandshake, TlsTransport } from "./tls.ts";
 export type { TlsTransportOptions } from "./tls.ts";
-export { certificateFingerprint, generateSelfSignedCert } from "./certs.ts";
-export type { SelfSignedCert, SelfSignedCertOptions } from "./certs.ts";
+export {
+  certificateFingerprint,
+  generateCertificateAuthority,
+  generateSelfSignedCert,
+  issueCertificate,
+} from "./certs.ts";
+export type {
+  CertificateAuthorityOptions,
+  CertificateUsage,
+  IssueCertificateOptions,
+  SelfSignedCert,
+  SelfSignedCertOptions,
+} from "./certs.ts";
+export { certificateSpkiPin } from "./peer_certificate.ts";
+export type { NodeTlsConn } from "./tls_node.ts";
 
 /** Options of {@linkcode createTransport}, by transport kind. */
 export interface TransportOptionsMap {

@@ -1,7 +1,9 @@
 /**
- * TLS transport on Deno's native TLS (rustls): `Deno.listenTls`, `Deno.connectTls` and
- * `Deno.startTls`, with ALPN, certificate pinning through `caCerts`, client certificates, and a
- * refusal of every option this backend cannot enforce.
+ * TLS transport with two backends: Deno's native TLS (rustls: `Deno.listenTls`,
+ * `Deno.connectTls`, `Deno.startTls`) for plain TLS, and `node:tls` (`tls_node.ts`) for mutual
+ * TLS, certificate and SPKI pins, pin-only trust, TLS 1.3 only, and client certificates with
+ * `TCP_NODELAY`. `backend: "auto"` picks `node` when an option needs it; an option the chosen
+ * backend cannot enforce throws at construction, never silently ignored.
  *
  * @module
  */
@@ -11,7 +13,19 @@ import { ProtocolError } from "../errors.ts";
 import { formatHostPort, parseConnectAddress, parseHostPort } from "./address.ts";
 import { checkBacklog, listenError, withDeadline, wrapListener } from "./tcp.ts";
 import { errorMessage } from "../util/error_message.ts";
+import { checkTimeout } from "../util/options.ts";
 import { closeQuietly } from "../util/resource.ts";
+import { generateSelfSignedCert } from "./certs.ts";
+import { normalizeFingerprint, normalizeSpkiPin, type PinSet } from "./peer_certificate.ts";
+import {
+  checkNetPermission,
+  connectNode,
+  listenNode,
+  type NodeServerSettings,
+  nodeTlsSupported,
+  type TlsPeer,
+} from "./tls_node.ts";
+import { DEFAULT_CONNECT_TIMEOUT_MS } from "./types.ts";
 import type {
   Listener,
   Transport,
@@ -51,22 +65,60 @@ export interface TlsServerOptions {
    */
   backlog?: number;
   /**
-   * Require and verify a client certificate (mutual TLS). **Not available on this backend**:
-   * `true` makes the constructor throw `ProtocolError` code `TlsError`. The `node:tls` backend
-   * (a later release) will provide it; until then, authenticate clients with the secure
-   * channel's static keys.
+   * Client certificates (mutual TLS, `node` backend): `"none"` asks for none; `"request"` asks,
+   * accepts a client without one, and refuses a certificate that fails the checks below;
+   * `"require"` refuses a client without a certificate. With `"request"` or `"require"`, at
+   * least one of `clientCaCerts`, `clientCertFingerprints`, `clientSpkiPins` or `authorize`
+   * must say which certificates are good, and all that are set must accept it. The original
+   * crate's `verify_client: true` is `"require"`.
+   *
+   * @default {"none"}
+   */
+  clientAuth?: "none" | "request" | "require";
+  /**
+   * Deprecated spelling of `clientAuth: "require"` (0.1); `true` with another `clientAuth` is
+   * a `TypeError`.
    */
   requireClientCert?: boolean;
   /**
-   * CA certificates that sign acceptable client certificates. **Not available on this
-   * backend**: a non-empty list makes the constructor throw `ProtocolError` code `TlsError`.
+   * CA certificates that sign acceptable client certificates (chain and validity dates are
+   * verified by the TLS library). Needs `clientAuth`.
    */
   clientCaCerts?: readonly PemSource[];
   /**
-   * SHA-256 fingerprints of acceptable client certificates. **Not available on this backend**:
-   * a non-empty list makes the constructor throw `ProtocolError` code `TlsError`.
+   * SHA-256 fingerprints of acceptable client certificates (`"AB:CD:..."` or 64 hex digits):
+   * pinned clients, no CA needed (the validity dates are then checked against the clock).
+   * Needs `clientAuth`.
    */
   clientCertFingerprints?: readonly string[];
+  /**
+   * SHA-256 hashes of acceptable client public keys (SubjectPublicKeyInfo, base64, optionally
+   * `sha256/...`): they survive re-issuing a certificate for the same key. A certificate
+   * matching any fingerprint or any SPKI pin is pinned. Needs `clientAuth`.
+   */
+  clientSpkiPins?: readonly string[];
+  /**
+   * Decides about each client once its certificate passed the other checks (sync or async;
+   * `false` or a throw refuses). It sees the certificate (`undefined` when the client sent
+   * none) and the address; under `serve()` with the secure channel on, it runs after the Noise
+   * handshake and also sees the client's Noise static key (`noiseKey`), so one policy can bind
+   * both identities. Forces the `node` backend.
+   */
+  authorize?: (peer: TlsPeer) => boolean | Promise<boolean>;
+  /**
+   * The lowest TLS version accepted. `"TLSv1.3"` needs the `node` backend.
+   *
+   * @default {"TLSv1.2"}
+   */
+  minVersion?: "TLSv1.2" | "TLSv1.3";
+  /**
+   * The TLS handshake of an accepted connection must finish within this many milliseconds,
+   * or its socket is closed (`serve()` passes `server.connection_timeout`, and its handshake
+   * slots, `max_handshakes`, count these connections from the moment they are accepted).
+   *
+   * @default {5000}
+   */
+  handshakeTimeoutMs?: number;
 }
 
 /** Client side of {@linkcode TlsTransportOptions}. */
@@ -106,12 +158,35 @@ export interface TlsClientOptions {
   /** The private key of `cert`, PEM. */
   key?: PemSource;
   /**
-   * SHA-256 fingerprints the server certificate must match. **Not available on this backend**:
-   * a non-empty list makes the constructor throw `ProtocolError` code `TlsError`. Pin through
-   * `caCerts` instead.
+   * SHA-256 fingerprints of acceptable server certificates (`"AB:CD:..."` or 64 hex digits),
+   * checked after the chain and the name, before `connect` resolves (so before any application
+   * byte is written). Forces the `node` backend.
    */
   serverCertFingerprints?: readonly string[];
+  /**
+   * SHA-256 hashes of acceptable server public keys (SubjectPublicKeyInfo, base64, optionally
+   * `sha256/...`; `certificateSpkiPin` computes one). A certificate matching any fingerprint or
+   * any SPKI pin is pinned. Forces the `node` backend.
+   */
+  serverSpkiPins?: readonly string[];
+  /**
+   * Trust the pins alone: no CA chain, no name check, no validity dates (a self-signed server
+   * certificate made by anyone is accepted when, and only when, it is pinned). Needs
+   * `serverCertFingerprints` or `serverSpkiPins`. Forces the `node` backend.
+   *
+   * @default {false}
+   */
+  pinOnly?: boolean;
+  /**
+   * The lowest TLS version accepted. `"TLSv1.3"` needs the `node` backend.
+   *
+   * @default {"TLSv1.2"}
+   */
+  minVersion?: "TLSv1.2" | "TLSv1.3";
 }
+
+/** Which TLS implementation a {@linkcode TlsTransport} uses. */
+export type TlsBackend = "auto" | "native" | "node";
 
 /** Options of {@linkcode TlsTransport}. */
 export interface TlsTransportOptions {
@@ -119,6 +194,15 @@ export interface TlsTransportOptions {
   server?: TlsServerOptions;
   /** How `connect` verifies the server and authenticates itself. */
   client?: TlsClientOptions;
+  /**
+   * `"native"` (Deno's rustls: plain TLS, fastest), `"node"` (`node:tls`: everything below), or
+   * `"auto"`: `node` for a side whose options need it (client authentication, a client CA list,
+   * fingerprint or SPKI pins, `pinOnly`, `authorize`, TLS 1.3 only, a client certificate, for
+   * `TCP_NODELAY`), `native` otherwise. `"native"` with such an option throws.
+   *
+   * @default {"auto"}
+   */
+  backend?: TlsBackend;
 }
 
 const SERVER_KEYS = new Set([
@@ -126,9 +210,14 @@ const SERVER_KEYS = new Set([
   "key",
   "alpnProtocols",
   "backlog",
+  "clientAuth",
   "requireClientCert",
   "clientCaCerts",
   "clientCertFingerprints",
+  "clientSpkiPins",
+  "authorize",
+  "minVersion",
+  "handshakeTimeoutMs",
 ]);
 const CLIENT_KEYS = new Set([
   "caCerts",
@@ -138,8 +227,11 @@ const CLIENT_KEYS = new Set([
   "cert",
   "key",
   "serverCertFingerprints",
+  "serverSpkiPins",
+  "pinOnly",
+  "minVersion",
 ]);
-const TOP_KEYS = new Set(["server", "client"]);
+const TOP_KEYS = new Set(["server", "client", "backend"]);
 
 function checkKeys(value: unknown, allowed: Set<string>, label: string): void {
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
@@ -184,14 +276,86 @@ function checkAlpn(value: readonly string[] | undefined, label: string): string[
   return [...value];
 }
 
-function unenforceable(option: string): ProtocolError {
+function unenforceable(options: readonly string[]): ProtocolError {
   return new ProtocolError(
     "TlsError",
-    `TLS option "${option}" cannot be enforced by the native Deno TLS backend; the node:tls ` +
-      `backend will provide it in a later release (authenticate peers with the secure ` +
-      `channel's static keys meanwhile)`,
+    `TLS option${options.length > 1 ? "s" : ""} "${options.join('", "')}" cannot be enforced by ` +
+      `the native Deno TLS backend (it cannot request or see peer certificates, nor require ` +
+      `TLS 1.3); use backend "node" or "auto"`,
   );
 }
+
+function checkPins(
+  fingerprints: readonly string[] | undefined,
+  spki: readonly string[] | undefined,
+  label: string,
+): PinSet {
+  for (const [name, list] of [["CertFingerprints", fingerprints], ["SpkiPins", spki]] as const) {
+    if (list !== undefined && !Array.isArray(list)) {
+      throw new TypeError(`${label}${name} must be an array of strings`);
+    }
+  }
+  return {
+    fingerprints: [
+      ...new Set(
+        (fingerprints ?? []).map((pin, i) =>
+          normalizeFingerprint(pin, `${label}CertFingerprints[${i}]`)
+        ),
+      ),
+    ],
+    spki: [
+      ...new Set((spki ?? []).map((pin, i) => normalizeSpkiPin(pin, `${label}SpkiPins[${i}]`))),
+    ],
+  };
+}
+
+function checkMinVersion(value: unknown, label: string): "TLSv1.2" | "TLSv1.3" {
+  if (value === undefined) return "TLSv1.2";
+  if (value !== "TLSv1.2" && value !== "TLSv1.3") {
+    throw new TypeError(`${label} must be "TLSv1.2" or "TLSv1.3", got "${value}"`);
+  }
+  return value;
+}
+
+function checkBackend(value: unknown): TlsBackend {
+  if (value === undefined) return "auto";
+  if (value !== "auto" && value !== "native" && value !== "node") {
+    throw new TypeError(`TLS backend must be "auto", "native" or "node", got "${value}"`);
+  }
+  return value;
+}
+
+/**
+ * Resolves the backend of one side: the options that need `node` force it under `auto` and
+ * make `native` throw; the node backend is refused on a Deno too old to verify client
+ * certificates.
+ */
+function resolveBackend(
+  chosen: TlsBackend,
+  needsNode: readonly string[],
+  preferNode: boolean,
+): "native" | "node" {
+  if (chosen === "native") {
+    if (needsNode.length > 0) throw unenforceable(needsNode);
+    return "native";
+  }
+  const backend = chosen === "node" || needsNode.length > 0 || preferNode ? "node" : "native";
+  if (backend === "node") {
+    const support = nodeTlsSupported();
+    if (!support.ok) {
+      throw new ProtocolError(
+        "TlsError",
+        `The node:tls backend needs Deno 2.9.0 or newer (client certificates are verified ` +
+          `correctly only from there: denoland/deno#33439, #34381); this is Deno ` +
+          `"${support.version}"`,
+      );
+    }
+  }
+  return backend;
+}
+
+/** Set once a node:tls server passed the client-certificate self-test in this process. */
+let selfTestPassed = false;
 
 async function loadPem(source: PemSource, label: string, signal?: AbortSignal): Promise<string> {
   if (typeof source === "string") return source;
@@ -300,65 +464,98 @@ async function handshakeOrClose(
 }
 
 /**
- * TLS 1.2/1.3 over TCP on Deno's native TLS. Listening needs `server.cert` and `server.key`;
- * connecting verifies the server against the system roots plus `client.caCerts` and, by default,
- * offers and requires ALPN `"npro/2"`. `connect` resolves after the handshake.
+ * TLS 1.2/1.3 over TCP, on Deno's native TLS or on `node:tls` (see `backend`). Listening needs
+ * `server.cert` and `server.key`; connecting verifies the server against the system roots plus
+ * `client.caCerts` (or, with `pinOnly`, against the pins alone) and, by default, offers and
+ * requires ALPN `"npro/2"`. `connect` resolves after the handshake and every certificate check.
  *
- * Nagle's algorithm: a client without a certificate connects with `Deno.connect`, switches
- * `TCP_NODELAY` on, then upgrades with `Deno.startTls`, so small writes go out at once. Sockets
- * accepted by the server, and client sockets that present a certificate (`Deno.connectTls`),
- * keep Nagle on because Deno offers no way to change it: upper layers write each batch as one
- * buffer.
+ * Accepted connections come before their TLS handshake on both backends (so a daemon counts
+ * them among its handshakes); the handshake must finish within `server.handshakeTimeoutMs`,
+ * and a connection whose handshake fails or times out is closed. On the `node` backend the
+ * peer's certificate is `conn.peerCertificate` once the handshake is done.
  *
- * The native server cannot request or verify client certificates, nor expose the peer's
- * certificate: `requireClientCert`, `clientCaCerts`, `clientCertFingerprints` and
- * `serverCertFingerprints` make the constructor throw instead of being ignored.
+ * Nagle's algorithm: the native client without a certificate connects with `Deno.connect`,
+ * switches `TCP_NODELAY` on, then upgrades with `Deno.startTls`; the node backend switches it
+ * off on every socket, both sides. Sockets accepted by the native server keep Nagle on (Deno
+ * offers no way to change it): upper layers write each batch as one buffer.
  *
- * @example Pin a self-signed certificate and echo one message
+ * @example Mutual TLS with a small CA
  * ```ts
- * import { generateSelfSignedCert, TlsTransport } from "@npro/network-protocol/transport";
+ * import {
+ *   generateCertificateAuthority,
+ *   issueCertificate,
+ *   type NodeTlsConn,
+ *   TlsTransport,
+ * } from "@npro/network-protocol/transport";
  * import assert from "node:assert/strict";
  *
- * const { certPem, keyPem } = await generateSelfSignedCert({
+ * const ca = await generateCertificateAuthority({ commonName: "npro test CA" });
+ * const server = await issueCertificate({
+ *   issuer: ca,
  *   commonName: "localhost",
- *   altNames: ["localhost", "127.0.0.1"],
+ *   altNames: ["127.0.0.1"],
+ *   usage: "server",
  * });
+ * const client = await issueCertificate({ issuer: ca, commonName: "client-1", usage: "client" });
  * const tls = new TlsTransport({
- *   server: { cert: certPem, key: keyPem },
- *   client: { caCerts: [certPem] },
+ *   server: {
+ *     cert: server.certPem,
+ *     key: server.keyPem,
+ *     clientAuth: "require",
+ *     clientCaCerts: [ca.certPem],
+ *   },
+ *   client: { caCerts: [ca.certPem], cert: client.certPem, key: client.keyPem },
  * });
+ * assert.equal(tls.serverBackend, "node");
  * await using listener = await tls.listen("127.0.0.1:0");
  * const { port } = listener.addr as Deno.NetAddr;
- * const accepted = listener.accept();
- * const client = await tls.connect(`127.0.0.1:${port}`, { timeoutMs: 2000 });
- * const server = await accepted;
- * await client.write(new Uint8Array([7]));
- * const buffer = new Uint8Array(1);
- * assert.equal(await server.read(buffer), 1);
- * assert.equal(buffer[0], 7);
- * client.close();
- * server.close();
+ * const [conn, accepted] = await Promise.all([
+ *   tls.connect(`127.0.0.1:${port}`, { timeoutMs: 2000 }),
+ *   listener.accept(),
+ * ]);
+ * await conn.write(new Uint8Array([7]));
+ * const byte = new Uint8Array(1);
+ * assert.equal(await accepted.read(byte), 1);
+ * assert.equal((accepted as NodeTlsConn).peerCertificate?.subject.CN, "client-1");
+ * conn.close();
+ * accepted.close();
  * ```
  */
 export class TlsTransport implements Transport {
   /** Always `"tls"`. */
   readonly kind: "tls" = "tls";
+  /** The backend `listen` uses (`undefined` without server options). */
+  readonly serverBackend: "native" | "node" | undefined;
+  /** The backend `connect` uses. */
+  readonly clientBackend: "native" | "node";
   #server: TlsServerOptions | undefined;
   #serverAlpn: string[];
   #serverBacklog: number | undefined;
+  #serverAuth: "none" | "request" | "require";
+  #serverPins: PinSet;
+  #serverMinVersion: "TLSv1.2" | "TLSv1.3";
+  #handshakeTimeoutMs: number;
   #client: TlsClientOptions;
   #clientAlpn: string[];
+  #clientPins: PinSet;
+  #clientMinVersion: "TLSv1.2" | "TLSv1.3";
 
   /**
-   * Creates a TLS transport and checks its options.
+   * Creates a TLS transport, checks its options and picks the backend of each side.
    *
-   * @param options Server and client settings.
-   * @throws {TypeError} When an option is malformed or unknown.
-   * @throws {ProtocolError} code `TlsError` when an option cannot be enforced by this backend.
+   * @param options Server and client settings, and the backend.
+   * @throws {TypeError} When an option is malformed, unknown, or contradicts another.
+   * @throws {ProtocolError} code `TlsError` when an option cannot be enforced by the chosen
+   * backend, or the `node` backend is needed on a Deno older than 2.9.0.
    */
   constructor(options: TlsTransportOptions = {}) {
     checkKeys(options, TOP_KEYS, "TLS option");
+    const backend = checkBackend(options.backend);
     const server = options.server;
+    this.#serverAuth = "none";
+    this.#serverPins = { fingerprints: [], spki: [] };
+    this.#serverMinVersion = "TLSv1.2";
+    this.#handshakeTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS;
     if (server !== undefined) {
       checkKeys(server, SERVER_KEYS, "TLS server option");
       checkPemSource(server.cert, "server.cert");
@@ -366,15 +563,62 @@ export class TlsTransport implements Transport {
       if (server.requireClientCert !== undefined && typeof server.requireClientCert !== "boolean") {
         throw new TypeError(`server.requireClientCert must be a boolean`);
       }
-      if (server.requireClientCert === true) throw unenforceable("server.requireClientCert");
-      if (server.clientCaCerts !== undefined && server.clientCaCerts.length > 0) {
-        throw unenforceable("server.clientCaCerts");
+      const auth = server.clientAuth ?? (server.requireClientCert === true ? "require" : "none");
+      if (auth !== "none" && auth !== "request" && auth !== "require") {
+        throw new TypeError(
+          `server.clientAuth must be "none", "request" or "require", got "${auth}"`,
+        );
       }
-      if (
-        server.clientCertFingerprints !== undefined && server.clientCertFingerprints.length > 0
-      ) {
-        throw unenforceable("server.clientCertFingerprints");
+      if (server.requireClientCert === true && auth !== "require") {
+        throw new TypeError(
+          `server.requireClientCert true contradicts server.clientAuth "${auth}"`,
+        );
       }
+      if (server.clientCaCerts !== undefined) {
+        if (!Array.isArray(server.clientCaCerts)) {
+          throw new TypeError(`server.clientCaCerts must be an array`);
+        }
+        server.clientCaCerts.forEach((ca, i) => checkPemSource(ca, `server.clientCaCerts[${i}]`));
+      }
+      this.#serverPins = checkPins(
+        server.clientCertFingerprints,
+        server.clientSpkiPins,
+        "server.client",
+      );
+      if (server.authorize !== undefined && typeof server.authorize !== "function") {
+        throw new TypeError(`server.authorize must be a function`);
+      }
+      const hasCa = (server.clientCaCerts?.length ?? 0) > 0;
+      const hasPins = this.#serverPins.fingerprints.length + this.#serverPins.spki.length > 0;
+      if (auth === "none" && (hasCa || hasPins)) {
+        throw new TypeError(
+          `server.${hasCa ? "clientCaCerts" : "clientCertFingerprints/clientSpkiPins"} needs ` +
+            `server.clientAuth "request" or "require" (it is "none": no client certificate ` +
+            `would be asked for, and the option would be ignored)`,
+        );
+      }
+      if (auth !== "none" && !hasCa && !hasPins && server.authorize === undefined) {
+        throw new TypeError(
+          `server.clientAuth "${auth}" needs server.clientCaCerts, ` +
+            `server.clientCertFingerprints, server.clientSpkiPins or server.authorize: ` +
+            `nothing would say which client certificates are good`,
+        );
+      }
+      this.#serverAuth = auth;
+      this.#serverMinVersion = checkMinVersion(server.minVersion, "server.minVersion");
+      this.#handshakeTimeoutMs = checkTimeout(
+        "server.handshakeTimeoutMs",
+        server.handshakeTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      );
+      const needsNode = [
+        ...(auth !== "none" ? [`server.clientAuth ("${auth}")`] : []),
+        ...(hasCa ? ["server.clientCaCerts"] : []),
+        ...(this.#serverPins.fingerprints.length > 0 ? ["server.clientCertFingerprints"] : []),
+        ...(this.#serverPins.spki.length > 0 ? ["server.clientSpkiPins"] : []),
+        ...(server.authorize !== undefined ? ["server.authorize"] : []),
+        ...(this.#serverMinVersion === "TLSv1.3" ? ['server.minVersion ("TLSv1.3")'] : []),
+      ];
+      this.serverBackend = resolveBackend(backend, needsNode, false);
     }
     this.#server = server;
     this.#serverAlpn = checkAlpn(server?.alpnProtocols, "server.alpnProtocols");
@@ -400,26 +644,52 @@ export class TlsTransport implements Transport {
     }
     if (client.cert !== undefined) checkPemSource(client.cert, "client.cert");
     if (client.key !== undefined) checkPemSource(client.key, "client.key");
-    if (
-      client.serverCertFingerprints !== undefined && client.serverCertFingerprints.length > 0
-    ) {
-      throw unenforceable("client.serverCertFingerprints");
+    this.#clientPins = checkPins(
+      client.serverCertFingerprints,
+      client.serverSpkiPins,
+      "client.server",
+    );
+    if (client.pinOnly !== undefined && typeof client.pinOnly !== "boolean") {
+      throw new TypeError(`client.pinOnly must be a boolean`);
     }
+    const clientPinned = this.#clientPins.fingerprints.length + this.#clientPins.spki.length > 0;
+    if (client.pinOnly === true && !clientPinned) {
+      throw new TypeError(
+        `client.pinOnly needs client.serverCertFingerprints or client.serverSpkiPins: ` +
+          `without a pin nothing would be trusted`,
+      );
+    }
+    this.#clientMinVersion = checkMinVersion(client.minVersion, "client.minVersion");
     this.#client = client;
     this.#clientAlpn = checkAlpn(client.alpnProtocols, "client.alpnProtocols");
+    this.clientBackend = resolveBackend(
+      backend,
+      [
+        ...(this.#clientPins.fingerprints.length > 0 ? ["client.serverCertFingerprints"] : []),
+        ...(this.#clientPins.spki.length > 0 ? ["client.serverSpkiPins"] : []),
+        ...(client.pinOnly === true ? ["client.pinOnly"] : []),
+        ...(this.#clientMinVersion === "TLSv1.3" ? ['client.minVersion ("TLSv1.3")'] : []),
+      ],
+      // A client certificate works on both, but only node:tls also switches Nagle off.
+      client.cert !== undefined,
+    );
   }
 
   /**
    * Listens on `"host:port"`. Accepted connections come before their handshake; complete it with
-   * {@linkcode tlsHandshake} (or the first read) under your own time limit.
+   * {@linkcode tlsHandshake} (or the first read). The listener closes a connection whose
+   * handshake fails or outlives `server.handshakeTimeoutMs`. On the `node` backend with
+   * `clientAuth`, the first `listen` of the process runs a self-test on the new socket (two
+   * loopback handshakes, about 10 ms) and fails if the runtime reports a client without a
+   * certificate, or with one from an unknown CA, as authorized.
    *
    * @param address The address to bind, for example `"127.0.0.1:9443"` or `"[::1]:0"`.
    * @param options A signal that closes the listener.
    * @returns The listener.
-   * @throws {ProtocolError} code `TlsError` without `server` options or with an unusable
-   * certificate or key, `AddressInUse` when the port is taken, `PermissionDenied` for a
-   * privileged port or a missing `--allow-net`, `ConfigError` when the address cannot be bound
-   * otherwise.
+   * @throws {ProtocolError} code `TlsError` without `server` options, with an unusable
+   * certificate or key, or a failed self-test; `AddressInUse` when the port is taken,
+   * `PermissionDenied` for a privileged port or a missing `--allow-net`, `ConfigError` when the
+   * address cannot be bound otherwise.
    */
   async listen(address: string, options?: TransportListenOptions): Promise<Listener> {
     const { hostname, port } = parseHostPort(address);
@@ -427,10 +697,25 @@ export class TlsTransport implements Transport {
     if (server === undefined) {
       throw new ProtocolError("TlsError", `TLS listen on "${address}" needs "server" options`);
     }
-    const [cert, key] = await Promise.all([
+    const [cert, key, clientCaCerts] = await Promise.all([
       loadPem(server.cert, "certificate"),
       loadPem(server.key, "key"),
+      Promise.all((server.clientCaCerts ?? []).map((ca) => loadPem(ca, "client CA certificate"))),
     ]);
+    if (this.serverBackend === "node") {
+      return await this.#listenNode(address, hostname, port, {
+        cert,
+        key,
+        clientCaCerts,
+        clientAuth: this.#serverAuth,
+        pins: this.#serverPins,
+        authorize: server.authorize,
+        minVersion: this.#serverMinVersion,
+        alpn: this.#serverAlpn,
+        handshakeTimeoutMs: this.#handshakeTimeoutMs,
+        backlog: this.#serverBacklog,
+      }, options);
+    }
     let inner: Deno.TlsListener;
     try {
       inner = Deno.listenTls({
@@ -455,7 +740,54 @@ export class TlsTransport implements Transport {
         { cause: error },
       );
     }
-    return wrapListener(inner, undefined, options);
+    const deadline = this.#handshakeTimeoutMs;
+    return wrapListener(inner, (conn) => nativeHandshakeDeadline(conn, deadline), options);
+  }
+
+  async #listenNode(
+    address: string,
+    hostname: string,
+    port: number,
+    settings: NodeServerSettings,
+    options: TransportListenOptions | undefined,
+  ): Promise<Listener> {
+    let listener;
+    try {
+      listener = await listenNode(hostname, port, settings, options);
+    } catch (error) {
+      if (error instanceof ProtocolError) throw error;
+      const code = (error as { code?: string }).code;
+      const mapped = code === "EADDRINUSE"
+        ? new Deno.errors.AddrInUse(errorMessage(error))
+        : code === "EACCES" || code === "EPERM"
+        ? new Deno.errors.PermissionDenied(errorMessage(error))
+        : code === "EADDRNOTAVAIL"
+        ? new Deno.errors.AddrNotAvailable(errorMessage(error))
+        : error;
+      if (mapped !== error || error instanceof Deno.errors.NotCapable) {
+        throw listenError(address, mapped);
+      }
+      throw new ProtocolError("TlsError", `Cannot listen on "${address}": ${errorMessage(error)}`, {
+        cause: error,
+      });
+    }
+    if (settings.clientAuth !== "none" && !selfTestPassed) {
+      try {
+        const stranger = await generateSelfSignedCert({ commonName: "npro-self-test" });
+        await listener.selfTest(stranger, 2000);
+        selfTestPassed = true;
+      } catch (error) {
+        await listener[Symbol.asyncDispose]();
+        throw new ProtocolError(
+          "TlsError",
+          `The node:tls self-test of client certificates failed on "${address}": ${
+            errorMessage(error)
+          }; refusing to run mutual TLS on this runtime (Deno "${Deno.version.deno}")`,
+          { cause: error },
+        );
+      }
+    }
+    return listener;
   }
 
   /**
@@ -464,11 +796,12 @@ export class TlsTransport implements Transport {
    * @param address The address to connect to.
    * @param options A signal and a time limit (default 5000 ms) covering the TCP connect and the
    * handshake.
-   * @returns The TLS connection (`Deno.TlsConn`), handshake done.
+   * @returns The TLS connection (`Deno.TlsConn`, or a `NodeTlsConn` on the node backend),
+   * handshake and certificate checks done.
    * @throws {ProtocolError} code `TlsError` when the handshake fails (untrusted certificate,
-   * name mismatch, no common ALPN protocol, a server that does not speak TLS), `Timeout`,
-   * `Cancelled`, `ConnectionRefused` (nothing listens on the port), `PermissionDenied` (a
-   * missing `--allow-net`) or `ConnectionClosed`.
+   * name mismatch, an unpinned certificate, no common ALPN protocol, a server that does not
+   * speak TLS), `Timeout`, `Cancelled`, `ConnectionRefused` (nothing listens on the port),
+   * `PermissionDenied` (a missing `--allow-net`) or `ConnectionClosed`.
    */
   connect(address: string, options?: TransportConnectOptions): Promise<Deno.Conn> {
     let hostname: string, port: number;
@@ -482,6 +815,31 @@ export class TlsTransport implements Transport {
     const alpn = this.#clientAlpn;
     const requireAlpn = client.requireAlpn ?? true;
     const what = `Connecting to "${formatHostPort(hostname, port)}"`;
+    if (this.clientBackend === "node") {
+      return withDeadline(what, options, async (signal) => {
+        checkNetPermission(hostname, port);
+        const [caCerts, cert, key] = await Promise.all([
+          Promise.all((client.caCerts ?? []).map((ca) => loadPem(ca, "CA certificate", signal))),
+          client.cert === undefined
+            ? undefined
+            : loadPem(client.cert, "client certificate", signal),
+          client.key === undefined ? undefined : loadPem(client.key, "client key", signal),
+        ]);
+        return await connectNode({
+          hostname,
+          port,
+          serverName,
+          caCerts,
+          cert,
+          key,
+          pins: this.#clientPins,
+          pinOnly: client.pinOnly === true,
+          minVersion: this.#clientMinVersion,
+          alpn,
+          requireAlpn,
+        }, signal);
+      }, closeQuietly);
+    }
     return withDeadline(what, options, async (signal) => {
       const caCerts = await Promise.all(
         (client.caCerts ?? []).map((ca) => loadPem(ca, "CA certificate", signal)),
@@ -537,4 +895,20 @@ export class TlsTransport implements Transport {
       return conn;
     }, closeQuietly);
   }
+}
+
+/**
+ * Starts the handshake of a connection accepted by the native listener under a deadline: a
+ * handshake that fails or does not finish in time closes the socket. The handshake result
+ * stays available to the connection's own `handshake()` and reads.
+ */
+function nativeHandshakeDeadline(conn: Deno.TlsConn, ms: number): void {
+  const timer = setTimeout(() => closeQuietly(conn), ms);
+  conn.handshake().then(
+    () => clearTimeout(timer),
+    () => {
+      clearTimeout(timer);
+      closeQuietly(conn);
+    },
+  );
 }
