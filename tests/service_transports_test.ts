@@ -3,7 +3,12 @@ import { connect, type ConnectOptions } from "../src/service/client.ts";
 import { serve, type ServeOptions, type Server } from "../src/service/daemon.ts";
 import { encodePacket } from "../src/core/packet.ts";
 import { generateKeyPair } from "../src/secure/keys.ts";
-import { generateSelfSignedCert } from "../src/transport/certs.ts";
+import {
+  generateCertificateAuthority,
+  generateSelfSignedCert,
+  issueCertificate,
+} from "../src/transport/certs.ts";
+import { TlsTransport } from "../src/transport/tls.ts";
 import type { NetworkConfigInput } from "../src/config/mod.ts";
 import {
   add,
@@ -32,6 +37,26 @@ const cert = await generateSelfSignedCert({
   altNames: ["localhost", "127.0.0.1"],
   days: 1,
 });
+// Mutual TLS on the node:tls backend: a small CA, its server and client certificates.
+const ca = await generateCertificateAuthority({ commonName: "npro test CA", days: 1 });
+const caServer = await issueCertificate({
+  issuer: ca,
+  commonName: "localhost",
+  altNames: ["localhost", "127.0.0.1"],
+  usage: "server",
+  days: 1,
+});
+const caClient = await issueCertificate({
+  issuer: ca,
+  commonName: "client-1",
+  usage: "client",
+  days: 1,
+});
+const mtlsClientOptions = {
+  caCerts: [ca.certPem],
+  cert: caClient.certPem,
+  key: caClient.keyPem,
+};
 const dir = await Deno.makeTempDir();
 let socketCount = 0;
 
@@ -73,6 +98,44 @@ const fixtures: Fixture[] = [
         caCerts: [cert.certPem],
         alpnProtocols: ["npro/2"],
       }),
+  },
+  {
+    name: "TLS (node backend)",
+    server: (config) => ({
+      address: "127.0.0.1:0",
+      config: { ...config, transport: { ...config.transport, kind: "tls", tlsBackend: "node" } },
+      tls: { cert: cert.certPem, key: cert.keyPem },
+    }),
+    client: (server, config) => ({
+      address: `localhost:${portOf(server.addr)}`,
+      config: { ...config, transport: { ...config.transport, kind: "tls", tlsBackend: "node" } },
+      tls: { caCerts: [cert.certPem] },
+    }),
+    raw: (server) =>
+      new TlsTransport({ backend: "node", client: { caCerts: [cert.certPem] } })
+        .connect(`localhost:${portOf(server.addr)}`),
+  },
+  {
+    name: "mutual TLS (node backend)",
+    server: (config) => ({
+      address: "127.0.0.1:0",
+      config: { ...config, transport: { ...config.transport, kind: "tls" } },
+      tls: {
+        cert: caServer.certPem,
+        key: caServer.keyPem,
+        clientAuth: "require",
+        clientCaCerts: [ca.certPem],
+      },
+    }),
+    client: (server, config) => ({
+      address: `localhost:${portOf(server.addr)}`,
+      config: { ...config, transport: { ...config.transport, kind: "tls" } },
+      tls: mtlsClientOptions,
+    }),
+    raw: (server) =>
+      new TlsTransport({ client: mtlsClientOptions }).connect(
+        `localhost:${portOf(server.addr)}`,
+      ),
   },
 ];
 

@@ -246,6 +246,8 @@ export class ClientHandshake extends SessionHandshake {
     // client certificate) says so better than any guess about the handshake.
     const reason = cause?.cause;
     if (reason instanceof ProtocolError && reason.code === "TlsError") return reason;
+    const tlsError = (reason as { tlsError?: unknown } | undefined)?.tlsError;
+    if (tlsError instanceof ProtocolError) return tlsError;
     if (
       this.#resuming !== undefined && (cause === undefined || cause.code === "ConnectionClosed")
     ) {

@@ -421,8 +421,10 @@ class NodeTlsConnImpl implements NodeTlsConn {
     if (this.#client && this.#received === 0 && this.#readError === undefined) {
       // TLS 1.3: the client finished its side before the server looked at the certificate,
       // so a refusal shows up here, as the end of the stream before any byte.
-      this.#readError = refusedByServer(this.#presentedCert, error);
-    } else if (error !== undefined && this.#readError === undefined) {
+      const refusal = refusedByServer(this.#presentedCert, error);
+      if (refusal !== undefined) this.#readError = refusal;
+    }
+    if (error !== undefined && this.#readError === undefined) {
       this.#readError = mapSocketError(error);
     }
     const waiting = this.#waiting;
@@ -561,25 +563,64 @@ function mapSocketError(error: Error): Error {
   return error;
 }
 
-function refusedByServer(presentedCert: boolean, error: Error | undefined): ProtocolError {
-  const detail = error === undefined ? "" : ` (${errorMessage(error)})`;
-  const alert = error !== undefined && /certificate ?required/i.test(errorMessage(error));
-  if (presentedCert || alert) {
+/**
+ * The end of a stream that says the server refused the client certificate: it closed the
+ * connection right after the handshake, before sending a byte, with this side's certificate in
+ * the handshake (TLS 1.3 shows a refusal no other way when the server checks the certificate
+ * after the handshake, as this library's server does to log why). A subclass of
+ * `Deno.errors.UnexpectedEof`, so code that treats an abrupt end as such still does; the
+ * secure channel's handshake reports its `tlsError` instead of a guess of its own.
+ */
+export class ClosedAfterTlsHandshake extends Deno.errors.UnexpectedEof {
+  /** What the failure means, for the client's error. */
+  readonly tlsError: ProtocolError;
+
+  /**
+   * Creates the error.
+   *
+   * @param tlsError What the failure means.
+   */
+  constructor(tlsError: ProtocolError) {
+    super(tlsError.message);
+    this.name = "UnexpectedEof";
+    this.tlsError = tlsError;
+  }
+}
+
+function refusedByServer(
+  presentedCert: boolean,
+  error: Error | undefined,
+): Error | undefined {
+  const text = error === undefined ? "" : errorMessage(error);
+  const detail = error === undefined ? "" : ` (${text})`;
+  const options = error === undefined ? {} : { cause: error };
+  if (/certificate ?required/i.test(text)) {
     return new ProtocolError(
       "TlsError",
-      alert && !presentedCert
-        ? `The server requires a client certificate${detail}: set client.cert and client.key`
-        : `The server refused the client certificate: it closed the connection right after the ` +
-          `TLS handshake, before sending any data${detail}; with TLS 1.3 this is how a refusal ` +
-          `shows, and the server's log says why`,
-      error === undefined ? {} : { cause: error },
+      presentedCert
+        ? `The server refused the client certificate${detail}`
+        : `The server requires a client certificate${detail}: set client.cert and client.key`,
+      options,
     );
   }
-  return new ProtocolError(
-    "TlsError",
-    `The server closed the connection right after the TLS handshake, before sending any ` +
-      `data${detail}: it may require a client certificate (set client.cert and client.key)`,
-    error === undefined ? {} : { cause: error },
+  if (
+    /bad ?certificate|unknown ?ca|certificate ?(unknown|expired|revoked)|access ?denied/i.test(text)
+  ) {
+    return new ProtocolError(
+      "TlsError",
+      `The server refused the client certificate${detail}`,
+      options,
+    );
+  }
+  if (!presentedCert) return undefined;
+  return new ClosedAfterTlsHandshake(
+    new ProtocolError(
+      "TlsError",
+      `The server refused the client certificate, or closed the connection for another reason: ` +
+        `it ended it right after the TLS handshake, before sending any data${detail} (with ` +
+        `TLS 1.3 a refused certificate shows only this way; the server's log says why)`,
+      options,
+    ),
   );
 }
 
@@ -690,7 +731,7 @@ export class NodeTlsListener implements Listener {
   readonly #signal: AbortSignal | undefined;
   /** Handshaking connections by "address port" of the peer. */
   readonly #pending = new Map<string, Pending>();
-  readonly #sockets = new Set<net.Socket>();
+  readonly #byRaw = new WeakMap<net.Socket, Pending>();
   readonly #queue: NodeTlsConnImpl[] = [];
   #acceptWaiter:
     | { resolve: (conn: NodeTlsConnImpl) => void; reject: (error: Error) => void }
@@ -744,15 +785,17 @@ export class NodeTlsListener implements Listener {
   }
 
   #onConnection(raw: net.Socket): void {
-    this.#sockets.add(raw);
     raw.once("close", () => {
-      this.#sockets.delete(raw);
       const entry = this.#pending.get(key(raw.remoteAddress, raw.remotePort));
       if (entry !== undefined && entry.raw === raw) {
-        this.#settle(entry);
-        entry.conn.fail(
-          this.#failure(entry, "the client closed the connection during the TLS handshake"),
-        );
+        // A TLS error reported for the same connection says more: let it come first.
+        setTimeout(() => {
+          if (this.#byRaw.get(raw) !== entry) return;
+          this.#settle(entry);
+          entry.conn.fail(
+            this.#failure(entry, "the client closed the connection during the TLS handshake"),
+          );
+        }, 20);
       }
     });
     try {
@@ -785,14 +828,32 @@ export class NodeTlsListener implements Listener {
       }, ms),
     };
     this.#pending.set(key(raw.remoteAddress, raw.remotePort), entry);
+    this.#byRaw.set(raw, entry);
     // During the self-test, connections wait: the test's own ones are told apart at their
     // secureConnection (by port), and only the others are handed out afterwards.
     if (this.#held !== undefined) this.#held.push(conn);
     else this.#deliver(conn);
   }
 
+  /**
+   * The handshaking connection of a TLS socket: by its TCP socket (`_parent`, which Deno's
+   * node:tls sets like Node's; a destroyed TLS socket no longer knows its peer's address), else
+   * by the peer's address and port.
+   */
+  #entryOf(socket: tls.TLSSocket | undefined): Pending | undefined {
+    if (socket === undefined) return undefined;
+    const parent = (socket as { _parent?: unknown })._parent;
+    if (parent instanceof net.Socket) {
+      const entry = this.#byRaw.get(parent);
+      if (entry !== undefined) return entry;
+    }
+    const entry = this.#pending.get(key(socket.remoteAddress, socket.remotePort));
+    return entry;
+  }
+
   #settle(entry: Pending): void {
     clearTimeout(entry.timer);
+    this.#byRaw.delete(entry.raw);
     const k = key(entry.conn.remoteAddr.hostname, entry.conn.remoteAddr.port);
     if (this.#pending.get(k) === entry) this.#pending.delete(k);
   }
@@ -807,7 +868,7 @@ export class NodeTlsListener implements Listener {
   }
 
   #onSecure(socket: tls.TLSSocket): void {
-    const entry = this.#pending.get(key(socket.remoteAddress, socket.remotePort));
+    const entry = this.#entryOf(socket);
     const internal = this.#internal.get(socket.remotePort ?? -1);
     if (internal !== undefined) {
       if (entry !== undefined) this.#settle(entry);
@@ -833,12 +894,14 @@ export class NodeTlsListener implements Listener {
   #onClientError(error: Error, socket: tls.TLSSocket): void {
     // A failed or timed-out handshake leaves the TCP socket open unless it is destroyed.
     destroyQuietly(socket);
-    const entry = this.#pending.get(key(socket?.remoteAddress, socket?.remotePort));
+    const entry = this.#entryOf(socket);
     if (entry === undefined) return;
     this.#settle(entry);
     const code = (error as { code?: string }).code;
     const reason = code === "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE"
       ? "no client certificate"
+      : /handshake timeout/i.test(errorMessage(error))
+      ? `the TLS handshake did not finish within ${this.#settings.handshakeTimeoutMs} ms`
       : code === "ECONNRESET"
       ? "the connection was reset during the TLS handshake (a client that refused the server " +
         "certificate, or a client certificate refused by the TLS library)"
