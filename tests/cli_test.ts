@@ -4,6 +4,8 @@ import { parseConfig } from "../src/config/mod.ts";
 import { Dispatcher, registerStandardHandlers } from "../src/protocol/dispatcher.ts";
 import { encodeKey, fingerprint, generateKeyPair, readKeyFile } from "../src/secure/keys.ts";
 import { serve, type Server } from "../src/service/daemon.ts";
+import { X509Certificate } from "node:crypto";
+import { makePki } from "./_tls_pki.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -270,4 +272,175 @@ Deno.test("npro ping and echo take a --server-key value that starts with a dash"
   const echo = await runCli(["echo", "--server-key", key, "--address", address, "--", "-n"]);
   assert.equal(echo.code, 0, echo.err.join("\n"));
   assert.deepEqual(echo.out, ["-n"]);
+});
+
+Deno.test("npro serve and npro ping with mutual TLS flags; npro cert makes a CA and signs", async () => {
+  const pki = await makePki();
+  const child = new Deno.Command("deno", {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      `--allow-read=${pki.dir}`,
+      "--allow-env=NETWORK_PROTOCOL_*",
+      "src/cli/main.ts",
+      "serve",
+      "--address",
+      "127.0.0.1:0",
+      "--tls-cert",
+      pki.server.certPath,
+      "--tls-key",
+      pki.server.keyPath,
+      "--tls-client-auth",
+      "require",
+      "--tls-client-ca",
+      pki.ca.certPath,
+      "--tls-min-version",
+      "1.3",
+    ],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", RUST_BACKTRACE: "0" },
+  }).spawn();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stderrDone = Array.fromAsync(child.stderr.pipeThrough(new TextDecoderStream()));
+  let exited = false;
+  const watchdog = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }, 30_000);
+  try {
+    const lines = await readUntil(stdout, /server key fingerprint/, 20_000);
+    const text = lines.join("\n");
+    assert.match(text, /TLS 1\.3\+, client certificates require, backend auto/);
+    const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(text)![1]);
+    const key = /npro: server key (\S+)/.exec(text)![1]!;
+    const common = [
+      "--address",
+      `localhost:${port}`,
+      `--server-key=${key}`,
+      "--tls-ca",
+      pki.ca.certPath,
+    ];
+    // With the CA-signed client certificate: served; the server's certificate is shown.
+    const notes: string[] = [];
+    const outs: string[] = [];
+    const saved = { log: console.log, error: console.error };
+    console.log = (line: string) => outs.push(line);
+    console.error = (line: string) => notes.push(line);
+    let served: number, refused: number, badFlag: number;
+    try {
+      served = await main([
+        "ping",
+        ...common,
+        "--count",
+        "1",
+        "--tls-cert",
+        pki.client.certPath,
+        "--tls-key",
+        pki.client.keyPath,
+        "--tls-pin",
+        pki.server.fingerprint,
+      ]);
+      // Without a certificate: refused, and the error says so.
+      refused = await main([
+        "echo",
+        "hi",
+        ...common,
+        "--tls-cert",
+        pki.otherClient.certPath,
+        "--tls-key",
+        pki.otherClient.keyPath,
+      ]);
+      badFlag = await main(["ping", ...common, "--tls-pin-only"]);
+    } finally {
+      Object.assign(console, saved);
+    }
+    assert.equal(served, 0, notes.join("\n"));
+    assert.ok(outs.some((line) => /pong from/.test(line)), outs.join("\n"));
+    assert.ok(
+      notes.some((line) => line.includes(`fingerprint ${pki.server.fingerprint}`)),
+      notes.join("\n"),
+    );
+    assert.equal(refused, 1);
+    assert.ok(
+      notes.some((line) => /TlsError: The server refused the client certificate/.test(line)),
+      notes.join("\n"),
+    );
+    assert.equal(badFlag, 1);
+    assert.ok(notes.some((line) => /tls_pin_only = true needs/.test(line)), notes.join("\n"));
+
+    // npro cert: a CA, then a client certificate it signs, usable right away.
+    const ca = `${pki.dir}/cli-ca`;
+    assert.equal(
+      await main([
+        "cert",
+        "--ca",
+        "--name",
+        "cli CA",
+        "--cert-out",
+        `${ca}.pem`,
+        "--key-out",
+        `${ca}.key`,
+      ]),
+      0,
+    );
+    assert.equal((await Deno.stat(`${ca}.key`)).mode! & 0o777, 0o600);
+    assert.equal(
+      await main([
+        "cert",
+        "--issuer",
+        `${ca}.pem`,
+        "--issuer-key",
+        `${ca}.key`,
+        "--usage",
+        "client",
+        "--name",
+        "cli-client",
+        "--cert-out",
+        `${pki.dir}/cli-client.pem`,
+        "--key-out",
+        `${pki.dir}/cli-client.key`,
+      ]),
+      0,
+    );
+    const issued = new X509Certificate(await Deno.readTextFile(`${pki.dir}/cli-client.pem`));
+    assert.ok(issued.checkIssued(new X509Certificate(await Deno.readTextFile(`${ca}.pem`))));
+    assert.equal(
+      await main([
+        "cert",
+        "--ca",
+        "--issuer",
+        `${ca}.pem`,
+        "--issuer-key",
+        `${ca}.key`,
+        "--cert-out",
+        "x",
+        "--key-out",
+        "y",
+      ]),
+      1,
+    );
+
+    Deno.kill(child.pid, "SIGINT");
+    const status = await child.status;
+    exited = true;
+    assert.equal(status.code, 0);
+  } finally {
+    clearTimeout(watchdog);
+    if (!exited) {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+      await child.status;
+    }
+    await stdout.cancel();
+    await stderrDone;
+    await Deno.remove(pki.dir, { recursive: true });
+  }
 });

@@ -83,6 +83,78 @@ Deno.test("example: TLS with a generated certificate", async () => {
   assert.match(out, /echo: over TLS \+ Noise/);
 });
 
+Deno.test("example: mutual TLS with a small CA made by npro cert", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "npro-pki-" });
+  try {
+    // The commands of the example's header, through the CLI with narrow permissions.
+    const npro = async (args: string[]) => {
+      const { code, stdout, stderr } = await new Deno.Command("deno", {
+        args: ["run", `--allow-read=${dir}`, `--allow-write=${dir}`, "src/cli/main.ts", ...args],
+        cwd: root,
+        env,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(stdout);
+      assert.equal(code, 0, `npro ${args.join(" ")}:\n${text}${new TextDecoder().decode(stderr)}`);
+      return text;
+    };
+    const ca = ["--issuer", `${dir}/ca.pem`, "--issuer-key", `${dir}/ca.key`];
+    assert.match(
+      await npro([
+        "cert",
+        "--ca",
+        "--name",
+        "npro example CA",
+        "--cert-out",
+        `${dir}/ca.pem`,
+        "--key-out",
+        `${dir}/ca.key`,
+      ]),
+      /CA certificate/,
+    );
+    await npro([
+      "cert",
+      ...ca,
+      "--usage",
+      "server",
+      "--name",
+      "localhost",
+      "--alt",
+      "localhost",
+      "--alt",
+      "127.0.0.1",
+      "--cert-out",
+      `${dir}/server.pem`,
+      "--key-out",
+      `${dir}/server.key`,
+    ]);
+    const client = await npro([
+      "cert",
+      ...ca,
+      "--usage",
+      "client",
+      "--name",
+      "client-1",
+      "--cert-out",
+      `${dir}/client.pem`,
+      "--key-out",
+      `${dir}/client.key`,
+    ]);
+    assert.match(client, /client certificate signed by/);
+    assert.match(client, /spki pin: [A-Za-z0-9+/]{43}=/);
+    const out = await run("mtls.ts", ["--allow-net=127.0.0.1,localhost", `--allow-read=${dir}`], [
+      dir,
+    ]);
+    assert.match(out, /echo: over mutual TLS \+ Noise/);
+    assert.match(out, /server sees client certificate CN "client-1"/);
+    assert.match(out, /client sees server certificate CN "localhost"/);
+    assert.match(out, /stranger refused: TlsError/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("example: a client with reconnection", async () => {
   const out = await run("reconnecting_client.ts", ["--allow-net=127.0.0.1"]);
   assert.match(out, /in flight: Connection closed before request 1 was answered/);
