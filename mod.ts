@@ -41,9 +41,10 @@ export { serve } from "./src/service/daemon.ts";
 export type { ServeOptions, Server } from "./src/service/daemon.ts";
 export { connect } from "./src/service/client.ts";
 export type { Client, ClientStatus, ConnectOptions } from "./src/service/client.ts";
-export type { Connection } from "./src/service/connection.ts";
+export type { Connection, DrainOptions } from "./src/service/connection.ts";
 export type {
   CloseOptions,
+  MultiplexOptions,
   RequestOptions,
   SessionInfo,
 } from "./src/service/connection_options.ts";
@@ -51,26 +52,35 @@ export type {
 // Handlers.
 export { Dispatcher, registerStandardHandlers } from "./src/protocol/dispatcher.ts";
 export type { DispatchContext, Handler, HandlerContext } from "./src/protocol/dispatcher.ts";
+export type { OpenStreamOptions, Stream, StreamHandler } from "./src/protocol/stream.ts";
 
 // Messages.
-export { ErrorCodes } from "./src/core/message.ts";
+export { ErrorCodes, StreamResetCode } from "./src/core/message.ts";
 export type {
   CancelMessage,
   CustomMessage,
   DisconnectMessage,
   EchoMessage,
   ErrorMessage,
+  FragmentMessage,
+  GoAwayMessage,
   Message,
   PingMessage,
   PongMessage,
   RequestMessage,
   ResponseMessage,
+  StreamAcceptMessage,
+  StreamDataMessage,
+  StreamEndMessage,
+  StreamOpenMessage,
+  StreamResetMessage,
+  StreamWindowMessage,
   TicketMessage,
   UnknownMessage,
 } from "./src/core/message.ts";
 
 // Errors.
-export { isProtocolError, ProtocolError } from "./src/errors.ts";
+export { isProtocolError, ProtocolError, StreamError } from "./src/errors.ts";
 export type { ProtocolErrorCode, ProtocolErrorOptions } from "./src/errors.ts";
 export { PeerClosedError } from "./src/service/peer_closed_error.ts";
 export { RemoteError } from "./src/service/remote_error.ts";
@@ -133,6 +143,7 @@ export type {
   LoadConfigOptions,
   LoggingConfig,
   LogLevelName,
+  MultiplexConfig,
   NetworkConfig,
   NetworkConfigInput,
   ParseConfigOptions,

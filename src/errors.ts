@@ -37,6 +37,8 @@
  * - `PolicyViolation`: the peer did something the negotiated policy forbids (for example a
  *   compression algorithm that was not negotiated, or a security mode the server does not allow).
  * - `Cancelled`: the operation was aborted through its `AbortSignal`.
+ * - `NotProcessed`: the peer is draining (it sent GOAWAY) and did not process this request or
+ *   stream, and never will: retrying it, on another connection, is safe.
  * - `Internal`: an invariant of the library itself was broken (a bug: please report it).
  */
 export type ProtocolErrorCode =
@@ -59,6 +61,7 @@ export type ProtocolErrorCode =
   | "TlsError"
   | "PolicyViolation"
   | "Cancelled"
+  | "NotProcessed"
   | "Internal";
 
 /** Options for {@linkcode ProtocolError}. */
@@ -101,6 +104,65 @@ export class ProtocolError extends Error {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "ProtocolError";
     this.code = code;
+  }
+}
+
+/**
+ * A stream ended by a reset (`stream_reset`, docs/PROTOCOL.md, "Streams"): from the peer, or
+ * from this side (`stream.reset(code)`, a refused or timed-out open). Its `code` says what
+ * callers may do: `LimitExceeded` for an open refused at the peer's stream limit (retry later),
+ * `UnexpectedMessage` for a command the peer does not handle, `NotProcessed` for an open the
+ * peer will not process because it is draining (retry elsewhere), `Timeout` for an open not
+ * accepted in time, `Cancelled` for a reset without another reason.
+ *
+ * @example Tell a refused stream from a failed one
+ * ```ts
+ * import { StreamError } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new StreamError(1, true, 'Peer refused stream 3 "UPLOAD": its stream limit is reached');
+ * assert.equal(error.code, "LimitExceeded");
+ * assert.equal(error.resetCode, 1);
+ * assert.equal(error.remote, true);
+ * ```
+ */
+export class StreamError extends ProtocolError {
+  /** The reset code (`StreamResetCode`, or 1000 and up from an application). */
+  readonly resetCode: number;
+  /** Whether the peer reset the stream (otherwise this side did). */
+  readonly remote: boolean;
+
+  /**
+   * Creates the error.
+   *
+   * @param resetCode The reset code.
+   * @param remote Whether the peer sent the reset.
+   * @param message A sentence that explains it.
+   * @param options The underlying cause, if any.
+   */
+  constructor(resetCode: number, remote: boolean, message: string, options?: ProtocolErrorOptions) {
+    super(streamErrorCode(resetCode), message, options);
+    this.name = "StreamError";
+    this.resetCode = resetCode;
+    this.remote = remote;
+  }
+}
+
+/** The {@linkcode ProtocolErrorCode} of a reset code (the codes of `StreamResetCode`). */
+function streamErrorCode(resetCode: number): ProtocolErrorCode {
+  switch (resetCode) {
+    case 1:
+      return "LimitExceeded";
+    case 2:
+      return "UnexpectedMessage";
+    case 4:
+      return "Timeout";
+    case 5:
+      return "NotProcessed";
+    case 6:
+      return "ConnectionClosed";
+    default:
+      return "Cancelled";
   }
 }
 

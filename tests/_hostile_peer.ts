@@ -23,8 +23,15 @@ export interface RawPeer extends AsyncDisposable {
   send(batches: Message[][]): Promise<void>;
 }
 
-/** Runs an NK handshake with the server at `port` and returns the raw session. */
-export async function rawSecurePeer(port: number, serverKey: Uint8Array): Promise<RawPeer> {
+/**
+ * Runs an NK handshake with the server at `port` and returns the raw session; `features` are
+ * the hello's feature bits (0x4: multiplexing).
+ */
+export async function rawSecurePeer(
+  port: number,
+  serverKey: Uint8Array,
+  features = 0,
+): Promise<RawPeer> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   const reader = new FrameReader(conn, { maxPayloadSize: 70_000 });
   const write = async (records: Uint8Array[]) => {
@@ -36,7 +43,7 @@ export async function rawSecurePeer(port: number, serverKey: Uint8Array): Promis
     const result = await clientHandshake({
       readPacket: () => reader.readPacket(),
       writePackets: (payloads) => write(payloads),
-    }, { serverKeys: [serverKey] });
+    }, { serverKeys: [serverKey], features });
     reader.startSession(16 * 1024 * 1024);
     const channel = result.channel!;
     return {

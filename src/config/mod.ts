@@ -49,6 +49,7 @@ export type {
   LoadConfigOptions,
   LoggingConfig,
   LogLevelName,
+  MultiplexConfig,
   NetworkConfig,
   NetworkConfigInput,
   ParseConfigOptions,

@@ -49,6 +49,7 @@ export const LOG_LEVEL_NAMES: readonly LogLevelName[] = Object.freeze(
 const MIB = 1024 * 1024;
 const DAEMON = "service/daemon.ts";
 const CLIENT = "service/client.ts";
+const CONNECTION_OPTIONS = "service/connection_options.ts";
 const SESSION = "service/session.ts";
 const TRANSPORT_CONFIG = "service/transport_config.ts";
 const LOG = "log_setup.ts";
@@ -524,6 +525,72 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       readBy: [SESSION],
     },
   },
+  multiplex: {
+    frameSize: {
+      kind: "integer",
+      default: 65_536,
+      min: 1024,
+      max: 16 * MIB,
+      unit: "bytes",
+      description:
+        "Messages larger than this travel as fragments, interleaved with other traffic; also the largest stream chunk.",
+      readBy: [CONNECTION_OPTIONS],
+    },
+    maxInboundStreams: {
+      kind: "integer",
+      default: 100,
+      min: 0,
+      max: 100_000,
+      description: "Streams the peer may have open on one connection; more are refused.",
+      readBy: [CONNECTION_OPTIONS],
+    },
+    maxOutboundStreams: {
+      kind: "integer",
+      default: 100,
+      min: 0,
+      max: 100_000,
+      description: "Streams this side may have open on one connection.",
+      readBy: [CONNECTION_OPTIONS],
+    },
+    initialWindow: {
+      kind: "integer",
+      default: 262_144,
+      min: 1024,
+      max: 1024 * MIB,
+      unit: "bytes",
+      description: "Receive window a stream starts with.",
+      readBy: [CONNECTION_OPTIONS],
+    },
+    maxWindow: {
+      kind: "integer",
+      default: 16 * MIB,
+      min: 1024,
+      max: 4095 * MIB,
+      unit: "bytes",
+      description:
+        "Largest receive window of one stream: the window doubles while the reader keeps up.",
+      readBy: [CONNECTION_OPTIONS],
+    },
+    connectionWindow: {
+      kind: "integer",
+      default: 64 * MIB,
+      min: 1024,
+      max: 64 * 1024 * MIB,
+      unit: "bytes",
+      description:
+        "Receive window of all streams of a connection together: the memory they may buffer; at least (max_inbound_streams + max_outbound_streams) x initial_window.",
+      readBy: [CONNECTION_OPTIONS],
+    },
+    openTimeout: {
+      kind: "integer",
+      default: 10_000,
+      min: 10,
+      max: 600_000,
+      unit: "ms",
+      description: "Opening a stream fails when the peer has not accepted it within this time.",
+      readBy: [CONNECTION_OPTIONS],
+    },
+  },
   logging: {
     appName: {
       kind: "string",
@@ -575,6 +642,7 @@ export const SECTION_DOCS: Readonly<Record<SectionName, string>> = {
   transport: "Transport and packet limits.",
   security: "The Noise secure channel (keys are base64url X25519 public keys).",
   compression: "Payload compression: negotiated, per message, applied before encryption.",
+  multiplex: "Fragmentation of large messages and streams with flow control.",
   logging: "Logging of the npro CLI (the library itself never configures logging).",
 };
 

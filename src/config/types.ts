@@ -176,6 +176,27 @@ export interface CompressionConfig {
   accept: CompressionAlgorithm[];
 }
 
+/**
+ * The `[multiplex]` section: fragmentation of large messages and streams (docs/SERVICE.md,
+ * "Fragments and streams").
+ */
+export interface MultiplexConfig {
+  /** Messages larger than this many bytes travel as fragments; also the largest stream chunk. */
+  frameSize: number;
+  /** Streams the peer may have open on one connection; more are refused. */
+  maxInboundStreams: number;
+  /** Streams this side may have open on one connection. */
+  maxOutboundStreams: number;
+  /** The receive window a stream starts with, in bytes. */
+  initialWindow: number;
+  /** The largest receive window of one stream (auto-tuning), in bytes. */
+  maxWindow: number;
+  /** The most receive window all streams of a connection hold together, in bytes. */
+  connectionWindow: number;
+  /** How long opening a stream waits for the peer to accept it, in ms. */
+  openTimeout: number;
+}
+
 /** The `[logging]` section, used by the CLI's {@linkcode setupLogging}. */
 export interface LoggingConfig {
   /** Application name, added to JSON records. */
@@ -208,6 +229,8 @@ export interface NetworkConfig {
   security: SecurityConfig;
   /** Payload compression. */
   compression: CompressionConfig;
+  /** Fragmentation and streams. */
+  multiplex: MultiplexConfig;
   /** Logging (CLI). */
   logging: LoggingConfig;
 }

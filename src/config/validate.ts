@@ -389,6 +389,47 @@ const RULES: readonly Rule[] = [
         : undefined,
   },
   {
+    needs: ["multiplex.initial_window", "multiplex.max_window"],
+    check: ({ multiplex: m }) =>
+      m.initialWindow > m.maxWindow
+        ? [
+          "multiplex.initial_window",
+          `multiplex.initial_window "${m.initialWindow}" must not exceed multiplex.max_window "${m.maxWindow}"`,
+        ]
+        : undefined,
+  },
+  {
+    needs: [
+      "multiplex.connection_window",
+      "multiplex.max_window",
+      "multiplex.initial_window",
+      "multiplex.max_inbound_streams",
+      "multiplex.max_outbound_streams",
+    ],
+    check: ({ multiplex: m }) => {
+      // The memory streams may buffer per connection: every stream can get its initial window,
+      // and one stream can grow to the largest window.
+      const needed = (m.maxInboundStreams + m.maxOutboundStreams) * m.initialWindow;
+      return m.connectionWindow < needed || m.connectionWindow < m.maxWindow
+        ? [
+          "multiplex.connection_window",
+          `multiplex.connection_window "${m.connectionWindow}" must hold multiplex.max_window "${m.maxWindow}" and ` +
+          `(max_inbound_streams + max_outbound_streams) x initial_window "${needed}"`,
+        ]
+        : undefined;
+    },
+  },
+  {
+    needs: ["multiplex.frame_size", "transport.max_payload_size"],
+    check: ({ multiplex: m, transport: t }) =>
+      m.frameSize > t.maxPayloadSize
+        ? [
+          "multiplex.frame_size",
+          `multiplex.frame_size "${m.frameSize}" must not exceed transport.max_payload_size "${t.maxPayloadSize}"`,
+        ]
+        : undefined,
+  },
+  {
     needs: ["logging.log_file_path"],
     check: ({ logging: l }) =>
       l.logToFile === true && l.logFilePath === ""

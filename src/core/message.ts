@@ -123,6 +123,101 @@ export interface TicketMessage {
   ticket: Uint8Array;
 }
 
+/**
+ * One piece of a message larger than the frame size (docs/PROTOCOL.md, "Fragments"): the
+ * receiver appends the chunks of one `id` in order until `total` bytes have arrived, then decodes
+ * them as one message. Handled by the connection; never seen by a dispatcher or `receive()`.
+ */
+export interface FragmentMessage {
+  /** Discriminant. */
+  type: "fragment";
+  /** The fragmented message's number among the sender's messages in progress (1 and up). */
+  id: number;
+  /** The encoded size of the whole message, the same in every fragment. */
+  total: number;
+  /** The next bytes of the encoded message (at least one). */
+  chunk: Uint8Array;
+}
+
+/** Opens a stream (docs/PROTOCOL.md, "Streams"): odd ids from the client, even from the server. */
+export interface StreamOpenMessage {
+  /** Discriminant. */
+  type: "stream_open";
+  /** The new stream's id (1 and up). */
+  id: number;
+  /** The opener's receive window: how many data bytes the acceptor may send before a grant. */
+  window: number;
+  /** The command: which stream handler the acceptor runs. */
+  command: string;
+  /** Opaque bytes for the handler (at most 16 KiB). */
+  metadata: Uint8Array;
+}
+
+/** Accepts a stream; the opener may send data from now on. */
+export interface StreamAcceptMessage {
+  /** Discriminant. */
+  type: "stream_accept";
+  /** The stream's id. */
+  id: number;
+  /** The acceptor's receive window. */
+  window: number;
+}
+
+/** Bytes of a stream, within the window the receiver granted. */
+export interface StreamDataMessage {
+  /** Discriminant. */
+  type: "stream_data";
+  /** The stream's id. */
+  id: number;
+  /** The bytes (at least one). */
+  data: Uint8Array;
+}
+
+/** The sender's half of a stream is finished (half-close): no data follows from it. */
+export interface StreamEndMessage {
+  /** Discriminant. */
+  type: "stream_end";
+  /** The stream's id. */
+  id: number;
+}
+
+/** Grants more window: the sender of this message has room for `delta` more data bytes. */
+export interface StreamWindowMessage {
+  /** Discriminant. */
+  type: "stream_window";
+  /** The stream's id. */
+  id: number;
+  /** How many bytes more (1 and up). */
+  delta: number;
+}
+
+/** Ends a stream at once, in both directions, with a code (also how an open is refused). */
+export interface StreamResetMessage {
+  /** Discriminant. */
+  type: "stream_reset";
+  /** The stream's id. */
+  id: number;
+  /** Why (`StreamResetCode`, or 1000 and up for applications; u32). */
+  code: number;
+}
+
+/**
+ * The sender is draining: it will process numbered requests up to `lastRequest` and streams
+ * the peer opened up to `lastStream`, and none after them (docs/PROTOCOL.md, "GOAWAY").
+ */
+export interface GoAwayMessage {
+  /** Discriminant. */
+  type: "goaway";
+  /** The highest request id of the peer that will be processed (0: none). */
+  lastRequest: number;
+  /** The highest stream id opened by the peer that was accepted (0: none). */
+  lastStream: number;
+  /** A CLOSE code: why (1 going away for a shutdown). */
+  code: number;
+  /** A short reason, at most 123 UTF-8 bytes. */
+  reason: string;
+}
+
 /** Every message of the protocol, discriminated by `type`. */
 export type Message =
   | PingMessage
@@ -135,7 +230,15 @@ export type Message =
   | ResponseMessage
   | ErrorMessage
   | CancelMessage
-  | TicketMessage;
+  | TicketMessage
+  | FragmentMessage
+  | StreamOpenMessage
+  | StreamAcceptMessage
+  | StreamDataMessage
+  | StreamEndMessage
+  | StreamWindowMessage
+  | StreamResetMessage
+  | GoAwayMessage;
 
 /** The wire tags of the built-in messages. */
 export const MessageTag: {
@@ -149,6 +252,14 @@ export const MessageTag: {
   readonly Error: 0x12;
   readonly Cancel: 0x13;
   readonly Ticket: 0x14;
+  readonly Fragment: 0x15;
+  readonly StreamOpen: 0x16;
+  readonly StreamAccept: 0x17;
+  readonly StreamData: 0x18;
+  readonly StreamEnd: 0x19;
+  readonly StreamWindow: 0x1a;
+  readonly StreamReset: 0x1b;
+  readonly GoAway: 0x1c;
 } = {
   Ping: 0x01,
   Pong: 0x02,
@@ -160,6 +271,14 @@ export const MessageTag: {
   Error: 0x12,
   Cancel: 0x13,
   Ticket: 0x14,
+  Fragment: 0x15,
+  StreamOpen: 0x16,
+  StreamAccept: 0x17,
+  StreamData: 0x18,
+  StreamEnd: 0x19,
+  StreamWindow: 0x1a,
+  StreamReset: 0x1b,
+  GoAway: 0x1c,
 } as const;
 
 /** Codes of {@linkcode ErrorMessage}s produced by the library itself (applications use 1000+). */
@@ -185,6 +304,35 @@ export const ErrorCodes: {
   TooLarge: 6,
 } as const;
 
+/**
+ * Codes of `stream_reset` messages produced by the library itself (applications use 1000+).
+ * Each becomes a `StreamError` whose `code` says what to do (docs/PROTOCOL.md, "Streams").
+ */
+export const StreamResetCode: {
+  /** Abandoned: `reset()` without a code, a cancelled open, an abandoned scope. */
+  readonly Cancel: 0;
+  /** The acceptor's limit of concurrent streams is reached (retry later). */
+  readonly Refused: 1;
+  /** No stream handler is registered for the command. */
+  readonly UnknownCommand: 2;
+  /** The stream handler threw. */
+  readonly HandlerFailed: 3;
+  /** The open was not accepted within its time limit. */
+  readonly Timeout: 4;
+  /** The acceptor is draining (GOAWAY) and will not process it (retry elsewhere). */
+  readonly NotProcessed: 5;
+  /** The connection is closing. */
+  readonly Closing: 6;
+} = {
+  Cancel: 0,
+  Refused: 1,
+  UnknownCommand: 2,
+  HandlerFailed: 3,
+  Timeout: 4,
+  NotProcessed: 5,
+  Closing: 6,
+} as const;
+
 /** The opcodes of the built-in messages; no custom command may use one of these names. */
 export const RESERVED_OPCODES: ReadonlySet<string> = new Set([
   "PING",
@@ -196,7 +344,22 @@ export const RESERVED_OPCODES: ReadonlySet<string> = new Set([
   "ERROR",
   "CANCEL",
   "SESSION_TICKET",
+  "FRAGMENT",
+  "STREAM_OPEN",
+  "STREAM_ACCEPT",
+  "STREAM_DATA",
+  "STREAM_END",
+  "STREAM_WINDOW",
+  "STREAM_RESET",
+  "GOAWAY",
 ]);
+
+/** The largest `metadata` of a `stream_open` message. */
+export const MAX_STREAM_METADATA = 16 * 1024;
+/** The largest window or window grant: u32. */
+export const MAX_WINDOW = 0xffff_ffff;
+/** The largest `reason` of a `goaway` message, in UTF-8 bytes (as a CLOSE reason). */
+export const MAX_GOAWAY_REASON = 123;
 
 const MAX_ID = MAX_WIRE_INTEGER;
 const MAX_U32 = 0xffff_ffff;
@@ -209,7 +372,9 @@ const KNOWN_TAGS: ReadonlySet<number> = new Set(Object.values(MessageTag));
 /**
  * Returns the dispatcher opcode of a message: `"PING"`, `"PONG"`, `"ECHO"`, `"DISCONNECT"`,
  * `"UNKNOWN"`, a custom message's command, the opcode of the message a request carries,
- * `"RESPONSE"`, `"ERROR"`, `"CANCEL"` or `"SESSION_TICKET"`.
+ * `"RESPONSE"`, `"ERROR"`, `"CANCEL"`, `"SESSION_TICKET"`, or the name of a multiplexing
+ * message (`"FRAGMENT"`, `"STREAM_OPEN"`, `"STREAM_ACCEPT"`, `"STREAM_DATA"`, `"STREAM_END"`,
+ * `"STREAM_WINDOW"`, `"STREAM_RESET"`, `"GOAWAY"`).
  *
  * @example Opcodes
  * ```ts
@@ -248,6 +413,22 @@ export function opcodeOf(message: Message): string {
       return "CANCEL";
     case "ticket":
       return "SESSION_TICKET";
+    case "fragment":
+      return "FRAGMENT";
+    case "stream_open":
+      return "STREAM_OPEN";
+    case "stream_accept":
+      return "STREAM_ACCEPT";
+    case "stream_data":
+      return "STREAM_DATA";
+    case "stream_end":
+      return "STREAM_END";
+    case "stream_window":
+      return "STREAM_WINDOW";
+    case "stream_reset":
+      return "STREAM_RESET";
+    case "goaway":
+      return "GOAWAY";
   }
 }
 
@@ -409,6 +590,77 @@ export function messageSize(message: Message, nested: boolean): number {
       const t = message.ticket.length;
       return 1 + varintSize(lifetime) + varintSize(t) + t;
     }
+    case "fragment": {
+      if (nested) throw nestedError("fragment");
+      checkId(message.id);
+      const chunk = bytesField("fragment chunk", message.chunk, 1);
+      if (!Number.isSafeInteger(message.total) || message.total < chunk) {
+        throw new RangeError(
+          `Cannot encode fragment total "${message.total}": expected at least the chunk length`,
+        );
+      }
+      return 1 + varintSize(message.id) + varintSize(message.total) + varintSize(chunk) + chunk;
+    }
+    case "stream_open": {
+      if (nested) throw nestedError("stream_open");
+      checkId(message.id);
+      checkWindow("stream window", message.window, 0);
+      const m = bytesField("stream metadata", message.metadata, 0);
+      if (m > MAX_STREAM_METADATA) {
+        throw new RangeError(
+          `Cannot encode stream metadata of "${m}" bytes: the limit is "${MAX_STREAM_METADATA}"`,
+        );
+      }
+      return 1 + varintSize(message.id) + varintSize(message.window) +
+        stringSize(message.command) + varintSize(m) + m;
+    }
+    case "stream_accept":
+      if (nested) throw nestedError("stream_accept");
+      checkId(message.id);
+      checkWindow("stream window", message.window, 0);
+      return 1 + varintSize(message.id) + varintSize(message.window);
+    case "stream_data": {
+      if (nested) throw nestedError("stream_data");
+      checkId(message.id);
+      const d = bytesField("stream data", message.data, 1);
+      return 1 + varintSize(message.id) + varintSize(d) + d;
+    }
+    case "stream_end":
+      if (nested) throw nestedError("stream_end");
+      checkId(message.id);
+      return 1 + varintSize(message.id);
+    case "stream_window":
+      if (nested) throw nestedError("stream_window");
+      checkId(message.id);
+      checkWindow("window grant", message.delta, 1);
+      return 1 + varintSize(message.id) + varintSize(message.delta);
+    case "stream_reset":
+      if (nested) throw nestedError("stream_reset");
+      checkId(message.id);
+      checkWindow("stream reset code", message.code, 0);
+      return 1 + varintSize(message.id) + varintSize(message.code);
+    case "goaway": {
+      if (nested) throw nestedError("goaway");
+      for (
+        const [name, value] of [["last request", message.lastRequest], [
+          "last stream",
+          message.lastStream,
+        ]] as const
+      ) {
+        if (!Number.isSafeInteger(value) || value < 0) {
+          throw new RangeError(`Cannot encode goaway ${name} "${value}": expected 0..${MAX_ID}`);
+        }
+      }
+      checkWindow("goaway code", message.code, 0);
+      const reason = stringSize(message.reason);
+      if (utf8Length(message.reason) > MAX_GOAWAY_REASON) {
+        throw new RangeError(
+          `Cannot encode goaway reason "${message.reason}": longer than ${MAX_GOAWAY_REASON} bytes`,
+        );
+      }
+      return 1 + varintSize(message.lastRequest) + varintSize(message.lastStream) +
+        varintSize(message.code) + reason;
+    }
     default: {
       // A type without a case here does not compile.
       const invalid: never = message;
@@ -471,6 +723,103 @@ export function writeMessage(out: Uint8Array, offset: number, message: Message):
       offset = writeVarint(out, offset, message.ticket.length);
       out.set(message.ticket, offset);
       return offset + message.ticket.length;
+    case "fragment":
+      out[offset] = MessageTag.Fragment;
+      offset = writeVarint(out, offset + 1, message.id);
+      offset = writeVarint(out, offset, message.total);
+      return writeBytes(out, offset, message.chunk);
+    case "stream_open":
+      out[offset] = MessageTag.StreamOpen;
+      offset = writeVarint(out, offset + 1, message.id);
+      offset = writeVarint(out, offset, message.window);
+      offset = writeString(out, offset, message.command);
+      return writeBytes(out, offset, message.metadata);
+    case "stream_accept":
+      out[offset] = MessageTag.StreamAccept;
+      offset = writeVarint(out, offset + 1, message.id);
+      return writeVarint(out, offset, message.window);
+    case "stream_data":
+      out[offset] = MessageTag.StreamData;
+      offset = writeVarint(out, offset + 1, message.id);
+      return writeBytes(out, offset, message.data);
+    case "stream_end":
+      out[offset] = MessageTag.StreamEnd;
+      return writeVarint(out, offset + 1, message.id);
+    case "stream_window":
+      out[offset] = MessageTag.StreamWindow;
+      offset = writeVarint(out, offset + 1, message.id);
+      return writeVarint(out, offset, message.delta);
+    case "stream_reset":
+      out[offset] = MessageTag.StreamReset;
+      offset = writeVarint(out, offset + 1, message.id);
+      return writeVarint(out, offset, message.code);
+    case "goaway":
+      out[offset] = MessageTag.GoAway;
+      offset = writeVarint(out, offset + 1, message.lastRequest);
+      offset = writeVarint(out, offset, message.lastStream);
+      offset = writeVarint(out, offset, message.code);
+      return writeString(out, offset, message.reason);
+  }
+}
+
+/**
+ * The encoding of a message split in two for fragmentation: `head` (everything before the
+ * payload of a custom message, possibly inside a request or response) and `body` (that payload,
+ * not copied), or the whole encoding as `head` and an empty `body` for other messages. Internal
+ * to the library (the outbox fragments messages without copying their payload).
+ *
+ * @param message A message that {@linkcode messageSize} validated.
+ * @param size Its encoded size.
+ * @returns The two parts; `head.length + body.length === size`.
+ */
+export function splitEncoding(
+  message: Message,
+  size: number,
+): { head: Uint8Array; body: Uint8Array } {
+  const inner = message.type === "request" || message.type === "response"
+    ? message.message
+    : message;
+  if (inner.type !== "custom" || inner.payload.length < 1024) {
+    const head = new Uint8Array(size);
+    writeMessage(head, 0, message);
+    return { head, body: EMPTY_BYTES };
+  }
+  const body = inner.payload;
+  const head = new Uint8Array(size - body.length);
+  let offset = 0;
+  if (message.type === "request") {
+    head[0] = MessageTag.Request;
+    offset = writeVarint(head, 1, message.id);
+    offset = writeVarint(head, offset, message.deadline === undefined ? 0 : message.deadline + 1);
+  } else if (message.type === "response") {
+    head[0] = MessageTag.Response;
+    offset = writeVarint(head, 1, message.id);
+  }
+  head[offset] = MessageTag.Custom;
+  offset = writeString(head, offset + 1, inner.command);
+  writeVarint(head, offset, body.length);
+  return { head, body };
+}
+
+const EMPTY_BYTES = new Uint8Array(0);
+
+function writeBytes(out: Uint8Array, offset: number, bytes: Uint8Array): number {
+  offset = writeVarint(out, offset, bytes.length);
+  out.set(bytes, offset);
+  return offset + bytes.length;
+}
+
+function bytesField(name: string, bytes: Uint8Array, min: number): number {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new TypeError(`Cannot encode ${name}: not a Uint8Array`);
+  }
+  if (bytes.length < min) throw new RangeError(`Cannot encode ${name}: it is empty`);
+  return bytes.length;
+}
+
+function checkWindow(name: string, value: number, min: number): void {
+  if (!Number.isInteger(value) || value < min || value > MAX_WINDOW) {
+    throw new RangeError(`Cannot encode ${name} "${value}": expected ${min}..${MAX_WINDOW}`);
   }
 }
 
@@ -552,11 +901,102 @@ export function readMessage(reader: Reader, nested: boolean): Message {
       // Always a copy: the client keeps the ticket beyond the record that carried it.
       return { type: "ticket", lifetime, ticket: reader.bytes.slice(start, start + length) };
     }
+    case MessageTag.Fragment: {
+      if (nested) throw nestedDecodeError("fragment");
+      const id = readId(reader);
+      const total = reader.varint();
+      const chunk = readBytes(reader, 1, "Fragment");
+      if (chunk.length > total) {
+        throw new ProtocolError(
+          "InvalidMessage",
+          `Fragment chunk of "${chunk.length}" bytes exceeds its total "${total}"`,
+        );
+      }
+      return { type: "fragment", id, total, chunk };
+    }
+    case MessageTag.StreamOpen: {
+      if (nested) throw nestedDecodeError("stream_open");
+      const id = readId(reader);
+      const window = readU32(reader, "Stream window");
+      const command = reader.string();
+      const length = reader.varint();
+      if (length > MAX_STREAM_METADATA) {
+        throw new ProtocolError(
+          "InvalidMessage",
+          `Stream metadata of "${length}" bytes exceeds "${MAX_STREAM_METADATA}"`,
+        );
+      }
+      const start = reader.take(length);
+      return {
+        type: "stream_open",
+        id,
+        window,
+        command,
+        metadata: reader.bytes.slice(start, start + length),
+      };
+    }
+    case MessageTag.StreamAccept: {
+      if (nested) throw nestedDecodeError("stream_accept");
+      const id = readId(reader);
+      return { type: "stream_accept", id, window: readU32(reader, "Stream window") };
+    }
+    case MessageTag.StreamData: {
+      if (nested) throw nestedDecodeError("stream_data");
+      const id = readId(reader);
+      return { type: "stream_data", id, data: readBytes(reader, 1, "Stream data") };
+    }
+    case MessageTag.StreamEnd:
+      if (nested) throw nestedDecodeError("stream_end");
+      return { type: "stream_end", id: readId(reader) };
+    case MessageTag.StreamWindow: {
+      if (nested) throw nestedDecodeError("stream_window");
+      const id = readId(reader);
+      const delta = readU32(reader, "Window grant");
+      if (delta === 0) throw new ProtocolError("InvalidMessage", `Window grant is "0"`);
+      return { type: "stream_window", id, delta };
+    }
+    case MessageTag.StreamReset: {
+      if (nested) throw nestedDecodeError("stream_reset");
+      const id = readId(reader);
+      return { type: "stream_reset", id, code: readU32(reader, "Stream reset code") };
+    }
+    case MessageTag.GoAway: {
+      if (nested) throw nestedDecodeError("goaway");
+      const lastRequest = reader.varint();
+      const lastStream = reader.varint();
+      const code = readU32(reader, "Goaway code");
+      const reason = reader.string();
+      if (utf8Length(reason) > MAX_GOAWAY_REASON) {
+        throw new ProtocolError(
+          "InvalidMessage",
+          `Goaway reason is longer than ${MAX_GOAWAY_REASON} bytes`,
+        );
+      }
+      return { type: "goaway", lastRequest, lastStream, code, reason };
+    }
     default:
       // Unknown tags: the rest of the entry belongs to a message this version does not know.
       reader.offset = reader.end;
       return { type: "unknown", tag };
   }
+}
+
+/** A byte field of at least `min` bytes: a view of an owned input, else a slab copy. */
+function readBytes(reader: Reader, min: number, name: string): Uint8Array {
+  const length = reader.varint();
+  if (length < min) throw new ProtocolError("InvalidMessage", `${name} is empty`);
+  const start = reader.take(length);
+  return reader.owned
+    ? reader.bytes.subarray(start, start + length)
+    : slab.copy(reader.bytes, start, start + length);
+}
+
+function readU32(reader: Reader, name: string): number {
+  const value = reader.varint();
+  if (value > MAX_U32) {
+    throw new ProtocolError("InvalidMessage", `${name} "${value}" exceeds u32`);
+  }
+  return value;
 }
 
 function readId(reader: Reader): number {

@@ -9,6 +9,7 @@ import { ErrorCodes, type Message, opcodeOf } from "../core/message.ts";
 import { logger } from "../log.ts";
 import { peerEvents } from "../log_budget.ts";
 import { ApplicationError } from "./application_error.ts";
+import type { StreamHandler } from "./stream.ts";
 
 const log = logger("dispatcher");
 
@@ -75,6 +76,69 @@ export const OWNED_CONTEXT: unique symbol = Symbol("npro.ownedContext");
  */
 export class Dispatcher {
   #handlers = new Map<string, Handler>();
+  #streamHandlers: Map<string, StreamHandler> | undefined;
+
+  /**
+   * Registers the handler of the streams opened with `command` (docs/SERVICE.md, "Streams").
+   * Stream commands are their own namespace: `"UPLOAD"` may name a stream handler and a message
+   * handler at once.
+   *
+   * @example Echo every stream back
+   * ```ts
+   * import { Dispatcher } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * const dispatcher = new Dispatcher().registerStream("ECHO_STREAM", async (stream) => {
+   *   await stream.readable.pipeTo(stream.writable);
+   * });
+   * assert.ok(dispatcher.hasStream("ECHO_STREAM"));
+   * ```
+   *
+   * @param command The command the opener names.
+   * @param handler Serves each stream.
+   * @returns This dispatcher, for chaining.
+   * @throws {TypeError} If the command is empty or already has a stream handler.
+   */
+  registerStream(command: string, handler: StreamHandler): this {
+    if (typeof command !== "string" || command.length === 0) {
+      throw new TypeError(
+        "Cannot register a stream handler: the command must be a non-empty string",
+      );
+    }
+    if (typeof handler !== "function") {
+      throw new TypeError(
+        `Cannot register a stream handler for "${command}": it is not a function`,
+      );
+    }
+    this.#streamHandlers ??= new Map();
+    if (this.#streamHandlers.has(command)) {
+      throw new TypeError(
+        `Cannot register a stream handler for "${command}": one is already registered`,
+      );
+    }
+    this.#streamHandlers.set(command, handler);
+    return this;
+  }
+
+  /**
+   * Returns whether a stream command has a handler.
+   *
+   * @param command The command.
+   * @returns Whether a stream handler is registered.
+   */
+  hasStream(command: string): boolean {
+    return this.#streamHandlers?.has(command) ?? false;
+  }
+
+  /**
+   * The stream handler of a command, if any (used by the connection).
+   *
+   * @param command The command.
+   * @returns The handler, or `undefined`.
+   */
+  streamHandler(command: string): StreamHandler | undefined {
+    return this.#streamHandlers?.get(command);
+  }
 
   /**
    * Registers the handler of an opcode.

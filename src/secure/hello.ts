@@ -9,7 +9,8 @@
  * hello  = version:u8 (0x01) || mode:u8 || pattern:u8 || suite:u8 || params_len:u16be || params
  *          [ || noise_message_1 ]                      (noise mode only)
  * params = *( type:u8 || len:u16be || value )          (TLV, each type at most once)
- *          0x01 features     len 4  u32be bitmap (0x1 lz4, 0x2 zstd; other bits reserved)
+ *          0x01 features     len 4  u32be bitmap (0x1 lz4, 0x2 zstd, 0x4 multiplexing; other
+ *                                   bits reserved)
  *          0x02 max_message  len 4  u32be largest record body the sender accepts
  *          0x03 resumption   len 0  client: it takes session tickets; server: a ticket follows
  *          0x81 ticket       len n  a session ticket (critical: resumption hellos only)
@@ -79,12 +80,18 @@ const PATTERNS_BY_ID = new Map<number, PatternName>(
   (Object.entries(PATTERN_IDS) as [PatternName, number][]).map(([name, id]) => [id, name]),
 );
 
-/** Feature bits this version knows (lz4 0x1, zstd 0x2); the other bits are reserved. */
-export const KNOWN_FEATURES = 0x3;
+/**
+ * The feature bit of multiplexing: the sender takes fragments, streams and GOAWAY
+ * (docs/PROTOCOL.md, "Multiplexing"). The library always announces it.
+ */
+export const FEATURE_MULTIPLEX = 0x4;
+
+/** Feature bits this version knows (lz4 0x1, zstd 0x2, multiplexing 0x4); the others are reserved. */
+export const KNOWN_FEATURES = 0x7;
 
 /** The parameters a side announces in the handshake. */
 export interface HandshakeParams {
-  /** The feature bitmap (u32): 0x1 lz4, 0x2 zstd. */
+  /** The feature bitmap (u32): 0x1 lz4, 0x2 zstd, 0x4 multiplexing. */
   features: number;
   /** The largest record body the sender accepts, if it announces one. */
   maxMessageSize?: number;

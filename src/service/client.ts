@@ -17,6 +17,8 @@ import type { TlsClientOptions } from "../transport/tls.ts";
 import type { Transport } from "../transport/types.ts";
 import { transportFromConfig } from "./transport_config.ts";
 import { Connection, type RequestOptions } from "./connection.ts";
+import { multiplexFromConfig } from "./connection_options.ts";
+import type { OpenStreamOptions, Stream } from "../protocol/stream.ts";
 import {
   clientSecurityFromConfig,
   compressionFromConfig,
@@ -81,6 +83,16 @@ export interface Client extends AsyncDisposable {
    * @returns The response's message.
    */
   request(message: Message, options?: RequestOptions): Promise<Message>;
+  /**
+   * Opens a stream to the server's stream handler for `command` (see `Connection.openStream`).
+   * While the client is reconnecting, it waits for the new connection within the open time
+   * limit. A stream never moves to another connection: it fails when its connection drops.
+   *
+   * @param command The stream command.
+   * @param options Metadata, a signal and the open time limit.
+   * @returns The accepted stream.
+   */
+  openStream(command: string, options?: OpenStreamOptions): Promise<Stream>;
   /**
    * Queues a message for the server (see `Connection.send`).
    *
@@ -370,6 +382,7 @@ class ReconnectingClient implements Client {
         // A peer that accepts no bytes for as long as heartbeats take to declare it dead is
         // dead; a shorter stall is backpressure from a busy server, not a failure.
         writeTimeoutMs: Math.max(c.operationTimeout, 3 * c.heartbeatInterval),
+        multiplex: multiplexFromConfig(this.#config),
         ...established.compression,
       });
     } catch (error) {
@@ -482,6 +495,16 @@ class ReconnectingClient implements Client {
     }
     return this.#current(options?.signal, options?.timeoutMs).then((current) =>
       current.request(message, options)
+    );
+  }
+
+  openStream(command: string, options: OpenStreamOptions = {}): Promise<Stream> {
+    const connection = this.#connection;
+    if (connection !== undefined && !connection.isClosed && !this.#draining) {
+      return connection.openStream(command, options);
+    }
+    return this.#current(options.signal, options.timeoutMs).then((current) =>
+      current.openStream(command, options)
     );
   }
 

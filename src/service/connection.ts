@@ -15,12 +15,19 @@
 
 import type { PeerCertificateInfo } from "../transport/peer_certificate.ts";
 import type { BodyCompressor } from "../core/batch.ts";
-import { encodedMessageSize, ErrorCodes, type Message, opcodeOf } from "../core/message.ts";
+import {
+  encodedMessageSize,
+  ErrorCodes,
+  type GoAwayMessage,
+  type Message,
+  opcodeOf,
+} from "../core/message.ts";
 import type { Packet } from "../core/packet.ts";
 import { ProtocolError, toProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { type Dispatcher, logHandlerFailure } from "../protocol/dispatcher.ts";
 import { CloseCode, MAX_RECORD_NONCE, type SecureChannel } from "../secure/channel.ts";
+import { FEATURE_MULTIPLEX } from "../secure/hello.ts";
 import {
   type CloseOptions,
   type ConnectionOptions,
@@ -32,7 +39,11 @@ import type { FrameReader } from "./frame_reader.ts";
 import { HandlerQueue, type HandlerQueueHost } from "./handler_queue.ts";
 import { Liveness, type LivenessHost } from "./liveness.ts";
 import { MessageRouter } from "./message_router.ts";
-import { Outbox, type OutboxHost } from "./outbox.ts";
+import { Outbox, type OutboxHost, type StreamLane } from "./outbox.ts";
+import { Reassembler } from "./reassembly.ts";
+import { type StreamSettings, StreamTable, type StreamTableHost } from "./streams.ts";
+import type { HandlerContext } from "../protocol/dispatcher.ts";
+import type { OpenStreamOptions, Stream } from "../protocol/stream.ts";
 import { RECORD_OVERHEAD, RecordEncoder } from "../secure/record_encoder.ts";
 import { closeCodeFor, closeReason, PeerClosedError } from "./peer_closed_error.ts";
 import { ReceiveQueue } from "./receive_queue.ts";
@@ -48,9 +59,20 @@ export { RemoteError } from "./remote_error.ts";
 export type {
   CloseOptions,
   ConnectionOptions,
+  MultiplexOptions,
   RequestOptions,
   SessionInfo,
 } from "./connection_options.ts";
+
+/** Options of {@linkcode Connection.drain}. */
+export interface DrainOptions {
+  /** How long to wait for requests and streams in progress before closing (default 10000 ms). */
+  timeoutMs?: number;
+  /** The reason sent in GOAWAY and CLOSE (default `"draining"`). */
+  reason?: string;
+  /** The CLOSE code at the end (default `CloseCode.GoingAway`, 1). */
+  code?: number;
+}
 
 const log = logger("connection");
 
@@ -102,6 +124,21 @@ export class Connection implements AsyncDisposable {
   readonly #maxOutbound: number;
   readonly #responseMs: number;
   readonly #maxViolations: number;
+  readonly #role: "client" | "server";
+  /** Both sides negotiated multiplexing: fragments, streams and GOAWAY. */
+  readonly #multiplex: boolean;
+  readonly #streamSettings: StreamSettings;
+  /** The largest message this side accepts (its own max_message). */
+  readonly #maxInbound: number;
+  /** Made with the first stream: most connections have none. */
+  #streamTable: StreamTable | undefined;
+  /** Made with the first fragment. */
+  #reassembler: Reassembler | undefined;
+  /** The highest request id the peer sent (GOAWAY's last request). */
+  #lastRequestId = 0;
+  /** GOAWAY sent (this side drains) and received (the peer drains). */
+  #goAwaySent: GoAwayMessage | undefined;
+  #goAwayReceived: GoAwayMessage | undefined;
 
   // The parts.
   readonly #outbox: Outbox;
@@ -131,6 +168,7 @@ export class Connection implements AsyncDisposable {
   readonly #readLoopDone: Promise<void>;
   #readable: ReadableStream<Message[]> | undefined;
   #writable: WritableStream<Message | Message[]> | undefined;
+  readonly #hooks: StreamTableHost;
 
   /**
    * Starts a connection over an established session.
@@ -159,9 +197,14 @@ export class Connection implements AsyncDisposable {
     this.#maxOutbound = limits.maxOutboundBytes;
     this.#responseMs = limits.responseTimeoutMs;
     this.#maxViolations = limits.maxProtocolViolations;
+    this.#role = options.role;
+    this.#multiplex = (session.features & FEATURE_MULTIPLEX) !== 0;
+    this.#streamSettings = limits.streams;
+    this.#maxInbound = maxPayload - (session.channel === null ? 0 : RECORD_OVERHEAD);
     // One object answers every part's calls, with its methods on the prototype: no closure per
     // connection and part (idle connections are many; see docs/PERFORMANCE.md, idle memory).
     const hooks = new Connection.#Hooks(this);
+    this.#hooks = hooks;
     this.#decoder = new RecordDecoder({
       channel: session.channel,
       decode: {
@@ -188,6 +231,8 @@ export class Connection implements AsyncDisposable {
       encoder: this.#encoder,
       maxBytes: this.#maxOutbound,
       host: hooks,
+      // A peer that did not negotiate multiplexing gets every message whole.
+      frameSize: this.#multiplex ? limits.streams.frameSize : Infinity,
     });
     this.#hasPing = this.#dispatcher?.has("PING") ?? false;
     this.#inbox = new ReceiveQueue(limits.maxReceiveQueue, hooks);
@@ -410,6 +455,7 @@ export class Connection implements AsyncDisposable {
     // Not an async function: one promise per request, not three (a hot path).
     try {
       if (this.#closing || this.#closed) throw this.#closedError();
+      if (this.#goAwayReceived !== undefined) return this.#requests.request(message, 1, undefined);
       const signal = options?.signal;
       if (signal?.aborted) {
         throw new ProtocolError("Cancelled", "Request was cancelled before it was sent", {
@@ -454,6 +500,148 @@ export class Connection implements AsyncDisposable {
       }
       await waitAtMost(this.flush(signal), left);
     }
+  }
+
+  /**
+   * Opens a stream to the peer's stream handler for `command` (docs/SERVICE.md, "Streams") and
+   * resolves once the peer accepted it.
+   *
+   * @example Stream bytes to a server and read its answer
+   * ```ts
+   * import { connect, Dispatcher, serve } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * const dispatcher = new Dispatcher().registerStream("UPPER", async (stream) => {
+   *   const text = await new Response(stream.readable).text();
+   *   const writer = stream.writable.getWriter();
+   *   await writer.write(new TextEncoder().encode(text.toUpperCase()));
+   *   await writer.close();
+   * });
+   * await using server = await serve({ address: "127.0.0.1:0" }, dispatcher);
+   * const { port } = server.addr as Deno.NetAddr;
+   * await using client = await connect({
+   *   address: `127.0.0.1:${port}`,
+   *   security: { serverKeys: [server.publicKey!] },
+   * });
+   * await using stream = await client.connection!.openStream("UPPER", { timeoutMs: 5000 });
+   * const writer = stream.writable.getWriter();
+   * await writer.write(new TextEncoder().encode("hello"));
+   * await writer.close();
+   * assert.equal(await new Response(stream.readable).text(), "HELLO");
+   * ```
+   *
+   * @param command The stream command the peer's dispatcher serves.
+   * @param options Metadata for the handler, a signal and the open time limit (default
+   * `multiplex.open_timeout`, 10000 ms).
+   * @returns The stream.
+   * @throws {StreamError} When the peer refused the stream (`LimitExceeded` at its limit,
+   * `UnexpectedMessage` for a command it does not serve, `NotProcessed` while it drains) or did
+   * not accept it in time (`Timeout`), or when the open was cancelled (`Cancelled`).
+   * @throws {ProtocolError} `LimitExceeded` at this side's limit of open streams,
+   * `NotProcessed` after the peer's GOAWAY, `ConnectionClosed`, `PolicyViolation` when the peer
+   * did not negotiate multiplexing.
+   * @throws {TypeError} For an empty command or metadata that is not a `Uint8Array`.
+   * @throws {RangeError} For metadata over 16 KiB or a time limit that is not positive.
+   */
+  openStream(command: string, options: OpenStreamOptions = {}): Promise<Stream> {
+    if (this.#closing || this.#closed) return Promise.reject(this.#closedError());
+    if (!this.#multiplex) {
+      return Promise.reject(
+        new ProtocolError(
+          "PolicyViolation",
+          `Cannot open stream "${command}": the peer did not negotiate multiplexing`,
+        ),
+      );
+    }
+    return this.#streams.open(command, options);
+  }
+
+  /** Streams open on this connection now (opened by either side). */
+  get openStreams(): number {
+    return this.#streamTable?.size ?? 0;
+  }
+
+  /**
+   * Whether the peer sent GOAWAY: it drains, new requests and streams fail with `NotProcessed`.
+   */
+  get goingAway(): boolean {
+    return this.#goAwayReceived !== undefined;
+  }
+
+  /**
+   * Drains and closes gracefully (what the daemon does to each connection when it shuts down):
+   * tells the peer with GOAWAY the last request and stream of its own that will be processed,
+   * keeps reading (heartbeats are answered, streams in progress go on, requests and streams the
+   * peer sends after that are not processed and the peer fails them with `NotProcessed`), waits
+   * until the handlers and streams in progress finished, then closes with CLOSE code 1 (going
+   * away). A peer that did not negotiate multiplexing gets no GOAWAY: the connection closes as
+   * {@linkcode Connection.close} does.
+   *
+   * @example Drain a connection of the server
+   * ```ts
+   * import { connect, Dispatcher, registerStandardHandlers, serve } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = await serve({ address: "127.0.0.1:0" }, registerStandardHandlers(new Dispatcher()));
+   * const { port } = server.addr as Deno.NetAddr;
+   * await using client = await connect({
+   *   address: `127.0.0.1:${port}`,
+   *   security: { serverKeys: [server.publicKey!] },
+   *   autoReconnect: false,
+   * });
+   * await client.request({ type: "ping" });
+   * const [connection] = server.connections;
+   * await connection!.drain({ reason: "maintenance" });
+   * assert.equal(await client.closed(), undefined);
+   * ```
+   *
+   * @param options The time limit, the reason and the CLOSE code.
+   */
+  async drain(options: DrainOptions = {}): Promise<void> {
+    const {
+      timeoutMs = DEFAULT_CLOSE_TIMEOUT_MS,
+      reason = "draining",
+      code = CloseCode.GoingAway,
+    } = options;
+    if (!(timeoutMs > 0)) {
+      throw new RangeError(`Cannot use drain timeout "${timeoutMs}": it must be positive`);
+    }
+    if (this.#closing || this.#closed) {
+      await this.#closedPromise;
+      return;
+    }
+    const started = performance.now();
+    if (this.#multiplex && this.#goAwaySent === undefined) {
+      const goAway: GoAwayMessage = {
+        type: "goaway",
+        lastRequest: this.#lastRequestId,
+        lastStream: this.#streamTable?.goAwaySent() ?? 0,
+        code,
+        reason: closeReason(reason),
+      };
+      this.#goAwaySent = goAway;
+      this.#outbox.enqueue(goAway, false);
+      log.debug("Connection {id} sent GOAWAY (last request {request}, last stream {stream})", {
+        id: this.id,
+        request: goAway.lastRequest,
+        stream: goAway.lastStream,
+      });
+      // Keep reading until the work in progress is done (or the time is up).
+      const deadline = started + timeoutMs;
+      while (!this.#closing && !this.#closed && this.#drainBusy()) {
+        const left = deadline - performance.now();
+        if (left <= 0) break;
+        await waitAtMost(this.#progress(), Math.min(left, 50)).catch(() => {});
+      }
+    }
+    const left = Math.max(1, started + timeoutMs - performance.now());
+    await this.close({ code, reason, timeoutMs: left });
+  }
+
+  /** Work a drain waits for: handlers, held replies, decoded messages, streams. */
+  #drainBusy(): boolean {
+    return (this.#handlers?.busy ?? false) || this.#decoder.pending ||
+      (this.#streamTable?.size ?? 0) > 0;
   }
 
   /**
@@ -681,7 +869,7 @@ export class Connection implements AsyncDisposable {
 
   /** What the parts call back into: one per connection, its methods shared on the prototype. */
   static readonly #Hooks = class ConnectionHooks
-    implements OutboxHost, HandlerQueueHost, LivenessHost, RecordDecoderHost {
+    implements OutboxHost, HandlerQueueHost, LivenessHost, RecordDecoderHost, StreamTableHost {
     readonly c: Connection;
 
     constructor(c: Connection) {
@@ -721,7 +909,8 @@ export class Connection implements AsyncDisposable {
       return this.c.#outbox.writeStartedAt;
     }
     get busy(): boolean {
-      return (this.c.#handlers?.busy ?? false) || (this.c.#requestTable?.size ?? 0) > 0;
+      return (this.c.#handlers?.busy ?? false) || (this.c.#requestTable?.size ?? 0) > 0 ||
+        (this.c.#streamTable?.size ?? 0) > 0;
     }
     get closing(): boolean {
       return this.c.#closing;
@@ -737,6 +926,40 @@ export class Connection implements AsyncDisposable {
     }
     onDead(error: ProtocolError): void {
       this.c.#fail(error);
+    }
+
+    // Streams.
+    send(message: Message): void {
+      if (!this.c.#closed) this.c.#outbox.enqueue(message, false);
+    }
+    sendData(lane: StreamLane, message: Message, size: number): void {
+      this.c.#outbox.enqueueStream(lane, message, size);
+    }
+    dropLane(lane: StreamLane): void {
+      this.c.#outbox.dropStream(lane);
+    }
+    room(): Promise<void> | undefined {
+      const c = this.c;
+      return c.#outbox.bytes > c.#maxOutbound / 2 ? c.#outbox.drained() : undefined;
+    }
+    violation(detail: string): void {
+      this.c.#fail(new ProtocolError("PolicyViolation", detail));
+    }
+    onStreamEnded(): void {
+      this.c.#onProgress();
+    }
+    get dispatcher(): Dispatcher | undefined {
+      return this.c.#dispatcher;
+    }
+    context(signal: AbortSignal): HandlerContext {
+      const c = this.c;
+      const context: HandlerContext = { signal };
+      if (c.session.remoteStaticKey !== undefined) {
+        context.remoteStaticKey = c.session.remoteStaticKey;
+      }
+      const addr = remoteAddrOf(c.#conn);
+      if (addr !== undefined) context.remoteAddr = addr;
+      return context;
     }
   };
 
@@ -772,7 +995,34 @@ export class Connection implements AsyncDisposable {
         );
       }
     })
+    // Multiplexing (docs/PROTOCOL.md, "Fragments", "Streams", "GOAWAY"): only when negotiated.
+    .register("fragment", (c, message) => {
+      if (!c.#multiplex) return c.#notNegotiated(message);
+      const whole = (c.#reassembler ??= new Reassembler(c.#maxInbound)).push(message);
+      if (whole !== undefined) Connection.#router.route(c, whole);
+    })
+    .register("stream_open", (c, message) => c.#onStream(message))
+    .register("stream_accept", (c, message) => c.#onStream(message))
+    .register("stream_data", (c, message) => c.#onStream(message))
+    .register("stream_end", (c, message) => c.#onStream(message))
+    .register("stream_window", (c, message) => c.#onStream(message))
+    .register("stream_reset", (c, message) => c.#onStream(message))
+    .register("goaway", (c, message) => {
+      if (!c.#multiplex) return c.#notNegotiated(message);
+      if (c.#goAwayReceived !== undefined) return;
+      c.#goAwayReceived = message;
+      log.debug("Connection {id} received GOAWAY (last request {request}, last stream {stream})", {
+        id: c.id,
+        request: message.lastRequest,
+        stream: message.lastStream,
+      });
+      c.#requestTable?.goAway(message.lastRequest, message.reason);
+      c.#streamTable?.goAwayReceived(message.lastStream);
+    })
     .register("request", (c, message) => {
+      if (message.id > c.#lastRequestId) c.#lastRequestId = message.id;
+      // Draining: requests beyond the GOAWAY's last one are not processed (the peer fails them).
+      if (c.#goAwaySent !== undefined && message.id > c.#goAwaySent.lastRequest) return;
       const isPing = message.message.type === "ping";
       if (!isPing) c.#liveness.markActive();
       if (c.#handlers !== undefined && (!isPing || c.#hasPing)) {
@@ -789,10 +1039,38 @@ export class Connection implements AsyncDisposable {
       }
     });
 
+  #onStream(message: Message): void {
+    if (!this.#multiplex) {
+      this.#notNegotiated(message);
+      return;
+    }
+    this.#liveness.markActive();
+    this.#streams.onMessage(message);
+  }
+
+  /** A multiplexing message from a peer that did not negotiate multiplexing. */
+  #notNegotiated(message: Message): void {
+    this.#fail(
+      new ProtocolError(
+        "PolicyViolation",
+        `Peer sent a "${message.type}" message without negotiating multiplexing`,
+      ),
+    );
+  }
+
   #onAnswer(message: Extract<Message, { type: "response" | "error" }>): void {
     this.#liveness.markActive();
     // No table yet: nothing was ever asked, so this is a late or stray answer.
     this.#requestTable?.answer(message);
+  }
+
+  /** The streams, made with the first one. */
+  get #streams(): StreamTable {
+    return this.#streamTable ??= new StreamTable(
+      this.#hooks,
+      this.#streamSettings,
+      this.#role,
+    );
   }
 
   /** The table of requests this side sent, made with the first one (servers rarely send any). */
@@ -934,6 +1212,10 @@ export class Connection implements AsyncDisposable {
       error ?? new ProtocolError("ConnectionClosed", "Connection closed before the answer"),
     );
     this.#handlers?.close();
+    this.#streamTable?.close(
+      error ?? new ProtocolError("ConnectionClosed", "Connection closed before the stream ended"),
+    );
+    this.#reassembler?.clear();
     this.#inbox.close();
     this.#outbox.close();
     const waiters = this.#progressWaiters;

@@ -11,6 +11,8 @@ import type { Dispatcher } from "../protocol/dispatcher.ts";
 import type { SecureChannel } from "../secure/channel.ts";
 import type { TicketReceiver } from "../secure/session_ticket.ts";
 import { nonNegativeOption, positiveOption } from "../util/options.ts";
+import type { StreamSettings } from "./streams.ts";
+import type { NetworkConfig } from "../config/types.ts";
 
 /** What both sides learned in the handshake. */
 export interface SessionInfo {
@@ -76,6 +78,36 @@ export interface ConnectionOptions {
    * commit within a minute; one more closes the connection with CLOSE code 2 (default 16).
    */
   maxProtocolViolations?: number;
+  /**
+   * Fragmentation and streams (docs/SERVICE.md, "Fragments and streams"); used when both sides
+   * negotiated multiplexing (hello feature `0x4`, always announced by this library).
+   */
+  multiplex?: MultiplexOptions;
+}
+
+/**
+ * Fragmentation and stream settings of a connection (the `multiplex` section of the
+ * configuration). Every field has a default.
+ */
+export interface MultiplexOptions {
+  /** Messages larger than this travel as fragments; also the largest stream chunk (default 65536). */
+  frameSize?: number;
+  /** Streams the peer may have open at once; more are refused (default 100). */
+  maxInboundStreams?: number;
+  /** Streams this side may have open at once (default 100). */
+  maxOutboundStreams?: number;
+  /** The receive window a stream starts with (default 262144 bytes). */
+  initialWindow?: number;
+  /** The largest receive window of one stream, reached by auto-tuning (default 16 MiB). */
+  maxWindow?: number;
+  /**
+   * The most receive window all streams of the connection hold together (default 64 MiB): the
+   * bound of the memory streams may buffer. It must hold `(maxInboundStreams +
+   * maxOutboundStreams) × initialWindow`.
+   */
+  connectionWindow?: number;
+  /** How long `openStream` waits for the peer to accept (default 10000 ms). */
+  openTimeoutMs?: number;
 }
 
 /** Options of `Connection.close`. */
@@ -104,6 +136,17 @@ const DEFAULT_RESPONSE_TIMEOUT_MS = 30_000;
 const DEFAULT_WRITE_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_PROTOCOL_VIOLATIONS = 16;
 
+/** Defaults of {@linkcode MultiplexOptions} (the `multiplex` section's defaults). */
+export const DEFAULT_MULTIPLEX: Readonly<StreamSettings> = Object.freeze({
+  frameSize: 65_536,
+  maxInbound: 100,
+  maxOutbound: 100,
+  initialWindow: 262_144,
+  maxWindow: 16 * 1024 * 1024,
+  connectionWindow: 64 * 1024 * 1024,
+  openTimeoutMs: 10_000,
+});
+
 /** The limits and timeouts of a connection, checked, with their defaults filled in. */
 export interface ConnectionLimits {
   /** See {@linkcode ConnectionOptions.maxPayloadSize}. */
@@ -120,6 +163,70 @@ export interface ConnectionLimits {
   maxProtocolViolations: number;
   /** The heartbeat interval, idle timeout and write timeout, 0 for off. */
   liveness: { heartbeatMs: number; idleMs: number; writeTimeoutMs: number };
+  /** Fragmentation and streams. */
+  streams: StreamSettings;
+}
+
+/**
+ * The multiplexing options of a configuration's `multiplex` section.
+ *
+ * @param config The configuration.
+ * @returns The options.
+ */
+export function multiplexFromConfig(config: NetworkConfig): MultiplexOptions {
+  const m = config.multiplex;
+  return {
+    frameSize: m.frameSize,
+    maxInboundStreams: m.maxInboundStreams,
+    maxOutboundStreams: m.maxOutboundStreams,
+    initialWindow: m.initialWindow,
+    maxWindow: m.maxWindow,
+    connectionWindow: m.connectionWindow,
+    openTimeoutMs: m.openTimeout,
+  };
+}
+
+/**
+ * Checks multiplexing options and fills in the defaults.
+ *
+ * @param options The options.
+ * @returns The settings.
+ * @throws {RangeError} For a value out of range, or windows that do not fit together.
+ */
+export function resolveMultiplex(options: MultiplexOptions = {}): StreamSettings {
+  const d = DEFAULT_MULTIPLEX;
+  const settings: StreamSettings = {
+    frameSize: positiveOption("frameSize", options.frameSize, d.frameSize),
+    maxInbound: nonNegativeOption("maxInboundStreams", options.maxInboundStreams, d.maxInbound),
+    maxOutbound: nonNegativeOption(
+      "maxOutboundStreams",
+      options.maxOutboundStreams,
+      d.maxOutbound,
+    ),
+    initialWindow: positiveOption("initialWindow", options.initialWindow, d.initialWindow),
+    maxWindow: positiveOption("maxWindow", options.maxWindow, d.maxWindow),
+    connectionWindow: positiveOption(
+      "connectionWindow",
+      options.connectionWindow,
+      d.connectionWindow,
+    ),
+    openTimeoutMs: positiveOption("openTimeoutMs", options.openTimeoutMs, d.openTimeoutMs),
+  };
+  if (settings.frameSize < 1024) {
+    throw new RangeError(`Cannot use frameSize "${settings.frameSize}": it must be at least 1024`);
+  }
+  if (settings.maxWindow > 0xffff_ffff || settings.initialWindow > settings.maxWindow) {
+    throw new RangeError(
+      `Cannot use initialWindow "${settings.initialWindow}" with maxWindow "${settings.maxWindow}": expected initialWindow <= maxWindow <= 4294967295`,
+    );
+  }
+  const needed = (settings.maxInbound + settings.maxOutbound) * settings.initialWindow;
+  if (settings.connectionWindow < needed || settings.connectionWindow < settings.maxWindow) {
+    throw new RangeError(
+      `Cannot use connectionWindow "${settings.connectionWindow}": it must hold maxWindow "${settings.maxWindow}" and (maxInboundStreams + maxOutboundStreams) x initialWindow = "${needed}"`,
+    );
+  }
+  return settings;
 }
 
 /**
@@ -167,5 +274,6 @@ export function resolveLimits(options: ConnectionOptions): ConnectionLimits {
         DEFAULT_WRITE_TIMEOUT_MS,
       ),
     },
+    streams: resolveMultiplex(options.multiplex),
   };
 }

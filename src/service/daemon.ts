@@ -22,6 +22,7 @@ import type { Listener, Transport } from "../transport/types.ts";
 import { transportFromConfig } from "./transport_config.ts";
 import { HandshakeAdmission } from "./admission.ts";
 import { Connection } from "./connection.ts";
+import { multiplexFromConfig } from "./connection_options.ts";
 import { peerEvents } from "../log_budget.ts";
 import {
   compressionFromConfig,
@@ -340,6 +341,7 @@ class DaemonServer implements Server {
       idleTimeoutMs: server.idleTimeout,
       writeTimeoutMs: 3 * server.heartbeatInterval,
       maxProtocolViolations: server.maxProtocolViolations,
+      multiplex: multiplexFromConfig(this.#config),
       ...established.compression,
     });
     // The session ticket the client asked for: the first message of the session.
@@ -385,8 +387,10 @@ class DaemonServer implements Server {
     this.#listener.close();
     await this.#acceptLoop;
     for (const conn of this.#handshaking) closeQuietly(conn);
+    // GOAWAY first (docs/SERVICE.md, "Shutdown and close"): each client learns the last request
+    // that will be answered and fails the later ones as not processed.
     const closing = [...this.#connections].map((c) =>
-      c.close({ code: CloseCode.GoingAway, reason: "server shutting down", timeoutMs })
+      c.drain({ code: CloseCode.GoingAway, reason: "server shutting down", timeoutMs })
     );
     await waitAtMost(Promise.allSettled(closing), timeoutMs + 100);
     for (const connection of this.#connections) connection.abort();

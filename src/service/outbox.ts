@@ -3,11 +3,18 @@
  * once per turn of the event loop, into ONE buffer (one plain batch or one sealed DATA record per
  * group of at most 256 KiB) and written with ONE `conn.write`.
  *
+ * Bulk traffic is fair (docs/SERVICE.md, "Fragments and streams"): a message larger than the
+ * frame size travels as `fragment` messages, and stream data waits in per-stream lanes; each
+ * write carries everything small that is queued (control messages, requests, replies) and at
+ * most {@linkcode BULK_BYTES_PER_WRITE} of bulk frames, taken round-robin from the fragmented
+ * messages and stream lanes. Un-numbered messages keep their order: while one of them is being
+ * fragmented, the ones after it wait behind it.
+ *
  * @module
  */
 
 import { batchEntrySize } from "../core/batch.ts";
-import { encodedMessageSize, type Message } from "../core/message.ts";
+import { encodedMessageSize, type Message, splitEncoding } from "../core/message.ts";
 import { ProtocolError, toProtocolError } from "../errors.ts";
 import type { RecordEncoder } from "../secure/record_encoder.ts";
 
@@ -25,6 +32,61 @@ const PER_MESSAGE_OVERHEAD = 8;
 const NO_MESSAGES: Message[] = [];
 const NO_SIZES: number[] = [];
 
+/**
+ * The most bytes of bulk frames (fragments, stream data) in one write: small messages queued
+ * behind them wait for at most one such write. One record's worth (RECORD_TARGET).
+ */
+export const BULK_BYTES_PER_WRITE = 256 * 1024;
+
+/** A body chunk this small does not end a fragmented message's turn (its head is tiny). */
+const SMALL_CHUNK = 1024;
+
+/**
+ * The data of one stream waiting for its turn: `stream_data` and `stream_end` messages in
+ * order. Made by the stream; the outbox takes one message per turn.
+ */
+export class StreamLane {
+  /** The messages waiting, from `head` on. */
+  messages: Message[] = [];
+  /** Their encoded sizes. */
+  sizes: number[] = [];
+  /** The first message not yet taken. */
+  head = 0;
+  /** Whether the lane is in the outbox's round robin. */
+  active = false;
+  /** Whether the stream was reset: what waits is dropped. */
+  dropped = false;
+
+  /** Whether nothing waits. */
+  get empty(): boolean {
+    return this.head >= this.messages.length;
+  }
+}
+
+/** A message larger than the frame size, sent as fragments. */
+class Fragmented {
+  readonly id: number;
+  readonly total: number;
+  readonly head: Uint8Array;
+  readonly body: Uint8Array;
+  /** Un-numbered: the un-numbered messages after it wait until it is sent. */
+  readonly ordered: boolean;
+  /** Bytes of the encoding already taken. */
+  offset = 0;
+
+  constructor(id: number, message: Message, size: number, ordered: boolean) {
+    this.id = id;
+    this.total = size;
+    const { head, body } = splitEncoding(message, size);
+    this.head = head;
+    this.body = body;
+    this.ordered = ordered;
+  }
+
+  get done(): boolean {
+    return this.offset >= this.total;
+  }
+}
 /** Options of an {@linkcode Outbox}. */
 export interface OutboxOptions {
   /** Where the bytes go. */
@@ -35,6 +97,11 @@ export interface OutboxOptions {
   maxBytes: number;
   /** Told about writes and activity. */
   host: OutboxHost;
+  /**
+   * Messages whose encoding is larger than this travel as fragments (default: never, for a
+   * peer that did not negotiate multiplexing).
+   */
+  frameSize?: number;
 }
 
 /** What an {@linkcode Outbox} tells its connection. */
@@ -74,6 +141,22 @@ export class Outbox {
   #waiters: (() => void)[] | undefined;
   #closed = false;
 
+  // Bulk: fragmented messages and stream lanes (made with the first; most connections never).
+  readonly #frameSize: number;
+  /** The round robin of bulk sources with something to send. */
+  #ring: (Fragmented | StreamLane)[] | undefined;
+  #ringIndex = 0;
+  /** What bulk sources and held messages count against `maxBytes`. */
+  #bulkBytes = 0;
+  /** Fragmented messages in the ring, their totals (bounded: see `#admit`), and the next id. */
+  #fragmentBytes = 0;
+  #nextFragmentId = 1;
+  /** Fragmented messages waiting for room among those in progress. */
+  #waiting: Fragmented[] | undefined;
+  /** The un-numbered message being fragmented; the un-numbered ones after it wait in `#held`. */
+  #orderedBlocker: Fragmented | undefined;
+  #held: { message: Message; size: number }[] | undefined;
+
   /**
    * Creates an empty outbox.
    *
@@ -84,11 +167,12 @@ export class Outbox {
     this.#encoder = options.encoder;
     this.#maxBytes = options.maxBytes;
     this.#host = options.host;
+    this.#frameSize = options.frameSize ?? Infinity;
   }
 
   /** Bytes queued or being written. */
   get bytes(): number {
-    return this.#queuedBytes + this.#writingBytes;
+    return this.#queuedBytes + this.#writingBytes + this.#bulkBytes;
   }
 
   /** Whether a write is in progress (a second one could interleave with it). */
@@ -103,7 +187,7 @@ export class Outbox {
 
   /** Whether nothing is queued or being written. */
   get idle(): boolean {
-    return this.#queue.length === 0 && !this.#writing;
+    return this.#queue.length === 0 && !this.#writing && this.#bulkBytes === 0;
   }
 
   /** The largest encoded message that fits in one packet (see `RecordEncoder`). */
@@ -128,13 +212,23 @@ export class Outbox {
         `Message of "${size}" bytes exceeds the largest message "${this.maxMessageSize}"`,
       );
     }
-    if (checkLimit && this.#queuedBytes + this.#writingBytes + size > this.#maxBytes) {
+    if (checkLimit && this.bytes + size > this.#maxBytes) {
       throw new ProtocolError(
         "LimitExceeded",
         `More than "${this.#maxBytes}" bytes are waiting to be written: the peer is not reading`,
       );
     }
     if (this.#closed) return;
+    if (size > this.#frameSize || this.#orderedBlocker !== undefined) {
+      this.#enqueueBulk(message, size);
+    } else {
+      this.#push(message, size);
+    }
+    if (!isHeartbeat(message)) this.#host.onActivity();
+    this.#schedule();
+  }
+
+  #push(message: Message, size: number): void {
     if (this.#queue === NO_MESSAGES) {
       this.#queue = [];
       this.#sizes = [];
@@ -143,10 +237,196 @@ export class Outbox {
     this.#sizes.push(size);
     this.#entryBytes += batchEntrySize(size);
     this.#queuedBytes += size + PER_MESSAGE_OVERHEAD;
-    if (!isHeartbeat(message)) this.#host.onActivity();
+  }
+
+  #schedule(): void {
     if (!this.#scheduled && !this.#writing) {
       this.#scheduled = true;
       queueMicrotask(() => void this.flushNow().catch(() => {}));
+    }
+  }
+
+  /** A large message, or an un-numbered one held behind a fragmented one. */
+  #enqueueBulk(message: Message, size: number): void {
+    const ordered = isOrdered(message);
+    if (ordered && this.#orderedBlocker !== undefined) {
+      (this.#held ??= []).push({ message, size });
+      this.#bulkBytes += size + PER_MESSAGE_OVERHEAD;
+      return;
+    }
+    if (size <= this.#frameSize) {
+      this.#push(message, size);
+      return;
+    }
+    const fragmented = new Fragmented(this.#nextFragmentId++, message, size, ordered);
+    this.#bulkBytes += size + PER_MESSAGE_OVERHEAD;
+    if (ordered) this.#orderedBlocker = fragmented;
+    (this.#waiting ??= []).push(fragmented);
+    this.#admit();
+  }
+
+  /**
+   * Starts waiting fragmented messages while the totals of those in progress stay within twice
+   * the largest message (the bound a receiver holds us to: docs/PROTOCOL.md, "Fragments").
+   */
+  #admit(): void {
+    const waiting = this.#waiting;
+    if (waiting === undefined) return;
+    const budget = 2 * this.#encoder.maxMessageSize;
+    while (waiting.length > 0) {
+      const next = waiting[0]!;
+      if (this.#fragmentBytes > 0 && this.#fragmentBytes + next.total > budget) break;
+      waiting.shift();
+      this.#fragmentBytes += next.total;
+      (this.#ring ??= []).push(next);
+    }
+  }
+
+  /**
+   * Queues a stream's message (`stream_data`, `stream_end`) in its lane: lanes share the bulk
+   * part of each write round-robin, one message per turn.
+   *
+   * @param lane The stream's lane.
+   * @param message The message (at most a frame).
+   * @param size Its encoded size.
+   */
+  enqueueStream(lane: StreamLane, message: Message, size: number): void {
+    if (this.#closed || lane.dropped) return;
+    lane.messages.push(message);
+    lane.sizes.push(size);
+    this.#bulkBytes += size + PER_MESSAGE_OVERHEAD;
+    if (!lane.active) {
+      lane.active = true;
+      (this.#ring ??= []).push(lane);
+    }
+    this.#host.onActivity();
+    this.#schedule();
+  }
+
+  /**
+   * Drops what a stream's lane still holds (the stream was reset).
+   *
+   * @param lane The lane.
+   */
+  dropStream(lane: StreamLane): void {
+    if (lane.dropped) return;
+    lane.dropped = true;
+    for (let i = lane.head; i < lane.sizes.length; i++) {
+      this.#bulkBytes -= lane.sizes[i]! + PER_MESSAGE_OVERHEAD;
+    }
+    lane.messages = [];
+    lane.sizes = [];
+    lane.head = 0;
+    if (lane.active && this.#ring !== undefined) {
+      const i = this.#ring.indexOf(lane);
+      if (i >= 0) this.#removeFromRing(i);
+      lane.active = false;
+    }
+  }
+
+  #removeFromRing(i: number): void {
+    this.#ring!.splice(i, 1);
+    if (i < this.#ringIndex) this.#ringIndex--;
+  }
+
+  /**
+   * Appends bulk frames, round-robin, to the write being built: at most
+   * {@linkcode BULK_BYTES_PER_WRITE}. Returns the entry bytes appended and what they counted.
+   */
+  #takeBulk(messages: Message[], sizes: number[]): [entryBytes: number, counted: number] {
+    const ring = this.#ring!;
+    let entryBytes = 0;
+    let counted = 0;
+    let budget = BULK_BYTES_PER_WRITE;
+    while (budget > 0 && ring.length > 0) {
+      if (this.#ringIndex >= ring.length) this.#ringIndex = 0;
+      const source = ring[this.#ringIndex]!;
+      let used = 0;
+      if (source instanceof StreamLane) {
+        const size = source.sizes[source.head]!;
+        messages.push(source.messages[source.head]!);
+        sizes.push(size);
+        source.head++;
+        entryBytes += batchEntrySize(size);
+        counted += size + PER_MESSAGE_OVERHEAD;
+        used = size;
+        if (source.empty) {
+          source.messages = [];
+          source.sizes = [];
+          source.head = 0;
+          source.active = false;
+          this.#removeFromRing(this.#ringIndex);
+          budget -= used;
+          continue;
+        }
+      } else {
+        do {
+          const chunk = this.#nextChunk(source);
+          const message: Message = {
+            type: "fragment",
+            id: source.id,
+            total: source.total,
+            chunk,
+          };
+          const size = encodedMessageSize(message);
+          messages.push(message);
+          sizes.push(size);
+          entryBytes += batchEntrySize(size);
+          counted += chunk.length;
+          used += size;
+        } while (used < SMALL_CHUNK && !source.done);
+        if (source.done) {
+          counted += PER_MESSAGE_OVERHEAD;
+          this.#removeFromRing(this.#ringIndex);
+          this.#fragmentBytes -= source.total;
+          this.#completed();
+          budget -= used;
+          continue;
+        }
+      }
+      budget -= used;
+      this.#ringIndex++;
+    }
+    return [entryBytes, counted];
+  }
+
+  #nextChunk(source: Fragmented): Uint8Array {
+    const frame = this.#frameSize;
+    const headLength = source.head.length;
+    const offset = source.offset;
+    let chunk: Uint8Array;
+    if (offset < headLength) {
+      chunk = source.head.subarray(offset, Math.min(headLength, offset + frame));
+    } else {
+      const start = offset - headLength;
+      chunk = source.body.subarray(start, Math.min(source.body.length, start + frame));
+    }
+    source.offset += chunk.length;
+    return chunk;
+  }
+
+  /** A fragmented message is sent: admit the next (what waited behind it is released later). */
+  #completed(): void {
+    this.#admit();
+  }
+
+  /**
+   * Once the un-numbered message being fragmented is sent, releases the un-numbered messages
+   * that waited behind it, in order, before the next write is built: small ones join the queue,
+   * the next large one becomes the one they wait for. Done at the start of a write, so that no
+   * fragment of a later message can complete in the same write as its predecessor's last one.
+   */
+  #releaseHeld(): void {
+    const blocker = this.#orderedBlocker;
+    if (blocker === undefined || !blocker.done) return;
+    this.#orderedBlocker = undefined;
+    const held = this.#held;
+    this.#held = undefined;
+    if (held === undefined) return;
+    for (let i = 0; i < held.length; i++) {
+      const { message, size } = held[i]!;
+      this.#bulkBytes -= size + PER_MESSAGE_OVERHEAD;
+      this.#enqueueBulk(message, size);
     }
   }
 
@@ -172,15 +452,32 @@ export class Outbox {
     }
     this.#writing = true;
     try {
-      while (this.#queue.length > 0 && !this.#closed) {
-        const messages = this.#queue;
-        const sizes = this.#sizes;
-        const entryBytes = this.#entryBytes;
+      for (;;) {
+        if (this.#orderedBlocker?.done === true) this.#releaseHeld();
+        if (
+          this.#closed ||
+          (this.#queue.length === 0 && (this.#ring === undefined || this.#ring.length === 0))
+        ) {
+          break;
+        }
+        let messages = this.#queue;
+        let sizes = this.#sizes;
+        let entryBytes = this.#entryBytes;
         this.#writingBytes = this.#queuedBytes;
         this.#queue = NO_MESSAGES;
         this.#sizes = NO_SIZES;
         this.#entryBytes = 0;
         this.#queuedBytes = 0;
+        if (this.#ring !== undefined && this.#ring.length > 0) {
+          if (messages === NO_MESSAGES) {
+            messages = [];
+            sizes = [];
+          }
+          const [bulkEntries, counted] = this.#takeBulk(messages, sizes);
+          entryBytes += bulkEntries;
+          this.#bulkBytes -= counted;
+          this.#writingBytes += counted;
+        }
         await this.write(this.#encoder.encode(messages, sizes, entryBytes));
         this.#writingBytes = 0;
         this.#host.onWritten();
@@ -225,9 +522,31 @@ export class Outbox {
     this.#sizes = NO_SIZES;
     this.#queuedBytes = 0;
     this.#entryBytes = 0;
+    this.#ring = undefined;
+    this.#waiting = undefined;
+    this.#held = undefined;
+    this.#orderedBlocker = undefined;
+    this.#bulkBytes = 0;
+    this.#fragmentBytes = 0;
     const waiters = this.#waiters;
     this.#waiters = undefined;
     if (waiters !== undefined) { for (const waiter of waiters) waiter(); }
+  }
+}
+
+/**
+ * Whether a message keeps its place among the un-numbered messages (their replies keep arrival
+ * order): everything but numbered messages and control messages.
+ */
+function isOrdered(message: Message): boolean {
+  switch (message.type) {
+    case "echo":
+    case "custom":
+    case "disconnect":
+    case "unknown":
+      return true;
+    default:
+      return false;
   }
 }
 

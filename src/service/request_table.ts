@@ -59,6 +59,8 @@ export class RequestTable {
   #head = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
+  /** The peer's GOAWAY, once received. */
+  #goAway: { lastRequest: number; reason: string } | undefined;
   /** performance.now() cached for the rest of the current turn (see #coarseNow). */
   #turnNow = -1;
   #turnUses = 0;
@@ -91,6 +93,11 @@ export class RequestTable {
   request(message: Message, timeoutMs: number, signal: AbortSignal | undefined): Promise<Message> {
     if (this.#closed) {
       return Promise.reject(new ProtocolError("ConnectionClosed", "Connection is closed"));
+    }
+    if (this.#goAway !== undefined) {
+      return Promise.reject(
+        notProcessed(this.#nextId, this.#goAway.lastRequest, this.#goAway.reason),
+      );
     }
     const id = this.#nextId++;
     return new Promise<Message>((resolve, reject) => {
@@ -141,6 +148,22 @@ export class RequestTable {
     this.#remove(message.id);
     if (message.type === "response") outstanding.resolve(message.message);
     else outstanding.reject(new RemoteError(message.code, message.text));
+  }
+
+  /**
+   * The peer sent GOAWAY: fails the waiting requests numbered above `lastRequest` with
+   * `NotProcessed` (the peer will never run them: safe to retry elsewhere), and every later one.
+   *
+   * @param lastRequest The highest request id the peer will process.
+   * @param reason The peer's reason.
+   */
+  goAway(lastRequest: number, reason: string): void {
+    this.#goAway = { lastRequest, reason };
+    for (const [id, outstanding] of [...this.#requests]) {
+      if (id <= lastRequest) continue;
+      this.#remove(id);
+      outstanding.reject(notProcessed(id, lastRequest, reason));
+    }
   }
 
   /**
@@ -261,6 +284,13 @@ export class RequestTable {
       this.#head = 0;
     }
   }
+}
+
+function notProcessed(id: number, lastRequest: number, reason: string): ProtocolError {
+  return new ProtocolError(
+    "NotProcessed",
+    `Request ${id} was not processed: the peer is draining (GOAWAY "${reason}", last request ${lastRequest}); retrying it elsewhere is safe`,
+  );
 }
 
 function release(outstanding: Outstanding): void {
