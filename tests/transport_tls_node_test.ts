@@ -569,3 +569,78 @@ Deno.test({
     await Deno.remove(pki.dir, { recursive: true });
   },
 });
+
+Deno.test("node TLS client: refused, timeout, cancel and a server without ALPN are typed errors; nothing leaks", async () => {
+  const tls = new TlsTransport({ backend: "node", client: { caCerts: [pki.ca.certPem] } });
+  // Nothing listens.
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closedPort = portOf(closed.addr);
+  closed.close();
+  await assert.rejects(
+    tls.connect(`127.0.0.1:${closedPort}`, { timeoutMs: 2000 }),
+    (e) => isProtocolError(e, "ConnectionRefused"),
+  );
+  // A TCP server that never answers the ClientHello: timeout, then cancel.
+  await using silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of silent) held.push(conn);
+  })();
+  const address = `127.0.0.1:${portOf(silent.addr)}`;
+  await assert.rejects(
+    tls.connect(address, { timeoutMs: 200 }),
+    (e) => isProtocolError(e, "Timeout"),
+  );
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(), 100);
+  await assert.rejects(
+    tls.connect(address, { timeoutMs: 5000, signal: controller.signal }),
+    (e) => isProtocolError(e, "Cancelled"),
+  );
+  // The client closed both attempts: the server sees them end.
+  await waitFor(() => held.length === 2, 2000, "two connections");
+  for (const conn of held) {
+    await readUntilClosed(conn, 2000);
+    conn.close();
+  }
+  silent.close();
+  await accepting;
+
+  // A TLS server that selects no ALPN protocol: refused unless requireAlpn is false.
+  const plain = new TlsTransport({
+    backend: "node",
+    server: { cert: pki.server.certPem, key: pki.server.keyPem, alpnProtocols: [] },
+  });
+  await using listener = await plain.listen("127.0.0.1:0");
+  const port = portOf(listener.addr);
+  const accepted: Deno.Conn[] = [];
+  const acceptLoop = (async () => {
+    for await (const conn of listener) accepted.push(conn);
+  })();
+  await assert.rejects(
+    new TlsTransport({
+      client: {
+        caCerts: [pki.ca.certPem],
+        pinOnly: false,
+        serverSpkiPins: [certificateSpkiPin(pki.server.certPem)],
+      },
+    })
+      .connect(`localhost:${port}`, { timeoutMs: 2000 }),
+    (e) => isProtocolError(e, "TlsError") && /selected no ALPN protocol/.test(e.message),
+  );
+  const relaxed = await new TlsTransport({
+    backend: "node",
+    client: { caCerts: [pki.ca.certPem], requireAlpn: false },
+  }).connect(`localhost:${port}`, { timeoutMs: 2000 });
+  assert.equal((await (relaxed as NodeTlsConn).handshake()).alpnProtocol, null);
+  relaxed.close();
+  listener.close();
+  await acceptLoop;
+  for (const conn of accepted) {
+    try {
+      conn.close();
+    } catch {
+      // Closed by its handshake failure.
+    }
+  }
+});

@@ -21,6 +21,7 @@ import tls from "node:tls";
 import { ProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { peerEvents } from "../log_budget.ts";
+import { waitAtMost } from "../util/async.ts";
 import { errorMessage } from "../util/error_message.ts";
 import { acceptUntilClosed } from "./accept_loop.ts";
 import { formatAddr, formatHostPort } from "./address.ts";
@@ -720,7 +721,10 @@ export async function listenNode(
 interface Pending {
   conn: NodeTlsConnImpl;
   raw: net.Socket;
+  /** The handshake deadline. */
   timer: ReturnType<typeof setTimeout>;
+  /** After the TCP socket closed: waits briefly for a more telling TLS error. */
+  closeTimer?: ReturnType<typeof setTimeout>;
 }
 
 /** The listener of {@linkcode listenNode}. */
@@ -789,7 +793,7 @@ export class NodeTlsListener implements Listener {
       const entry = this.#pending.get(key(raw.remoteAddress, raw.remotePort));
       if (entry !== undefined && entry.raw === raw) {
         // A TLS error reported for the same connection says more: let it come first.
-        setTimeout(() => {
+        entry.closeTimer = setTimeout(() => {
           if (this.#byRaw.get(raw) !== entry) return;
           this.#settle(entry);
           entry.conn.fail(
@@ -853,6 +857,7 @@ export class NodeTlsListener implements Listener {
 
   #settle(entry: Pending): void {
     clearTimeout(entry.timer);
+    clearTimeout(entry.closeTimer);
     this.#byRaw.delete(entry.raw);
     const k = key(entry.conn.remoteAddr.hostname, entry.conn.remoteAddr.port);
     if (this.#pending.get(k) === entry) this.#pending.delete(k);
@@ -962,7 +967,9 @@ export class NodeTlsListener implements Listener {
 
   async [Symbol.asyncDispose](): Promise<void> {
     this.close();
-    await this.closedPromise();
+    // The listening socket closes at once; Node's "close" event also waits for the connections
+    // already handed out, which belong to their owners.
+    await waitAtMost(this.closedPromise(), 100);
   }
 
   /**
