@@ -251,6 +251,17 @@ Deno.test("TLS: options the native backend cannot enforce throw TlsError", () =>
     /is not an SPKI pin/,
   );
   assert.throws(() => new TlsTransport({ backend: "rustls" as never }), TypeError);
+  assert.throws(
+    () =>
+      new TlsTransport({
+        client: {
+          pinOnly: true,
+          caCerts: [serverCert.certPem],
+          serverCertFingerprints: [serverCert.fingerprint],
+        },
+      }),
+    /cannot be used with client.pinOnly/,
+  );
   // Explicitly not asking is fine.
   new TlsTransport({ server: { ...server, requireClientCert: false, clientCaCerts: [] } });
   // Unknown options (Node-style names) are refused rather than ignored.

@@ -659,6 +659,12 @@ export class TlsTransport implements Transport {
           `without a pin nothing would be trusted`,
       );
     }
+    if (client.pinOnly === true && (client.caCerts?.length ?? 0) > 0) {
+      throw new TypeError(
+        `client.caCerts cannot be used with client.pinOnly: pin-only trust checks no CA chain, ` +
+          `so the CA certificates would be ignored`,
+      );
+    }
     this.#clientMinVersion = checkMinVersion(client.minVersion, "client.minVersion");
     this.#client = client;
     this.#clientAlpn = checkAlpn(client.alpnProtocols, "client.alpnProtocols");
