@@ -62,6 +62,15 @@ Deno.test("example: a custom handler with async work", async () => {
   assert.match(out, /kiwi: failed/);
 });
 
+Deno.test("example: the original's Multiplexer on requests, fragments, a stream and GOAWAY", async () => {
+  const out = await run("multiplexer.ts", ["--allow-net=127.0.0.1"]);
+  assert.match(out, /100 concurrent requests: all matched/);
+  assert.match(out, /small request beside a 4 MiB one: 42, large: 4194304 bytes/);
+  assert.match(out, /stream upload: the server counted 20971520 bytes/);
+  assert.match(out, /a request running at GOAWAY: custom/);
+  assert.match(out, /a request after GOAWAY: NotProcessed/);
+});
+
 Deno.test("example: Unix socket", async () => {
   const dir = await Deno.makeTempDir();
   const path = `${dir}/npro.sock`;
