@@ -217,7 +217,11 @@ function libraryOptions(): ConnectOptions {
   return {
     address,
     config: {
-      transport: { kind: transport, encryptionEnabled: kind.includes("noise") },
+      transport: {
+        kind: transport,
+        encryptionEnabled: kind.includes("noise"),
+        tlsBackend: kind === "lib-node-tls" ? "node" : "auto",
+      },
       client: { autoReconnect: false },
       logging: { logLevel: "error" },
     },
@@ -333,12 +337,74 @@ async function runLibrary(measure: Measure): Promise<Figure> {
         const { rate, count } = await libraryWindow(client, custom("A", 1 << 20), 4);
         return { measure, value: (rate * (1 << 20)) / 1e6, unit: "MB/s", count };
       }
+      case "stream64k":
+        return await libraryStream(client);
+      case "hol":
+        return await headOfLine(client);
       default:
         throw new TypeError(`Cannot run measure "${measure}" here`);
     }
   } finally {
     await client.close();
   }
+}
+
+/** One stream, 64 KiB writes back to back: MB/s of bytes the server's window let through. */
+async function libraryStream(client: Client): Promise<Figure> {
+  const stream = await client.openStream("SINK");
+  const writer = stream.writable.getWriter();
+  const chunk = new Uint8Array(65536).fill(7);
+  let written = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      await writer.write(chunk);
+      written++;
+    }
+    await writer.close();
+  })();
+  const { rate, count } = await countWindow(() => written);
+  running = false;
+  await loop;
+  const answer = await new Response(stream.readable).text();
+  if (Number(answer) !== written * 65536) {
+    throw new Error(`Stream server counted ${answer} bytes, the client wrote ${written * 65536}`);
+  }
+  return { measure: "stream64k", value: (rate * 65536) / 1e6, unit: "MB/s", count };
+}
+
+/**
+ * Head-of-line blocking: numbered PINGs one at a time on an idle connection, then the same while
+ * two 8 MiB replies are always in flight on that connection (the issue 13 measure).
+ */
+async function headOfLine(client: Client): Promise<Figure> {
+  const ping: Message = { type: "ping" };
+  const idle = await roundTrips(() => client.request(ping));
+  let running = true;
+  let bigReplies = 0;
+  const big = custom("BIG", 0);
+  const load = Array.from({ length: 2 }, async () => {
+    while (running) {
+      const reply = await client.request(big);
+      if (reply.type !== "custom" || reply.payload.length !== 8 << 20) {
+        throw new Error("BIG reply is not 8 MiB");
+      }
+      bigReplies++;
+    }
+  });
+  const loaded = await roundTrips(() => client.request(ping));
+  running = false;
+  await Promise.all(load);
+  if (bigReplies === 0) throw new Error("No 8 MiB reply completed during the measure");
+  return {
+    measure: "hol",
+    value: loaded.value,
+    p99: loaded.p99!,
+    idle: idle.value,
+    idleP99: idle.p99!,
+    unit: "µs",
+    count: loaded.count,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ export type ServerKind =
   | "lib-noise-tcp"
   | "lib-noise-unix"
   | "lib-tls"
+  | "lib-node-tls"
   | "peer-libp2p-noise";
 
 /** The version of `@chainsafe/libp2p-noise` that deno.json maps (the report names it). */
@@ -32,6 +33,8 @@ export type Measure =
   | "request64"
   | "bulk64k"
   | "bulk1m"
+  | "stream64k"
+  | "hol"
   | "handshakes"
   | "handshakes-resumed"
   | "idle";
@@ -46,6 +49,10 @@ export interface Figure {
   unit: string;
   /** A second value (the p99 of a latency). */
   p99?: number;
+  /** `hol`: the idle PING round trip (median and p99, µs) measured before the load. */
+  idle?: number;
+  /** `hol`: the idle p99. */
+  idleP99?: number;
   /** How many operations the value is based on. */
   count: number;
   /** Operations over the whole run, warm-up included (handshakes). */

@@ -243,11 +243,24 @@ const SUBJECTS: Subject[] = [
     label: "raw TLS echo, node:tls server with TCP_NODELAY (baseline)",
   },
   { kind: "lib-tls", label: "library over native TLS", baseline: "raw-tls" },
+  // The node:tls backend (mutual TLS, pins), against the library over native TLS.
+  {
+    kind: "lib-node-tls",
+    label: "library over node:tls (backend node), ratio to native TLS",
+    baseline: "lib-tls",
+    measures: ["rtt", "bulk64k"],
+  },
   // The peer runs the measure of P4 (its handshakes run with the others, below).
   { kind: "peer-libp2p-noise", label: PEER_LABEL, baseline: "raw-tcp", measures: ["bulk64k"] },
 ].filter((s) => only === undefined || only.includes(s.kind)) as Subject[];
 
-const MEASURES: { measure: Measure; label: string; libraryOnly?: boolean }[] = [
+const MEASURES: {
+  measure: Measure;
+  label: string;
+  libraryOnly?: boolean;
+  /** The subjects that run it, when not all of them. */
+  kinds?: ServerKind[];
+}[] = [
   { measure: "rtt", label: "64 B round trip, median (p99)" },
   { measure: "stream64", label: "pipelined 64 B request/reply" },
   // A raw echo has no numbered requests: the library's are compared with the raw pipelined echo.
@@ -255,6 +268,20 @@ const MEASURES: { measure: Measure; label: string; libraryOnly?: boolean }[] = [
   { measure: "stream1k", label: "pipelined 1 KiB request/reply" },
   { measure: "bulk64k", label: "one-way bulk, 64 KiB messages" },
   { measure: "bulk1m", label: "one-way bulk, 1 MiB messages" },
+  // Multiplexing (issue 13), Noise over TCP: a stream against the bulk message path, and PING
+  // latency while 8 MiB replies flow against idle PING.
+  {
+    measure: "stream64k",
+    label: "one stream, 64 KiB writes (ratio: to 64 KiB bulk messages)",
+    libraryOnly: true,
+    kinds: ["lib-noise-tcp"],
+  },
+  {
+    measure: "hol",
+    label: "PING round trip while 8 MiB replies flow (ratio: to idle PING)",
+    libraryOnly: true,
+    kinds: ["lib-noise-tcp"],
+  },
 ];
 
 type Samples = Map<string, Figure[]>; // key: `${kind}/${measure}`
@@ -278,6 +305,7 @@ async function runRound(samples: Samples, round: number): Promise<void> {
     try {
       const measures = MEASURES.filter((m) =>
         !(m.libraryOnly && isRaw(subject.kind)) &&
+        (m.kinds === undefined || m.kinds.includes(subject.kind)) &&
         (subject.measures === undefined || subject.measures.includes(m.measure))
       );
       const figures = await runClient(subject.kind, ready, measures.map((m) => m.measure));
@@ -435,6 +463,8 @@ function medianOf(samples: Samples, kind: ServerKind, measure: Measure): Figure 
   const value = median(list.map((f) => f.value));
   const p99s = list.map((f) => f.p99).filter((v): v is number => v !== undefined);
   const perCpu = list.map((f) => f.perCpuSecond).filter((v): v is number => v !== undefined);
+  const idle = list.map((f) => f.idle).filter((v): v is number => v !== undefined);
+  const idleP99 = list.map((f) => f.idleP99).filter((v): v is number => v !== undefined);
   return {
     measure,
     value,
@@ -442,6 +472,8 @@ function medianOf(samples: Samples, kind: ServerKind, measure: Measure): Figure 
     count: list.reduce((n, f) => n + f.count, 0),
     ...(p99s.length > 0 ? { p99: median(p99s) } : {}),
     ...(perCpu.length > 0 ? { perCpuSecond: median(perCpu) } : {}),
+    ...(idle.length > 0 ? { idle: median(idle) } : {}),
+    ...(idleP99.length > 0 ? { idleP99: median(idleP99) } : {}),
   };
 }
 
@@ -463,7 +495,13 @@ function collect(samples: Samples): Result[] {
           baseline: baseValue === undefined ? null : round(baseValue),
           ratio: baseValue === undefined ? null : round(value / baseValue, 3),
         });
-      if (measure === "rtt") {
+      if (measure === "stream64k") {
+        const bulk = medianOf(samples, subject.kind, "bulk64k");
+        push(`${label}: ${subject.label}`, figure.value, bulk?.value, figure.unit);
+      } else if (measure === "hol") {
+        push(`${label}, p50: ${subject.label}`, figure.value, figure.idle, "µs");
+        push(`${label}, p99: ${subject.label}`, figure.p99!, figure.idleP99, "µs");
+      } else if (measure === "rtt") {
         push(`${label.replace(" (p99)", "")}: ${subject.label}`, figure.value, base?.value, "µs");
         push(
           `64 B round trip, p99: ${subject.label}`,
@@ -711,6 +749,40 @@ function targets(
   });
   const p7 = local.find((t) => t.id === "P7");
   if (p7 !== undefined) out.push(p7);
+
+  // M1 (issue 13): head-of-line latency, PING while 8 MiB replies flow against idle PING.
+  const hol = medianOf(samples, "lib-noise-tcp", "hol");
+  const holRatio = ratio(hol?.value, hol?.idle);
+  const holP99 = ratio(hol?.p99, hol?.idleP99);
+  out.push({
+    id: "M1",
+    value: holRatio,
+    goal: "PING p50 while 8 MiB replies flow within 3x of idle PING (Noise NK over TCP)",
+    met: holRatio === null ? null : holRatio <= 3,
+    measured: {
+      loadedP50Us: fixed(hol?.value),
+      loadedP99Us: fixed(hol?.p99),
+      idleP50Us: fixed(hol?.idle),
+      idleP99Us: fixed(hol?.idleP99),
+      p50Ratio: holRatio,
+      p99Ratio: holP99,
+    },
+    note: `p50 ${times(holRatio)} (${shown(hol?.value)} vs ${shown(hol?.idle)} µs), p99 ${
+      times(holP99)
+    } (${shown(hol?.p99)} vs ${shown(hol?.idleP99)} µs)`,
+  });
+  // M2 (issue 13): one stream with 64 KiB writes against 64 KiB bulk messages.
+  const stream = medianOf(samples, "lib-noise-tcp", "stream64k")?.value;
+  const bulk = medianOf(samples, "lib-noise-tcp", "bulk64k")?.value;
+  const streamRatio = ratio(stream, bulk);
+  out.push({
+    id: "M2",
+    value: streamRatio,
+    goal: "one stream with 64 KiB writes, as a ratio to 64 KiB bulk messages (reported, no goal)",
+    met: null,
+    measured: { streamMBs: fixed(stream), bulkMBs: fixed(bulk), ratio: streamRatio },
+    note: `${shown(stream)} MB/s against ${shown(bulk)} MB/s`,
+  });
   return out;
 }
 

@@ -240,16 +240,32 @@ async function startNodeTls(): Promise<void> {
 // payload the decoder already copied) and an ack handler ("A": answers with an empty message).
 
 const ACK: Message = { type: "custom", command: "A", payload: EMPTY };
+const BIG_REPLY: Message = { type: "custom", command: "BIG", payload: new Uint8Array(8 << 20) };
 
 async function startLibrary(): Promise<void> {
   const dispatcher = new Dispatcher()
     .register("E", (message) => message)
-    .register("A", () => ACK);
+    .register("A", () => ACK)
+    // Head-of-line: an 8 MiB reply (the same buffer every time); numbered pings beside it are
+    // answered by the connection itself.
+    .register("BIG", () => BIG_REPLY)
+    // Stream throughput: reads everything, then answers with the byte count.
+    .registerStream("SINK", async (stream) => {
+      let total = 0;
+      for await (const chunk of stream.readable) total += chunk.length;
+      const writer = stream.writable.getWriter();
+      await writer.write(new TextEncoder().encode(String(total)));
+      await writer.close();
+    });
   const transport = transportOf(kind);
   const server: Server = await serve({
     address,
     config: {
-      transport: { kind: transport, encryptionEnabled: kind.includes("noise") },
+      transport: {
+        kind: transport,
+        encryptionEnabled: kind.includes("noise"),
+        tlsBackend: kind === "lib-node-tls" ? "node" : "auto",
+      },
       // A capacity benchmark: every client comes from 127.0.0.1 and P6 measures how many
       // handshakes the server can do, so handshake admission (a defence, on by default) is off.
       server: {
