@@ -521,7 +521,7 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       values: COMPRESSION_ALGORITHMS,
       unique: true,
       description: "Algorithms announced to and accepted from the peer when `enabled` is true; " +
-        "with compression off nothing is announced (features 0).",
+        "with compression off no compression bit is announced.",
       readBy: [SESSION],
     },
   },
