@@ -179,6 +179,63 @@ Deno.test("multiplex messages: exact bytes of every new tag, and back", () => {
   assert.throws(() => encodeMessage({ type: "stream_window", id: 1, delta: 2 ** 32 }));
 });
 
+Deno.test("multiplex messages: the worked example of PROTOCOL.md, byte for byte", () => {
+  const packet = (messages: Message[]) => {
+    const batch = encodeBatch(messages);
+    const out = new Uint8Array(9 + batch.length);
+    out.set([0x4e, 0x50, 0x52, 0x4f, 0x02]);
+    writePacketHeader(out, 0, batch.length);
+    out.set(batch, 9);
+    return [...out].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+  };
+  const up = { type: "stream_open", command: "UP", window: 262144 } as const;
+  assert.equal(
+    packet([{ ...up, id: 1, metadata: new Uint8Array(0) }]),
+    "4e 50 52 4f 02 00 00 00 0b 00 09 16 01 80 80 10 02 55 50 00",
+  );
+  assert.equal(
+    packet([{ type: "stream_accept", id: 1, window: 262144 }]),
+    "4e 50 52 4f 02 00 00 00 07 00 05 17 01 80 80 10",
+  );
+  assert.equal(
+    packet([{ type: "stream_data", id: 1, data: enc.encode("hello") }, {
+      type: "stream_end",
+      id: 1,
+    }]),
+    "4e 50 52 4f 02 00 00 00 0e 00 08 18 01 05 68 65 6c 6c 6f 00 02 19 01",
+  );
+  assert.equal(
+    packet([{ type: "stream_data", id: 1, data: enc.encode("5") }, { type: "stream_end", id: 1 }]),
+    "4e 50 52 4f 02 00 00 00 0a 00 04 18 01 01 35 00 02 19 01",
+  );
+  assert.equal(
+    packet([{ ...up, id: 3, metadata: enc.encode("k") }]),
+    "4e 50 52 4f 02 00 00 00 0c 00 0a 16 03 80 80 10 02 55 50 01 6b",
+  );
+  assert.equal(
+    packet([{ type: "stream_reset", id: 3, code: 1 }]),
+    "4e 50 52 4f 02 00 00 00 05 00 03 1b 03 01",
+  );
+  const hex = (m: Message) =>
+    [...encodeMessage(m)].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+  assert.equal(
+    hex({ type: "goaway", lastRequest: 7, lastStream: 3, code: 1, reason: "server shutting down" }),
+    "1c 07 03 01 14 73 65 72 76 65 72 20 73 68 75 74 74 69 6e 67 20 64 6f 77 6e",
+  );
+  assert.equal(hex({ type: "stream_window", id: 1, delta: 393216 }), "1a 01 80 80 18");
+  // The fragments of custom("X", 100,000 bytes) with a 64 KiB frame, as the outbox cuts them.
+  const whole = encodeMessage(custom("X", new Uint8Array(100_000)));
+  assert.equal(whole.length, 100_006);
+  const starts = [[0, 6], [6, 65_542], [65_542, 100_006]].map(([a, b]) =>
+    hex({ type: "fragment", id: 1, total: whole.length, chunk: whole.subarray(a, b) }).slice(0, 23)
+  );
+  assert.deepEqual(starts, [
+    "15 01 a6 8d 06 06 05 01",
+    "15 01 a6 8d 06 80 80 04",
+    "15 01 a6 8d 06 a0 8d 02",
+  ]);
+});
+
 /** Reads the batches a peer writes on a raw conn: every message, in order. */
 async function readMessages(conn: Deno.Conn, count: number): Promise<Message[]> {
   const decoder = new PacketDecoder();

@@ -179,6 +179,16 @@ export interface CompressionConfig {
 /**
  * The `[multiplex]` section: fragmentation of large messages and streams (docs/SERVICE.md,
  * "Fragments and streams").
+ *
+ * @example Read the defaults
+ * ```ts
+ * import { defaultConfig } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const { multiplex } = defaultConfig();
+ * assert.equal(multiplex.frameSize, 65536);
+ * assert.equal(multiplex.initialWindow, 262144);
+ * ```
  */
 export interface MultiplexConfig {
   /** Messages larger than this many bytes travel as fragments; also the largest stream chunk. */

@@ -307,6 +307,16 @@ export const ErrorCodes: {
 /**
  * Codes of `stream_reset` messages produced by the library itself (applications use 1000+).
  * Each becomes a `StreamError` whose `code` says what to do (docs/PROTOCOL.md, "Streams").
+ *
+ * @example Tell a refused stream apart
+ * ```ts
+ * import { StreamError, StreamResetCode } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new StreamError(StreamResetCode.Refused, true, "Peer refused stream 1");
+ * assert.equal(error.resetCode, 1);
+ * assert.equal(error.code, "LimitExceeded"); // retry later
+ * ```
  */
 export const StreamResetCode: {
   /** Abandoned: `reset()` without a code, a cancelled open, an abandoned scope. */

@@ -94,10 +94,40 @@ export interface Stream extends AsyncDisposable {
  * stream's writable side is closed if it was not, and what the peer still sends is discarded;
  * when it throws, the stream is reset with code 3 (`StreamResetCode.HandlerFailed`). Its
  * context's `signal` aborts when the stream is reset or the connection closes.
+ *
+ * @example A handler that answers with the number of bytes it received
+ * ```ts
+ * import type { StreamHandler } from "@npro/network-protocol";
+ *
+ * export const count: StreamHandler = async (stream, { signal }) => {
+ *   let total = 0;
+ *   for await (const chunk of stream.readable) {
+ *     if (signal.aborted) return;
+ *     total += chunk.length;
+ *   }
+ *   const writer = stream.writable.getWriter();
+ *   await writer.write(new TextEncoder().encode(String(total)));
+ *   await writer.close();
+ * };
+ * ```
  */
 export type StreamHandler = (stream: Stream, context: HandlerContext) => void | Promise<void>;
 
-/** Options of `openStream` on `Connection` and `Client`. */
+/**
+ * Options of `openStream` on `Connection` and `Client`.
+ *
+ * @example Open with metadata, a time limit and a signal
+ * ```ts
+ * import type { OpenStreamOptions } from "@npro/network-protocol";
+ *
+ * const options: OpenStreamOptions = {
+ *   metadata: new TextEncoder().encode("report.csv"),
+ *   timeoutMs: 2000,
+ *   signal: AbortSignal.timeout(60_000),
+ * };
+ * // const stream = await client.openStream("UPLOAD", options);
+ * ```
+ */
 export interface OpenStreamOptions {
   /** Opaque bytes for the handler (at most 16 KiB), `stream.metadata` on both sides. */
   metadata?: Uint8Array;

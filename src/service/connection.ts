@@ -64,7 +64,17 @@ export type {
   SessionInfo,
 } from "./connection_options.ts";
 
-/** Options of {@linkcode Connection.drain}. */
+/**
+ * Options of {@linkcode Connection.drain}.
+ *
+ * @example Drain within two seconds for a deployment
+ * ```ts
+ * import type { DrainOptions } from "@npro/network-protocol";
+ *
+ * const options: DrainOptions = { timeoutMs: 2000, reason: "deploying" };
+ * // await connection.drain(options);
+ * ```
+ */
 export interface DrainOptions {
   /** How long to wait for requests and streams in progress before closing (default 10000 ms). */
   timeoutMs?: number;

@@ -88,6 +88,19 @@ export interface ConnectionOptions {
 /**
  * Fragmentation and stream settings of a connection (the `multiplex` section of the
  * configuration). Every field has a default.
+ *
+ * @example Settings for many small streams
+ * ```ts
+ * import type { MultiplexOptions } from "@npro/network-protocol";
+ *
+ * const options: MultiplexOptions = {
+ *   maxInboundStreams: 1000,
+ *   maxOutboundStreams: 10,
+ *   initialWindow: 64 * 1024,
+ *   // (1000 + 10) x 64 KiB must fit: about 63 MiB.
+ *   connectionWindow: 64 * 1024 * 1024,
+ * };
+ * ```
  */
 export interface MultiplexOptions {
   /** Messages larger than this travel as fragments; also the largest stream chunk (default 65536). */

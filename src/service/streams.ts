@@ -230,6 +230,7 @@ class StreamImpl implements Stream {
   // ---- receiving
 
   #pull(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> | void {
+    if (this.#discard) return; // cancelled: the stream no longer reads
     if (this.#chunkHead < this.#chunks.length) {
       const chunk = this.#chunks[this.#chunkHead]!;
       this.#chunks[this.#chunkHead++] = EMPTY;
