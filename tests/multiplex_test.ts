@@ -876,6 +876,30 @@ Deno.test("GOAWAY: heartbeats are answered while draining, streams in progress f
   assert.equal(await p.client.closed(), undefined);
 });
 
+Deno.test("GOAWAY: server.max_connection_age drains old connections and the client reconnects", async () => {
+  const transport = new MemoryTransport();
+  await using server = await serve({
+    address: "127.0.0.1:0",
+    transport,
+    config: { server: { maxConnectionAge: 1000 } },
+  }, dispatcher());
+  const { port } = server.addr as Deno.NetAddr;
+  await using client = await connect({
+    address: `127.0.0.1:${port}`,
+    transport,
+    security: { serverKeys: [server.publicKey!] },
+    config: { client: { reconnectDelay: 10 } },
+  });
+  const first = client.connection!;
+  const statuses = client.status();
+  await waitFor(() => first.goingAway, 3000, "GOAWAY after the maximum age");
+  assert.equal(await first.closed(), undefined);
+  for await (const status of statuses) if (status.type === "connected") break;
+  assert.notEqual(client.connection, first);
+  assert.deepEqual(await client.request({ type: "ping" }), { type: "pong" });
+  await statuses.return?.();
+});
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 

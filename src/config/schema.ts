@@ -153,6 +153,17 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       description: "Protocol violations a connection may commit per minute before CLOSE 2.",
       readBy: [DAEMON],
     },
+    maxConnectionAge: {
+      kind: "integer",
+      default: 0,
+      min: 1000,
+      max: 30 * 86_400_000,
+      unit: "ms",
+      zeroDisables: true,
+      description:
+        "Drain a connection (GOAWAY, then CLOSE 1) after about this long, so that clients move to new servers; 0 keeps connections.",
+      readBy: [DAEMON],
+    },
   },
   client: {
     address: {

@@ -58,6 +58,11 @@ export interface ServerConfig {
    * minute; one more closes it with CLOSE code 2.
    */
   maxProtocolViolations: number;
+  /**
+   * Drain a connection (GOAWAY, then CLOSE 1) after about this many ms (90 to 100 %, at random);
+   * 0 disables.
+   */
+  maxConnectionAge: number;
 }
 
 /** The `[client]` section. Durations are milliseconds. */

@@ -197,6 +197,9 @@ class DaemonServer implements Server {
   #resolveClosed!: (error: ProtocolError | undefined) => void;
   /** Why the server stopped by itself (its listener failed), if it did. */
   #failure: ProtocolError | undefined;
+  /** `server.max_connection_age`: when each connection is drained, and the one timer for all. */
+  readonly #ageDeadlines = new Map<Connection, number>();
+  #ageTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(
     listener: Listener,
@@ -218,6 +221,28 @@ class DaemonServer implements Server {
     this.publicKey = security.encryption === false ? undefined : security.staticKey?.publicKey;
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#acceptLoop = this.#accept();
+    const maxAge = config.server.maxConnectionAge;
+    if (maxAge > 0) {
+      // One timer for every connection (a timer each would cost idle memory).
+      this.#ageTimer = setInterval(() => this.#drainOld(), Math.min(1000, maxAge / 10));
+    }
+  }
+
+  /**
+   * Drains the connections past their maximum age (GOAWAY, then CLOSE 1), so that a client that
+   * reconnects lands on a server started since (docs/SERVICE.md, "Shutdown and close").
+   */
+  #drainOld(): void {
+    const now = performance.now();
+    for (const [connection, deadline] of this.#ageDeadlines) {
+      if (deadline > now) continue;
+      this.#ageDeadlines.delete(connection);
+      void connection.drain({
+        code: CloseCode.GoingAway,
+        reason: "connection reached its maximum age",
+        timeoutMs: this.#config.server.shutdownTimeout,
+      }).catch(() => {});
+    }
   }
 
   get connections(): ReadonlySet<Connection> {
@@ -347,6 +372,11 @@ class DaemonServer implements Server {
     // The session ticket the client asked for: the first message of the session.
     if (established.ticket !== undefined) connection.send(established.ticket);
     this.#connections.add(connection);
+    const maxAge = this.#config.server.maxConnectionAge;
+    if (maxAge > 0) {
+      // 90 to 100 % of the age, at random: connections made together do not leave together.
+      this.#ageDeadlines.set(connection, performance.now() + maxAge * (0.9 + 0.1 * Math.random()));
+    }
     log.debug("Connection {id} from {peer} ({pattern})", {
       id: connection.id,
       peer: safeAddr(conn),
@@ -356,6 +386,7 @@ class DaemonServer implements Server {
     // one pending promise callback (idle memory, docs/PERFORMANCE.md).
     return connection.closed().then((error) => {
       this.#connections.delete(connection);
+      this.#ageDeadlines.delete(connection);
       if (error !== undefined && peerEvents.allow("connection error")) {
         log.info("Connection {id} closed: {error}", { id: connection.id, error: error.message });
       }
@@ -384,6 +415,7 @@ class DaemonServer implements Server {
 
   async #shutdown(timeoutMs: number): Promise<void> {
     this.#stopping = true;
+    if (this.#ageTimer !== undefined) clearInterval(this.#ageTimer);
     this.#listener.close();
     await this.#acceptLoop;
     for (const conn of this.#handshaking) closeQuietly(conn);
