@@ -11,6 +11,17 @@ const target: FuzzTarget = {
     encodeMessage({ type: "error", id: 1, code: 2, text: "x" }),
     // The session ticket (issue 12): a lifetime and 1 to 512 opaque bytes.
     encodeMessage({ type: "ticket", lifetime: 3_600_000, ticket: new Uint8Array(90).fill(7) }),
+    // Multiplexing (issue 13): a fragment, the stream messages and GOAWAY.
+    encodeBatch([
+      { type: "fragment", id: 1, total: 300, chunk: new Uint8Array(40).fill(5) },
+      { type: "stream_open", id: 1, window: 262144, command: "UP", metadata: new Uint8Array([1]) },
+      { type: "stream_accept", id: 1, window: 65536 },
+      { type: "stream_data", id: 1, data: new Uint8Array([104, 105]) },
+      { type: "stream_window", id: 1, delta: 131072 },
+      { type: "stream_end", id: 1 },
+      { type: "stream_reset", id: 3, code: 1 },
+      { type: "goaway", lastRequest: 7, lastStream: 3, code: 1, reason: "bye" },
+    ]),
     encodeBatch([
       { type: "ping" },
       { type: "custom", command: "CMD", payload: new Uint8Array([1, 2]) },
