@@ -206,7 +206,11 @@ export function multiplexFromConfig(config: NetworkConfig): MultiplexOptions {
  * @returns The settings.
  * @throws {RangeError} For a value out of range, or windows that do not fit together.
  */
-export function resolveMultiplex(options: MultiplexOptions = {}): StreamSettings {
+export function resolveMultiplex(options?: MultiplexOptions): StreamSettings {
+  // Connections made with the same options share one settings object (idle memory).
+  if (options === undefined) return DEFAULT_MULTIPLEX;
+  const cached = RESOLVED.get(options);
+  if (cached !== undefined) return cached;
   const d = DEFAULT_MULTIPLEX;
   const settings: StreamSettings = {
     frameSize: positiveOption("frameSize", options.frameSize, d.frameSize),
@@ -239,8 +243,12 @@ export function resolveMultiplex(options: MultiplexOptions = {}): StreamSettings
       `Cannot use connectionWindow "${settings.connectionWindow}": it must hold maxWindow "${settings.maxWindow}" and (maxInboundStreams + maxOutboundStreams) x initialWindow = "${needed}"`,
     );
   }
+  RESOLVED.set(options, Object.freeze(settings));
   return settings;
 }
+
+/** Settings already resolved, by their options object. */
+const RESOLVED = new WeakMap<MultiplexOptions, StreamSettings>();
 
 /**
  * Checks a connection's limits and fills in the defaults.

@@ -22,7 +22,7 @@ import type { Listener, Transport } from "../transport/types.ts";
 import { transportFromConfig } from "./transport_config.ts";
 import { HandshakeAdmission } from "./admission.ts";
 import { Connection } from "./connection.ts";
-import { multiplexFromConfig } from "./connection_options.ts";
+import { type MultiplexOptions, multiplexFromConfig } from "./connection_options.ts";
 import { peerEvents } from "../log_budget.ts";
 import {
   compressionFromConfig,
@@ -199,6 +199,8 @@ class DaemonServer implements Server {
   #failure: ProtocolError | undefined;
   /** `server.max_connection_age`: when each connection is drained, and the one timer for all. */
   readonly #ageDeadlines = new Map<Connection, number>();
+  /** The `multiplex` options of every connection (one object: resolved once, shared). */
+  readonly #multiplex: MultiplexOptions;
   #ageTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(
@@ -220,6 +222,7 @@ class DaemonServer implements Server {
     });
     this.publicKey = security.encryption === false ? undefined : security.staticKey?.publicKey;
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
+    this.#multiplex = multiplexFromConfig(config);
     this.#acceptLoop = this.#accept();
     const maxAge = config.server.maxConnectionAge;
     if (maxAge > 0) {
@@ -366,7 +369,7 @@ class DaemonServer implements Server {
       idleTimeoutMs: server.idleTimeout,
       writeTimeoutMs: 3 * server.heartbeatInterval,
       maxProtocolViolations: server.maxProtocolViolations,
-      multiplex: multiplexFromConfig(this.#config),
+      multiplex: this.#multiplex,
       ...established.compression,
     });
     // The session ticket the client asked for: the first message of the session.
