@@ -22,7 +22,7 @@ import type { Listener, Transport } from "../transport/types.ts";
 import { transportFromConfig } from "./transport_config.ts";
 import { HandshakeAdmission } from "./admission.ts";
 import { Connection } from "./connection.ts";
-import { type MultiplexOptions, multiplexFromConfig } from "./connection_options.ts";
+import { multiplexFromConfig, type MultiplexOptions } from "./connection_options.ts";
 import { peerEvents } from "../log_budget.ts";
 import {
   compressionFromConfig,
