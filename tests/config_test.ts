@@ -77,6 +77,7 @@ Deno.test("defaults match the design and are fresh copies", () => {
     handshakeRate: 1000,
     handshakeRatePerAddress: 100,
     maxProtocolViolations: 16,
+    maxConnectionAge: 0,
   });
   assert.deepEqual(config.client, {
     address: "127.0.0.1:9000",
@@ -586,6 +587,7 @@ Deno.test("validation: every range, every problem at once", () => {
   edge.server.idleTimeout = 0;
   edge.server.maxConnections = 100_000;
   edge.transport.maxPayloadSize = 1024;
+  edge.multiplex.frameSize = 1024;
   edge.compression.threshold = 1024;
   edge.compression.level = 22;
   edge.client.reconnectDelay = 10;
@@ -848,6 +850,7 @@ const VALID_CONFIG: fc.Arbitrary<NetworkConfig> = fc.record({
     handshakeRate: fc.integer({ min: 0, max: 1_000_000 }),
     handshakeRatePerAddress: fc.integer({ min: 0, max: 1_000_000 }),
     maxProtocolViolations: fc.integer({ min: 0, max: 1_000_000 }),
+    maxConnectionAge: fc.constant(defaultConfig().server.maxConnectionAge),
   }, { noNullPrototype: true }),
   client: fc.record({
     address: fc.constantFrom("127.0.0.1:9000", "[::1]:1", "localhost:8080"),
@@ -908,6 +911,7 @@ const VALID_CONFIG: fc.Arbitrary<NetworkConfig> = fc.record({
     threshold: fc.integer({ min: 0, max: 1_048_576 }),
     accept: fc.constantFrom<("lz4" | "zstd")[]>(["lz4", "zstd"], ["zstd", "lz4"]),
   }, { noNullPrototype: true }),
+  multiplex: fc.constant(defaultConfig().multiplex),
   logging: fc.record({
     appName: fc.string({ unit: "binary", minLength: 1, maxLength: 32 }),
     logLevel: fc.constantFrom(
