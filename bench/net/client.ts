@@ -43,6 +43,7 @@ const address = args.get("address")!;
 const publicKey = args.has("public-key") ? fromHex(args.get("public-key")!) : undefined;
 const certPath = args.get("cert");
 const certPem = certPath === undefined ? undefined : Deno.readTextFileSync(certPath);
+const keyPath = args.get("key");
 const measures = (args.get("measures") ?? "rtt").split(",") as Measure[];
 const seconds = Number(args.get("seconds") ?? 1);
 const warmSeconds = Number(args.get("warm") ?? Math.min(0.5, seconds / 2));
@@ -220,13 +221,20 @@ function libraryOptions(): ConnectOptions {
       transport: {
         kind: transport,
         encryptionEnabled: kind.includes("noise"),
-        tlsBackend: kind === "lib-node-tls" ? "node" : "auto",
+        tlsBackend: kind.startsWith("lib-node-") ? "node" : "auto",
       },
       client: { autoReconnect: false },
       logging: { logLevel: "error" },
     },
     ...(publicKey === undefined ? {} : { security: { serverKeys: [publicKey] } }),
-    ...(transport === "tls" ? { tls: { caCerts: [certPem!] } } : {}),
+    ...(transport === "tls"
+      ? {
+        tls: {
+          caCerts: [certPem!],
+          ...(kind === "lib-node-mtls" ? { cert: certPem!, key: { path: keyPath! } } : {}),
+        },
+      }
+      : {}),
   };
 }
 

@@ -20,6 +20,7 @@ export type ServerKind =
   | "lib-noise-unix"
   | "lib-tls"
   | "lib-node-tls"
+  | "lib-node-mtls"
   | "peer-libp2p-noise";
 
 /** The version of `@chainsafe/libp2p-noise` that deno.json maps (the report names it). */

@@ -191,6 +191,8 @@ function clientArgs(kind: ServerKind, ready: ReadyLine, extra: string[]): string
     ready.address,
     "--cert",
     `${tmp}/cert.pem`,
+    "--key",
+    `${tmp}/key.pem`,
     ...(ready.publicKey === undefined ? [] : ["--public-key", ready.publicKey]),
     ...extra,
   ], peerFlags(kind));
@@ -247,6 +249,12 @@ const SUBJECTS: Subject[] = [
   {
     kind: "lib-node-tls",
     label: "library over node:tls (backend node), ratio to native TLS",
+    baseline: "lib-tls",
+    measures: ["rtt", "bulk64k"],
+  },
+  {
+    kind: "lib-node-mtls",
+    label: "library over node:tls, mutual TLS (pinned client certificate), ratio to native TLS",
     baseline: "lib-tls",
     measures: ["rtt", "bulk64k"],
   },

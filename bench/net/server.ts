@@ -30,6 +30,7 @@ import process from "node:process";
 import { createServer as createTlsServer } from "node:tls";
 import v8 from "node:v8";
 import { Dispatcher, type Message, serve, type Server } from "../../mod.ts";
+import { certificateFingerprint } from "../../src/transport/mod.ts";
 
 const args = parseArgs(Deno.args);
 const kind = args.get("kind") as ServerKind;
@@ -264,7 +265,7 @@ async function startLibrary(): Promise<void> {
       transport: {
         kind: transport,
         encryptionEnabled: kind.includes("noise"),
-        tlsBackend: kind === "lib-node-tls" ? "node" : "auto",
+        tlsBackend: kind.startsWith("lib-node-") ? "node" : "auto",
       },
       // A capacity benchmark: every client comes from 127.0.0.1 and P6 measures how many
       // handshakes the server can do, so handshake admission (a defence, on by default) is off.
@@ -278,7 +279,23 @@ async function startLibrary(): Promise<void> {
       // `--resumption`: issue session tickets (P5c's resumed handshakes); off for every other run.
       ...(args.has("resumption") ? { security: { resumption: true } } : {}),
     },
-    ...(transport === "tls" ? { tls: { cert: { path: certPath! }, key: { path: keyPath! } } } : {}),
+    ...(transport === "tls"
+      ? {
+        tls: {
+          cert: { path: certPath! },
+          key: { path: keyPath! },
+          // Mutual TLS: the client presents the same (self-signed) certificate, pinned here.
+          ...(kind === "lib-node-mtls"
+            ? {
+              clientAuth: "require" as const,
+              clientCertFingerprints: [
+                await certificateFingerprint(Deno.readTextFileSync(certPath!)),
+              ],
+            }
+            : {}),
+        },
+      }
+      : {}),
   }, dispatcher);
   const addr = server.addr;
   ready = {
