@@ -1,6 +1,7 @@
 /**
  * Crypto benchmarks: ChaCha20-Poly1305 through a Noise `CipherState` at 64 B, 1 KiB, 64 KiB and
- * 1 MiB per provider; X25519; full XX handshakes per provider; seal/open (XChaCha20-Poly1305).
+ * 1 MiB per provider (and sealed in place, as records are); X25519; the Noise HKDF; full XX
+ * handshakes per provider; seal/open (XChaCha20-Poly1305).
  * Run with `deno bench -A bench/crypto_bench.ts`.
  *
  * Throughput in MB/s is `size / time` (docs/PERFORMANCE.md has the table and the command).
@@ -9,11 +10,14 @@
  */
 
 import { type CryptoProvider, nativeProvider, portableProvider } from "../src/secure/crypto.ts";
+import { hybridProvider, initCrypto } from "../src/secure/default_provider.ts";
 import { CipherState } from "../src/secure/noise/cipher_state.ts";
 import { HandshakeState } from "../src/secure/noise/handshake_state.ts";
 import { open, seal } from "../src/secure/seal.ts";
 
-const PROVIDERS: CryptoProvider[] = [nativeProvider, portableProvider];
+await initCrypto();
+
+const PROVIDERS: CryptoProvider[] = [nativeProvider, hybridProvider, portableProvider];
 const SIZES: [string, number][] = [
   ["64 B", 64],
   ["1 KiB", 1024],
@@ -45,6 +49,36 @@ for (const [label, size] of SIZES) {
       fn() {
         receiver.setNonce(0);
         receiver.decryptWithAd(EMPTY, record);
+      },
+    });
+  }
+}
+
+for (const [label, size] of SIZES) {
+  const buffer = new Uint8Array(size + 16).fill(0xab);
+  for (const provider of [nativeProvider, hybridProvider]) {
+    const sender = new CipherState(key, provider);
+    Deno.bench({
+      name: `encrypt in place ${label} (${provider.name})`,
+      group: `aead encrypt in place ${label}`,
+      baseline: provider === nativeProvider,
+      fn() {
+        sender.encryptInPlace(EMPTY, buffer, size);
+      },
+    });
+  }
+}
+
+for (const outputs of [2, 3] as const) {
+  const chainingKey = new Uint8Array(32).fill(7);
+  const ikm = new Uint8Array(32).fill(9);
+  for (const provider of PROVIDERS) {
+    Deno.bench({
+      name: `hkdf, ${outputs} outputs (${provider.name})`,
+      group: `hkdf ${outputs}`,
+      baseline: provider === nativeProvider,
+      fn() {
+        provider.hkdf(chainingKey, ikm, outputs);
       },
     });
   }
