@@ -403,7 +403,7 @@ async function loadPem(source: PemSource, label: string, signal?: AbortSignal): 
  * server.close();
  * ```
  *
- * @param conn A TLS connection (`Deno.TlsConn`).
+ * @param conn A TLS connection (`Deno.TlsConn`, or a `NodeTlsConn` of the node backend).
  * @param options A signal and a time limit (default 5000 ms).
  * @returns The negotiated ALPN protocol, or `null`.
  * @throws {TypeError} When `conn` is not a TLS connection.
