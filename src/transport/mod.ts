@@ -63,6 +63,22 @@ export type {
 } from "./certs.ts";
 export { certificateSpkiPin } from "./peer_certificate.ts";
 export type { NodeTlsConn } from "./tls_node.ts";
+export {
+  DEFAULT_PROXY_HEADER_TIMEOUT_MS,
+  DEFAULT_PROXY_MAX_HEADER_BYTES,
+  PROXY_V1_MAX_LENGTH,
+  PROXY_V2_SIGNATURE,
+  ProxyHeaderDecoder,
+  readProxyHeader,
+  TrustedProxies,
+} from "./proxy_protocol.ts";
+export type {
+  ProxyHeader,
+  ProxyHeaderDecoderOptions,
+  ProxyHeaderResult,
+  ProxyVersion,
+  ReadProxyHeaderOptions,
+} from "./proxy_protocol.ts";
 
 /** Options of {@linkcode createTransport}, by transport kind. */
 export interface TransportOptionsMap {
