@@ -189,12 +189,12 @@ class RegionAead implements SodiumAead {
     heap.fill(0, this.#input, this.#input + length);
   }
 
-  /** Encrypts into the output region; returns the heap view (the key is already erased). */
-  #encrypt(
+  /** Checks the sizes and copies the key, nonce, associated data and input into the region. */
+  #load(
     key: Uint8Array,
     nonce: Uint8Array,
     ad: Uint8Array,
-    plaintext: Uint8Array,
+    input: Uint8Array,
     n: number,
   ): Uint8Array {
     checkRegion(n, ad.length);
@@ -203,7 +203,19 @@ class RegionAead implements SodiumAead {
     heap.set(key, this.#key);
     heap.set(nonce, this.#nonce);
     if (ad.length > 0) heap.set(ad, this.#ad);
-    heap.set(plaintext, this.#input);
+    heap.set(input, this.#input);
+    return heap;
+  }
+
+  /** Encrypts into the output region; returns the heap view (the key is already erased). */
+  #encrypt(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    ad: Uint8Array,
+    plaintext: Uint8Array,
+    n: number,
+  ): Uint8Array {
+    const heap = this.#load(key, nonce, ad, plaintext, n);
     this.#raw._crypto_aead_chacha20poly1305_ietf_encrypt(
       this.#output,
       0,
@@ -228,12 +240,7 @@ class RegionAead implements SodiumAead {
     ciphertext: Uint8Array,
   ): Uint8Array | null {
     const n = ciphertext.length - TAG_LENGTH;
-    checkRegion(n, ad.length);
-    const heap = this.#raw.HEAPU8;
-    heap.set(key, this.#key);
-    heap.set(nonce, this.#nonce);
-    if (ad.length > 0) heap.set(ad, this.#ad);
-    heap.set(ciphertext, this.#input);
+    const heap = this.#load(key, nonce, ad, ciphertext, n);
     const status = this.#raw._crypto_aead_chacha20poly1305_ietf_decrypt(
       this.#output,
       0,
