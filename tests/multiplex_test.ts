@@ -163,6 +163,7 @@ Deno.test("multiplex messages: exact bytes of every new tag, and back", () => {
       { type: "goaway", lastRequest: 300, lastStream: 5, code: 1, reason: "bye" },
       "1c ac 02 05 01 03 62 79 65",
     ],
+    [{ type: "window", delta: 131072 }, "1d 80 80 08"],
   ];
   for (const [message, hex] of cases) {
     const bytes = encodeMessage(message);
@@ -236,18 +237,25 @@ Deno.test("multiplex messages: the worked example of PROTOCOL.md, byte for byte"
   ]);
 });
 
-/** Reads the batches a peer writes on a raw conn: every message, in order. */
+/** The packet decoder and surplus messages of each raw conn read by `readMessages`. */
+const rawReaders = new WeakMap<Deno.Conn, { decoder: PacketDecoder; extra: Message[] }>();
+
+/** Reads the batches a peer writes on a raw conn: `count` messages, in order. */
 async function readMessages(conn: Deno.Conn, count: number): Promise<Message[]> {
-  const decoder = new PacketDecoder();
-  const messages: Message[] = [];
+  let state = rawReaders.get(conn);
+  if (state === undefined) {
+    rawReaders.set(conn, state = { decoder: new PacketDecoder(), extra: [] });
+  }
+  const messages = state.extra.splice(0, count);
   const buffer = new Uint8Array(1 << 20);
   while (messages.length < count) {
     const n = await conn.read(buffer);
     if (n === null) break;
-    for (const packet of decoder.push(buffer.subarray(0, n))) {
+    for (const packet of state.decoder.push(buffer.subarray(0, n))) {
       messages.push(...decodeBatch(packet.payload.slice()));
     }
   }
+  state.extra.push(...messages.splice(count));
   return messages;
 }
 
@@ -271,19 +279,20 @@ Deno.test("fragments: a message over the frame size travels as fragments only wh
     const [a, b] = memoryConnPair();
     const connection = bareConnection(a, features);
     try {
-      const payload = pattern(200_000, 1);
+      const payload = pattern(100_000, 1); // within the initial bulk window (128 KiB)
       connection.send(custom("X", payload));
       connection.send({ type: "echo", text: "after" });
-      const expected = features === 0 ? 2 : 6; // head, 4 body chunks, echo
+      const expected = features === 0 ? 2 : 4; // head, 2 body chunks, echo
       const messages = await readMessages(b, expected);
       if (features === 0) {
         assert.deepEqual(messages, [custom("X", payload), { type: "echo", text: "after" }]);
       } else {
         const fragments = messages.filter((m) => m.type === "fragment");
-        assert.ok(fragments.length >= 4, `${fragments.length} fragments`);
-        for (const f of fragments) {
-          assert.ok(f.type === "fragment" && f.chunk.length <= 65536 && f.total > 200_000);
-        }
+        assert.deepEqual(fragments.map((f) => f.type === "fragment" ? f.chunk.length : 0), [
+          6,
+          65536,
+          34464,
+        ]);
         // The echo after it waits: un-numbered messages keep their order.
         assert.deepEqual(messages.at(-1), { type: "echo", text: "after" });
         const whole = new Uint8Array(fragments[0]!.type === "fragment" ? fragments[0]!.total : 0);
@@ -299,6 +308,33 @@ Deno.test("fragments: a message over the frame size travels as fragments only wh
       await connection.close({ timeoutMs: 100 });
       b.close();
     }
+  }
+});
+
+Deno.test("bulk window: at most 128 KiB of fragments in flight until the peer grants more", async () => {
+  const [a, b] = memoryConnPair();
+  const connection = bareConnection(a, 4);
+  try {
+    connection.send(custom("X", new Uint8Array(1 << 20)));
+    const chunkBytes = (messages: Message[]) =>
+      messages.reduce((n, m) => n + (m.type === "fragment" ? m.chunk.length : 0), 0);
+    // The peer grants nothing: the sender stops at the initial window.
+    const first = await readMessages(b, 3);
+    const more = await Promise.race([
+      readMessages(b, 1),
+      new Promise<Message[]>((resolve) => setTimeout(() => resolve([]), 100)),
+    ]);
+    assert.equal(chunkBytes(first) + chunkBytes(more), 128 * 1024);
+    // A grant lets the next 64 KiB go.
+    const grant = encodeBatch([{ type: "window", delta: 65536 }]);
+    const packet = new Uint8Array(9 + grant.length);
+    writePacketHeader(packet, 0, grant.length);
+    packet.set(grant, 9);
+    await writeAll(b, packet);
+    assert.equal(chunkBytes(await readMessages(b, 1)), 65536);
+  } finally {
+    connection.abort();
+    b.close();
   }
 });
 
@@ -363,6 +399,13 @@ Deno.test("fragments: a hostile peer's oversized, overflowing or unnegotiated fr
           chunk: new Uint8Array(10),
         })),
         3,
+      ],
+      [
+        "fragment bytes beyond the bulk window (128 KiB)",
+        4,
+        // One chunk larger than the whole window (grants follow what was received).
+        [{ type: "fragment", id: 1, total: 200_000, chunk: new Uint8Array(140_000) }],
+        2,
       ],
       ["fragments without multiplexing", 0, [{
         type: "fragment",

@@ -601,6 +601,16 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       description: "Opening a stream fails when the peer has not accepted it within this time.",
       readBy: [CONNECTION_OPTIONS],
     },
+    bulkWindow: {
+      kind: "integer",
+      default: 131_072,
+      min: 131_072,
+      max: 4095 * MIB,
+      unit: "bytes",
+      description:
+        "Bytes of fragments and stream data the peer may have in flight on a connection (at least two frames): small messages wait behind at most this much bulk; raise it for links with a large bandwidth x delay.",
+      readBy: [CONNECTION_OPTIONS],
+    },
   },
   logging: {
     appName: {

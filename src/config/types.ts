@@ -210,6 +210,8 @@ export interface MultiplexConfig {
   connectionWindow: number;
   /** How long opening a stream waits for the peer to accept it, in ms. */
   openTimeout: number;
+  /** Bytes of fragments and stream data the peer may have in flight on a connection. */
+  bulkWindow: number;
 }
 
 /** The `[logging]` section, used by the CLI's {@linkcode setupLogging}. */

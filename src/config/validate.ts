@@ -420,6 +420,16 @@ const RULES: readonly Rule[] = [
     },
   },
   {
+    needs: ["multiplex.bulk_window", "multiplex.frame_size"],
+    check: ({ multiplex: m }) =>
+      m.bulkWindow < 2 * m.frameSize
+        ? [
+          "multiplex.bulk_window",
+          `multiplex.bulk_window "${m.bulkWindow}" must be at least twice multiplex.frame_size "${m.frameSize}"`,
+        ]
+        : undefined,
+  },
+  {
     needs: ["multiplex.frame_size", "transport.max_payload_size"],
     check: ({ multiplex: m, transport: t }) =>
       m.frameSize > t.maxPayloadSize

@@ -218,6 +218,19 @@ export interface GoAwayMessage {
   reason: string;
 }
 
+/**
+ * Grants the peer `delta` more bytes of bulk on the connection: the chunks of `fragment`
+ * messages and the data of `stream_data` messages (docs/PROTOCOL.md, "Bulk window"). It bounds
+ * what is in flight between the two applications, so that a small message sent now does not
+ * wait behind megabytes queued in socket buffers.
+ */
+export interface WindowMessage {
+  /** Discriminant. */
+  type: "window";
+  /** How many bytes more (1 and up). */
+  delta: number;
+}
+
 /** Every message of the protocol, discriminated by `type`. */
 export type Message =
   | PingMessage
@@ -238,7 +251,8 @@ export type Message =
   | StreamEndMessage
   | StreamWindowMessage
   | StreamResetMessage
-  | GoAwayMessage;
+  | GoAwayMessage
+  | WindowMessage;
 
 /** The wire tags of the built-in messages. */
 export const MessageTag: {
@@ -260,6 +274,7 @@ export const MessageTag: {
   readonly StreamWindow: 0x1a;
   readonly StreamReset: 0x1b;
   readonly GoAway: 0x1c;
+  readonly Window: 0x1d;
 } = {
   Ping: 0x01,
   Pong: 0x02,
@@ -279,6 +294,7 @@ export const MessageTag: {
   StreamWindow: 0x1a,
   StreamReset: 0x1b,
   GoAway: 0x1c,
+  Window: 0x1d,
 } as const;
 
 /** Codes of {@linkcode ErrorMessage}s produced by the library itself (applications use 1000+). */
@@ -362,7 +378,14 @@ export const RESERVED_OPCODES: ReadonlySet<string> = new Set([
   "STREAM_WINDOW",
   "STREAM_RESET",
   "GOAWAY",
+  "WINDOW",
 ]);
+
+/**
+ * The bulk window each side starts with (docs/PROTOCOL.md, "Bulk window"): the bytes of
+ * fragment chunks and stream data a side may send before the peer's first `window` grant.
+ */
+export const INITIAL_BULK_WINDOW = 128 * 1024;
 
 /** The largest `metadata` of a `stream_open` message. */
 export const MAX_STREAM_METADATA = 16 * 1024;
@@ -384,7 +407,7 @@ const KNOWN_TAGS: ReadonlySet<number> = new Set(Object.values(MessageTag));
  * `"UNKNOWN"`, a custom message's command, the opcode of the message a request carries,
  * `"RESPONSE"`, `"ERROR"`, `"CANCEL"`, `"SESSION_TICKET"`, or the name of a multiplexing
  * message (`"FRAGMENT"`, `"STREAM_OPEN"`, `"STREAM_ACCEPT"`, `"STREAM_DATA"`, `"STREAM_END"`,
- * `"STREAM_WINDOW"`, `"STREAM_RESET"`, `"GOAWAY"`).
+ * `"STREAM_WINDOW"`, `"STREAM_RESET"`, `"GOAWAY"`, `"WINDOW"`).
  *
  * @example Opcodes
  * ```ts
@@ -439,6 +462,8 @@ export function opcodeOf(message: Message): string {
       return "STREAM_RESET";
     case "goaway":
       return "GOAWAY";
+    case "window":
+      return "WINDOW";
   }
 }
 
@@ -671,6 +696,10 @@ export function messageSize(message: Message, nested: boolean): number {
       return 1 + varintSize(message.lastRequest) + varintSize(message.lastStream) +
         varintSize(message.code) + reason;
     }
+    case "window":
+      if (nested) throw nestedError("window");
+      checkWindow("window grant", message.delta, 1);
+      return 1 + varintSize(message.delta);
     default: {
       // A type without a case here does not compile.
       const invalid: never = message;
@@ -769,6 +798,9 @@ export function writeMessage(out: Uint8Array, offset: number, message: Message):
       offset = writeVarint(out, offset, message.lastStream);
       offset = writeVarint(out, offset, message.code);
       return writeString(out, offset, message.reason);
+    case "window":
+      out[offset] = MessageTag.Window;
+      return writeVarint(out, offset + 1, message.delta);
   }
 }
 
@@ -983,6 +1015,12 @@ export function readMessage(reader: Reader, nested: boolean): Message {
         );
       }
       return { type: "goaway", lastRequest, lastStream, code, reason };
+    }
+    case MessageTag.Window: {
+      if (nested) throw nestedDecodeError("window");
+      const delta = readU32(reader, "Window grant");
+      if (delta === 0) throw new ProtocolError("InvalidMessage", `Window grant is "0"`);
+      return { type: "window", delta };
     }
     default:
       // Unknown tags: the rest of the entry belongs to a message this version does not know.

@@ -19,6 +19,7 @@ import {
   encodedMessageSize,
   ErrorCodes,
   type GoAwayMessage,
+  INITIAL_BULK_WINDOW,
   type Message,
   opcodeOf,
 } from "../core/message.ts";
@@ -146,6 +147,12 @@ export class Connection implements AsyncDisposable {
   #reassembler: Reassembler | undefined;
   /** The highest request id the peer sent (GOAWAY's last request). */
   #lastRequestId = 0;
+  /** The bulk window granted to the peer and not used yet, and what it used since the last grant. */
+  #bulkCredit = INITIAL_BULK_WINDOW;
+  #bulkUnacked = 0;
+  /** The peer will send nothing more; a close waiting for window grants stops waiting. */
+  #peerEnded = false;
+  #wakeOnPeerEnd: (() => void) | undefined;
   /** GOAWAY sent (this side drains) and received (the peer drains). */
   #goAwaySent: GoAwayMessage | undefined;
   #goAwayReceived: GoAwayMessage | undefined;
@@ -245,6 +252,7 @@ export class Connection implements AsyncDisposable {
       frameSize: this.#multiplex ? limits.streams.frameSize : Infinity,
     });
     this.#hasPing = this.#dispatcher?.has("PING") ?? false;
+
     this.#inbox = new ReceiveQueue(limits.maxReceiveQueue, hooks);
     this.#handlers = this.#dispatcher === undefined ? undefined : new HandlerQueue({
       dispatcher: this.#dispatcher,
@@ -253,6 +261,12 @@ export class Connection implements AsyncDisposable {
       host: hooks,
     });
     this.#liveness = new Liveness(hooks, limits.liveness);
+    if (this.#multiplex && limits.streams.bulkWindow > INITIAL_BULK_WINDOW) {
+      // A window larger than the one every session starts with is granted at once.
+      const delta = limits.streams.bulkWindow - INITIAL_BULK_WINDOW;
+      this.#bulkCredit += delta;
+      this.#outbox.enqueue({ type: "window", delta }, false);
+    }
     // Bytes that arrived together with the end of the handshake are parsed by the first read.
     reader.startSession(maxPayload);
     this.#readLoopDone = this.#readLoop();
@@ -476,7 +490,7 @@ export class Connection implements AsyncDisposable {
       if (!(timeoutMs > 0)) {
         throw new RangeError(`Cannot use request timeout "${timeoutMs}": it must be positive`);
       }
-      if (this.#outbox.bytes > this.#maxOutbound) {
+      if (this.#outbox.pressure > this.#maxOutbound) {
         // Backpressure: wait (within the request's own time limit) until the peer reads.
         return this.#waitForOutbound(timeoutMs, signal).then(() =>
           this.#sendRequest(message, timeoutMs, signal)
@@ -499,7 +513,7 @@ export class Connection implements AsyncDisposable {
 
   async #waitForOutbound(timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
     const deadline = performance.now() + timeoutMs;
-    while (this.#outbox.bytes > this.#maxOutbound) {
+    while (this.#outbox.pressure > this.#maxOutbound) {
       if (this.#closing || this.#closed) throw this.#closedError();
       const left = deadline - performance.now();
       if (left <= 0) {
@@ -763,6 +777,15 @@ export class Connection implements AsyncDisposable {
       if (!this.#closed) {
         if (this.#channel === null) this.#outbox.enqueue({ type: "disconnect" }, false);
         await this.#outbox.flushNow();
+        if (this.#outbox.hasBulk && !this.#peerEnded && !this.#closed) {
+          // Fragments and stream data wait for the peer's window grants, which the read loop
+          // keeps reading while closing (multiplexing only); the close timer bounds the wait.
+          await Promise.race([
+            this.#outbox.drained(),
+            new Promise<void>((resolve) => (this.#wakeOnPeerEnd = resolve)),
+          ]);
+          this.#wakeOnPeerEnd = undefined;
+        }
         if (this.#channel !== null && !this.#closed && this.#channel.failure === undefined) {
           await this.#outbox.write(this.#encoder.encodeClose(code, closeReason(reason)));
         }
@@ -793,7 +816,9 @@ export class Connection implements AsyncDisposable {
     try {
       for (;;) {
         await this.#handleDecoded();
-        if (this.#closing || this.#closed) return;
+        // Closing stops reading, except with multiplexing: window grants must still come in for
+        // the fragments and stream data written before the CLOSE.
+        if (this.#closed || (this.#closing && !this.#multiplex)) return;
         if (this.#mustPause()) {
           await this.#progress();
           continue;
@@ -816,7 +841,7 @@ export class Connection implements AsyncDisposable {
     const handlers = this.#handlers;
     const held = handlers === undefined ? 0 : handlers.heldBytes;
     return (handlers !== undefined && handlers.load >= this.#backpressureLimit) ||
-      this.#outbox.bytes + held > this.#maxOutbound ||
+      this.#outbox.pressure + held > this.#maxOutbound ||
       this.#inbox.full;
   }
 
@@ -863,6 +888,7 @@ export class Connection implements AsyncDisposable {
       next = this.#decoder.decode(packets, next);
     }
     const close = this.#decoder.closeReceived;
+    if (close !== undefined) this.#peerDone();
     if (close !== undefined && !this.#closing && !this.#closed) {
       log.debug("Connection {id} received CLOSE {code} {reason}", {
         id: this.id,
@@ -950,7 +976,7 @@ export class Connection implements AsyncDisposable {
     }
     room(): Promise<void> | undefined {
       const c = this.c;
-      return c.#outbox.bytes > c.#maxOutbound / 2 ? c.#outbox.drained() : undefined;
+      return c.#outbox.pressure > c.#maxOutbound / 2 ? c.#outbox.drained() : undefined;
     }
     violation(detail: string): void {
       this.c.#fail(new ProtocolError("PolicyViolation", detail));
@@ -1008,12 +1034,24 @@ export class Connection implements AsyncDisposable {
     // Multiplexing (docs/PROTOCOL.md, "Fragments", "Streams", "GOAWAY"): only when negotiated.
     .register("fragment", (c, message) => {
       if (!c.#multiplex) return c.#notNegotiated(message);
+      if (!c.#takeBulk(message.chunk.length)) return;
       const whole = (c.#reassembler ??= new Reassembler(c.#maxInbound)).push(message);
-      if (whole !== undefined) Connection.#router.route(c, whole);
+      // Stream data that came in fragments was counted against the bulk window as fragments.
+      if (whole?.type === "stream_data") c.#onStream(whole);
+      else if (whole !== undefined) Connection.#router.route(c, whole);
     })
     .register("stream_open", (c, message) => c.#onStream(message))
     .register("stream_accept", (c, message) => c.#onStream(message))
-    .register("stream_data", (c, message) => c.#onStream(message))
+    .register("stream_data", (c, message) => {
+      if (c.#multiplex && !c.#takeBulk(message.data.length)) return;
+      c.#onStream(message);
+    })
+    .register("window", (c, message) => {
+      if (!c.#multiplex) return c.#notNegotiated(message);
+      if (!c.#outbox.grant(message.delta)) {
+        c.#fail(new ProtocolError("PolicyViolation", "Peer granted a bulk window beyond 4 GiB"));
+      }
+    })
     .register("stream_end", (c, message) => c.#onStream(message))
     .register("stream_window", (c, message) => c.#onStream(message))
     .register("stream_reset", (c, message) => c.#onStream(message))
@@ -1048,6 +1086,34 @@ export class Connection implements AsyncDisposable {
         }, false);
       }
     });
+
+  /**
+   * Counts `n` bytes of bulk (fragment chunks, stream data) the peer sent against the window
+   * this side granted, and grants them back once a quarter of the window was used: they were
+   * received and handed on (docs/PROTOCOL.md, "Bulk window").
+   *
+   * @returns `false` when the peer sent more than its window (the connection fails).
+   */
+  #takeBulk(n: number): boolean {
+    if (n > this.#bulkCredit) {
+      this.#fail(
+        new ProtocolError(
+          "PolicyViolation",
+          `Peer sent "${n}" bytes of bulk with a window of "${this.#bulkCredit}"`,
+        ),
+      );
+      return false;
+    }
+    this.#bulkCredit -= n;
+    this.#bulkUnacked += n;
+    if (this.#bulkUnacked >= this.#streamSettings.bulkWindow / 4) {
+      const delta = this.#bulkUnacked;
+      this.#bulkUnacked = 0;
+      this.#bulkCredit += delta;
+      this.#outbox.enqueue({ type: "window", delta }, false);
+    }
+    return true;
+  }
 
   #onStream(message: Message): void {
     if (!this.#multiplex) {
@@ -1137,11 +1203,21 @@ export class Connection implements AsyncDisposable {
   }
 
   #onPeerClose(): void {
+    this.#peerDone();
     // The peer will send nothing more: answer what we have, then close.
     if (!this.#closing && !this.#closed) void this.close({ reason: "peer closed" });
   }
 
+  /** The peer sends nothing more (CLOSE, disconnect, end of stream): no window grant will come. */
+  #peerDone(): void {
+    this.#peerEnded = true;
+    const wake = this.#wakeOnPeerEnd;
+    this.#wakeOnPeerEnd = undefined;
+    wake?.();
+  }
+
   #onEnd(): void {
+    this.#peerDone();
     if (this.#closed) return;
     if (this.#channel !== null && this.#channel.closeReceived === undefined && !this.#closing) {
       this.#channel.finish(); // Throws Truncated: end of stream without CLOSE.

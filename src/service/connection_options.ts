@@ -121,6 +121,13 @@ export interface MultiplexOptions {
   connectionWindow?: number;
   /** How long `openStream` waits for the peer to accept (default 10000 ms). */
   openTimeoutMs?: number;
+  /**
+   * The bulk window this side grants: bytes of fragments and stream data the peer may have in
+   * flight on the connection (default 131072, at least that and two frames). Larger windows
+   * serve links with more bandwidth x delay; smaller ones keep small messages closer to the
+   * front behind bulk traffic.
+   */
+  bulkWindow?: number;
 }
 
 /** Options of `Connection.close`. */
@@ -158,6 +165,7 @@ export const DEFAULT_MULTIPLEX: Readonly<StreamSettings> = Object.freeze({
   maxWindow: 16 * 1024 * 1024,
   connectionWindow: 64 * 1024 * 1024,
   openTimeoutMs: 10_000,
+  bulkWindow: 131_072,
 });
 
 /** The limits and timeouts of a connection, checked, with their defaults filled in. */
@@ -196,6 +204,7 @@ export function multiplexFromConfig(config: NetworkConfig): MultiplexOptions {
     maxWindow: m.maxWindow,
     connectionWindow: m.connectionWindow,
     openTimeoutMs: m.openTimeout,
+    bulkWindow: m.bulkWindow,
   };
 }
 
@@ -228,7 +237,16 @@ export function resolveMultiplex(options?: MultiplexOptions): StreamSettings {
       d.connectionWindow,
     ),
     openTimeoutMs: positiveOption("openTimeoutMs", options.openTimeoutMs, d.openTimeoutMs),
+    bulkWindow: positiveOption("bulkWindow", options.bulkWindow, d.bulkWindow),
   };
+  if (
+    settings.bulkWindow < d.bulkWindow || settings.bulkWindow < 2 * settings.frameSize ||
+    settings.bulkWindow > 0xffff_ffff
+  ) {
+    throw new RangeError(
+      `Cannot use bulkWindow "${settings.bulkWindow}": it must be at least 131072 and twice frameSize "${settings.frameSize}", and at most 4294967295`,
+    );
+  }
   if (settings.frameSize < 1024) {
     throw new RangeError(`Cannot use frameSize "${settings.frameSize}": it must be at least 1024`);
   }

@@ -14,7 +14,12 @@
  */
 
 import { batchEntrySize } from "../core/batch.ts";
-import { encodedMessageSize, type Message, splitEncoding } from "../core/message.ts";
+import {
+  encodedMessageSize,
+  INITIAL_BULK_WINDOW,
+  type Message,
+  splitEncoding,
+} from "../core/message.ts";
 import { ProtocolError, toProtocolError } from "../errors.ts";
 import type { RecordEncoder } from "../secure/record_encoder.ts";
 
@@ -37,6 +42,15 @@ const NO_SIZES: number[] = [];
  * behind them wait for at most one such write. One record's worth (RECORD_TARGET).
  */
 export const BULK_BYTES_PER_WRITE = 256 * 1024;
+
+/**
+ * A message travels whole up to the frame size plus this much: a frame of payload with its
+ * message's header (tag, ids, command, lengths). Fragments then carry at most a frame each.
+ */
+export const FRAME_HEADROOM = 1024;
+
+/** The smallest fragment cut to fit the bulk window left (unless the message's rest is less). */
+const MIN_CUT = 4096;
 
 /** A body chunk this small does not end a fragmented message's turn (its head is tiny). */
 const SMALL_CHUNK = 1024;
@@ -143,6 +157,8 @@ export class Outbox {
 
   // Bulk: fragmented messages and stream lanes (made with the first; most connections never).
   readonly #frameSize: number;
+  /** Messages larger than this are fragmented: the frame size plus FRAME_HEADROOM. */
+  readonly #wholeLimit: number;
   /** The round robin of bulk sources with something to send. */
   #ring: (Fragmented | StreamLane)[] | undefined;
   #ringIndex = 0;
@@ -150,6 +166,13 @@ export class Outbox {
   #bulkBytes = 0;
   /** Fragmented messages in the ring, their totals (bounded: see `#admit`), and the next id. */
   #fragmentBytes = 0;
+  /** What the fragmented messages in the ring still count (within `bulkBytes`). */
+  #inProgress = 0;
+  /**
+   * The peer's bulk window: bytes of fragment chunks and stream data this side may still send
+   * (docs/PROTOCOL.md, "Bulk window"); the peer's `window` messages add to it.
+   */
+  #credit = INITIAL_BULK_WINDOW;
   #nextFragmentId = 1;
   /** Fragmented messages waiting for room among those in progress. */
   #waiting: Fragmented[] | undefined;
@@ -168,11 +191,22 @@ export class Outbox {
     this.#maxBytes = options.maxBytes;
     this.#host = options.host;
     this.#frameSize = options.frameSize ?? Infinity;
+    this.#wholeLimit = this.#frameSize + FRAME_HEADROOM;
   }
 
   /** Bytes queued or being written. */
   get bytes(): number {
     return this.#queuedBytes + this.#writingBytes + this.#bulkBytes;
+  }
+
+  /**
+   * What counts against the outbound bound: `bytes` without the rest of the large messages
+   * already being sent in fragments, which are bounded on their own (at most twice the largest
+   * message: `#admit`). So a connection keeps reading, and small messages keep being accepted,
+   * while large replies flow; what waits behind them still counts.
+   */
+  get pressure(): number {
+    return this.#queuedBytes + this.#writingBytes + this.#bulkBytes - this.#inProgress;
   }
 
   /** Whether a write is in progress (a second one could interleave with it). */
@@ -188,6 +222,29 @@ export class Outbox {
   /** Whether nothing is queued or being written. */
   get idle(): boolean {
     return this.#queue.length === 0 && !this.#writing && this.#bulkBytes === 0;
+  }
+
+  /** Whether fragments or stream data wait to be written (possibly for the peer's window). */
+  get hasBulk(): boolean {
+    return this.#bulkBytes > 0;
+  }
+
+  /** The bulk window left: bytes of fragment chunks and stream data that may be sent now. */
+  get credit(): number {
+    return this.#credit;
+  }
+
+  /**
+   * The peer granted more bulk window (a `window` message).
+   *
+   * @param delta The bytes granted.
+   * @returns `false` when the window would pass 2^32 − 1 (a protocol violation).
+   */
+  grant(delta: number): boolean {
+    if (this.#credit + delta > 0xffff_ffff) return false;
+    this.#credit += delta;
+    if (this.#ring !== undefined && this.#ring.length > 0) this.#schedule();
+    return true;
   }
 
   /** The largest encoded message that fits in one packet (see `RecordEncoder`). */
@@ -212,14 +269,14 @@ export class Outbox {
         `Message of "${size}" bytes exceeds the largest message "${this.maxMessageSize}"`,
       );
     }
-    if (checkLimit && this.bytes + size > this.#maxBytes) {
+    if (checkLimit && this.pressure + size > this.#maxBytes) {
       throw new ProtocolError(
         "LimitExceeded",
         `More than "${this.#maxBytes}" bytes are waiting to be written: the peer is not reading`,
       );
     }
     if (this.#closed) return;
-    if (size > this.#frameSize || this.#orderedBlocker !== undefined) {
+    if (size > this.#wholeLimit || this.#orderedBlocker !== undefined) {
       this.#enqueueBulk(message, size);
     } else {
       this.#push(message, size);
@@ -254,7 +311,7 @@ export class Outbox {
       this.#bulkBytes += size + PER_MESSAGE_OVERHEAD;
       return;
     }
-    if (size <= this.#frameSize) {
+    if (size <= this.#wholeLimit) {
       this.#push(message, size);
       return;
     }
@@ -278,6 +335,7 @@ export class Outbox {
       if (this.#fragmentBytes > 0 && this.#fragmentBytes + next.total > budget) break;
       waiting.shift();
       this.#fragmentBytes += next.total;
+      this.#inProgress += next.total + PER_MESSAGE_OVERHEAD;
       (this.#ring ??= []).push(next);
     }
   }
@@ -341,9 +399,14 @@ export class Outbox {
     while (budget > 0 && ring.length > 0) {
       if (this.#ringIndex >= ring.length) this.#ringIndex = 0;
       const source = ring[this.#ringIndex]!;
+      // The peer's bulk window: a frame goes out only when it fits in what is left (the window
+      // is at least two frames, so the peer's grants always make room for the next one).
+      if (this.#credit < this.#needs(source)) break;
       let used = 0;
       if (source instanceof StreamLane) {
         const size = source.sizes[source.head]!;
+        const next = source.messages[source.head]!;
+        if (next.type === "stream_data") this.#credit -= next.data.length;
         messages.push(source.messages[source.head]!);
         sizes.push(size);
         source.head++;
@@ -373,10 +436,13 @@ export class Outbox {
           sizes.push(size);
           entryBytes += batchEntrySize(size);
           counted += chunk.length;
+          this.#inProgress -= chunk.length;
+          this.#credit -= chunk.length;
           used += size;
-        } while (used < SMALL_CHUNK && !source.done);
+        } while (used < SMALL_CHUNK && !source.done && this.#credit >= this.#needs(source));
         if (source.done) {
           counted += PER_MESSAGE_OVERHEAD;
+          this.#inProgress -= PER_MESSAGE_OVERHEAD;
           this.#removeFromRing(this.#ringIndex);
           this.#fragmentBytes -= source.total;
           this.#completed();
@@ -390,8 +456,26 @@ export class Outbox {
     return [entryBytes, counted];
   }
 
+  /** The bulk window the next frame of `source` uses (stream ends use none). */
+  #needs(source: Fragmented | StreamLane): number {
+    if (source instanceof StreamLane) {
+      const next = source.messages[source.head]!;
+      return next.type === "stream_data" ? next.data.length : 0;
+    }
+    // A fragment may be cut to the window left, but not below a few KiB (or the rest).
+    return Math.min(MIN_CUT, source.total - source.offset);
+  }
+
+  /** Whether a bulk frame can go out now. */
+  #bulkReady(): boolean {
+    const ring = this.#ring;
+    if (ring === undefined || ring.length === 0) return false;
+    if (this.#ringIndex >= ring.length) this.#ringIndex = 0;
+    return this.#credit >= this.#needs(ring[this.#ringIndex]!);
+  }
+
   #nextChunk(source: Fragmented): Uint8Array {
-    const frame = this.#frameSize;
+    const frame = Math.min(this.#frameSize, this.#credit);
     const headLength = source.head.length;
     const offset = source.offset;
     let chunk: Uint8Array;
@@ -454,12 +538,8 @@ export class Outbox {
     try {
       for (;;) {
         if (this.#orderedBlocker?.done === true) this.#releaseHeld();
-        if (
-          this.#closed ||
-          (this.#queue.length === 0 && (this.#ring === undefined || this.#ring.length === 0))
-        ) {
-          break;
-        }
+        const bulk = this.#bulkReady();
+        if (this.#closed || (this.#queue.length === 0 && !bulk)) break;
         let messages = this.#queue;
         let sizes = this.#sizes;
         let entryBytes = this.#entryBytes;
@@ -468,7 +548,7 @@ export class Outbox {
         this.#sizes = NO_SIZES;
         this.#entryBytes = 0;
         this.#queuedBytes = 0;
-        if (this.#ring !== undefined && this.#ring.length > 0) {
+        if (bulk) {
           if (messages === NO_MESSAGES) {
             messages = [];
             sizes = [];
@@ -487,9 +567,12 @@ export class Outbox {
     } finally {
       this.#writing = false;
       this.#writingBytes = 0;
-      const waiters = this.#waiters;
-      this.#waiters = undefined;
-      if (waiters !== undefined) { for (const waiter of waiters) waiter(); }
+      // Bulk waiting for the peer's window is not written yet: its waiters wait for the grant.
+      if (this.idle || this.#closed) {
+        const waiters = this.#waiters;
+        this.#waiters = undefined;
+        if (waiters !== undefined) { for (const waiter of waiters) waiter(); }
+      }
     }
   }
 
@@ -528,6 +611,7 @@ export class Outbox {
     this.#orderedBlocker = undefined;
     this.#bulkBytes = 0;
     this.#fragmentBytes = 0;
+    this.#inProgress = 0;
     const waiters = this.#waiters;
     this.#waiters = undefined;
     if (waiters !== undefined) { for (const waiter of waiters) waiter(); }

@@ -44,6 +44,11 @@ export interface StreamSettings {
   connectionWindow: number;
   /** How long an open may wait for the peer's accept (ms). */
   openTimeoutMs: number;
+  /**
+   * The bulk window this side grants the peer: fragment chunks and stream data in flight on the
+   * connection (bytes; at least 128 KiB and two frames).
+   */
+  bulkWindow: number;
 }
 
 /** What a {@linkcode StreamTable} asks of its connection. */
@@ -498,6 +503,7 @@ const EMPTY = new Uint8Array(0);
  *   maxWindow: 1 << 24,
  *   connectionWindow: 1 << 26,
  *   openTimeoutMs: 1000,
+ *   bulkWindow: 131072,
  * }, "client");
  * const opening = table.open("UPLOAD", {});
  * assert.deepEqual(sent[0], {
