@@ -1,13 +1,32 @@
 /**
  * Self-signed X.509 certificates for the TLS transport, made with `@peculiar/x509` on WebCrypto.
  *
+ * `@peculiar/x509` is loaded on first use, not when this module is imported: it installs the
+ * global `reflect-metadata` polyfill (`Reflect.getMetadata`), which an application importing the
+ * package root must not get as a side effect.
+ *
  * @module
  */
 
-import * as x509 from "@peculiar/x509";
+import type * as X509 from "@peculiar/x509";
 import { isIP } from "node:net";
 
-x509.cryptoProvider.set(crypto);
+let loading: Promise<typeof X509> | undefined;
+
+/** Loads `@peculiar/x509` once, on WebCrypto (a failed load is retried on the next call). */
+function loadX509(): Promise<typeof X509> {
+  loading ??= import("@peculiar/x509").then(
+    (module) => {
+      module.cryptoProvider.set(crypto);
+      return module;
+    },
+    (error: unknown) => {
+      loading = undefined;
+      throw error;
+    },
+  );
+  return loading;
+}
 
 /** Options of {@linkcode generateSelfSignedCert}. */
 export interface SelfSignedCertOptions {
@@ -141,7 +160,8 @@ export async function certificateFingerprint(certPem: string): Promise<string> {
   if (typeof certPem !== "string" || !certPem.includes("-----BEGIN CERTIFICATE-----")) {
     throw new TypeError(`certPem must be a PEM certificate`);
   }
-  let cert: x509.X509Certificate;
+  const x509 = await loadX509();
+  let cert: X509.X509Certificate;
   try {
     cert = new x509.X509Certificate(certPem);
   } catch (error) {
@@ -180,6 +200,7 @@ export async function generateSelfSignedCert(
   options: SelfSignedCertOptions,
 ): Promise<SelfSignedCert> {
   const { commonName, altNames, days } = checkOptions(options);
+  const x509 = await loadX509();
   const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -190,11 +211,11 @@ export async function generateSelfSignedCert(
     signingAlgorithm: ALGORITHM,
     keys,
     extensions: [
-      ...leafExtensions(altNames, "both"),
+      ...leafExtensions(x509, altNames, "both"),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return await result(cert, keys.privateKey);
+  return await result(x509, cert, keys.privateKey);
 }
 
 const ALGORITHM = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
@@ -209,7 +230,11 @@ function randomSerial(): string {
 /** What an issued certificate may be used for: TLS servers, TLS clients, or both. */
 export type CertificateUsage = "server" | "client" | "both";
 
-function leafExtensions(altNames: readonly string[], usage: CertificateUsage): x509.Extension[] {
+function leafExtensions(
+  x509: typeof X509,
+  altNames: readonly string[],
+  usage: CertificateUsage,
+): X509.Extension[] {
   const purposes = usage === "server"
     ? [x509.ExtendedKeyUsage.serverAuth]
     : usage === "client"
@@ -220,7 +245,7 @@ function leafExtensions(altNames: readonly string[], usage: CertificateUsage): x
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
     new x509.ExtendedKeyUsageExtension(purposes),
     new x509.SubjectAlternativeNameExtension(
-      altNames.map((name): x509.JsonGeneralName => {
+      altNames.map((name): X509.JsonGeneralName => {
         const ip = normalizeIp(name);
         return ip === undefined ? { type: "dns", value: name } : { type: "ip", value: ip };
       }),
@@ -228,7 +253,11 @@ function leafExtensions(altNames: readonly string[], usage: CertificateUsage): x
   ];
 }
 
-async function result(cert: x509.X509Certificate, privateKey: CryptoKey): Promise<SelfSignedCert> {
+async function result(
+  x509: typeof X509,
+  cert: X509.X509Certificate,
+  privateKey: CryptoKey,
+): Promise<SelfSignedCert> {
   const pkcs8 = await crypto.subtle.exportKey("pkcs8", privateKey);
   return {
     certPem: cert.toString("pem"),
@@ -294,6 +323,7 @@ export async function generateCertificateAuthority(
     altNames: ["ca.invalid"],
     days: options.days ?? 3650,
   });
+  const x509 = await loadX509();
   const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -312,7 +342,7 @@ export async function generateCertificateAuthority(
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return await result(cert, keys.privateKey);
+  return await result(x509, cert, keys.privateKey);
 }
 
 /** Options of {@linkcode issueCertificate}. */
@@ -374,7 +404,8 @@ export async function issueCertificate(
   ) {
     throw new TypeError(`issuer must be { certPem, keyPem }`);
   }
-  let caCert: x509.X509Certificate;
+  const x509 = await loadX509();
+  let caCert: X509.X509Certificate;
   let caKey: CryptoKey;
   try {
     caCert = new x509.X509Certificate(issuer.certPem);
@@ -416,10 +447,10 @@ export async function issueCertificate(
     publicKey: keys.publicKey,
     signingKey: caKey,
     extensions: [
-      ...leafExtensions(altNames, usage),
+      ...leafExtensions(x509, altNames, usage),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
       await x509.AuthorityKeyIdentifierExtension.create(caCert.publicKey),
     ],
   });
-  return await result(cert, keys.privateKey);
+  return await result(x509, cert, keys.privateKey);
 }
