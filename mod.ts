@@ -41,6 +41,22 @@ export { serve } from "./src/service/daemon.ts";
 export type { ServeOptions, Server } from "./src/service/daemon.ts";
 export { connect } from "./src/service/client.ts";
 export type { Client, ClientStatus, ConnectOptions } from "./src/service/client.ts";
+export { createPool } from "./src/service/pool.ts";
+export type {
+  AcquireOptions,
+  Pool,
+  PoolAddressStats,
+  PoolBreakerOptions,
+  PoolEvent,
+  PoolHealthCheckOptions,
+  PoolLease,
+  PoolOptions,
+  PoolStats,
+  RetryPolicy,
+} from "./src/service/pool.ts";
+export { CircuitOpen, PoolExhausted } from "./src/service/pool_errors.ts";
+export type { PoolExhaustedReason } from "./src/service/pool_errors.ts";
+export type { BreakerState } from "./src/service/circuit_breaker.ts";
 export type { Connection, DrainOptions } from "./src/service/connection.ts";
 export type {
   CloseOptions,
@@ -147,6 +163,7 @@ export type {
   NetworkConfig,
   NetworkConfigInput,
   ParseConfigOptions,
+  PoolConfig,
   SaveConfigOptions,
   SecurityConfig,
   ServerConfig,

@@ -912,6 +912,7 @@ const VALID_CONFIG: fc.Arbitrary<NetworkConfig> = fc.record({
     accept: fc.constantFrom<("lz4" | "zstd")[]>(["lz4", "zstd"], ["zstd", "lz4"]),
   }, { noNullPrototype: true }),
   multiplex: fc.constant(defaultConfig().multiplex),
+  pool: fc.constant(defaultConfig().pool),
   logging: fc.record({
     appName: fc.string({ unit: "binary", minLength: 1, maxLength: 32 }),
     logLevel: fc.constantFrom(

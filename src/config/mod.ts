@@ -53,6 +53,7 @@ export type {
   NetworkConfig,
   NetworkConfigInput,
   ParseConfigOptions,
+  PoolConfig,
   SaveConfigOptions,
   SecurityConfig,
   ServerConfig,

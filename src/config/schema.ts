@@ -53,6 +53,7 @@ const CONNECTION_OPTIONS = "service/connection_options.ts";
 const SESSION = "service/session.ts";
 const TRANSPORT_CONFIG = "service/transport_config.ts";
 const LOG = "log_setup.ts";
+const POOL = "service/pool.ts";
 
 /** THE table. Sections and keys are in the order of the annotated TOML and the docs. */
 export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[S]> } = {
@@ -612,6 +613,158 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       readBy: [CONNECTION_OPTIONS],
     },
   },
+  pool: {
+    addresses: {
+      kind: "strings",
+      default: [],
+      description:
+        'Server addresses ("host:port", "[ipv6]:port" or a socket path) the pool spreads connections over; empty: client.address.',
+      readBy: [POOL],
+    },
+    minConnections: {
+      kind: "integer",
+      default: 0,
+      min: 0,
+      max: 10_000,
+      description:
+        "Connections kept open even when idle (opened at start); at most max_connections.",
+      readBy: [POOL],
+    },
+    maxConnections: {
+      kind: "integer",
+      default: 4,
+      min: 1,
+      max: 10_000,
+      description: "Connections open or opening at most, over all addresses (leases included).",
+      readBy: [POOL],
+    },
+    maxRequestsPerConnection: {
+      kind: "integer",
+      default: 100,
+      min: 1,
+      max: 1_000_000,
+      description:
+        "Requests in flight on one connection; when every connection has this many, another is opened or callers wait.",
+      readBy: [POOL],
+    },
+    idleTimeout: {
+      kind: "integer",
+      default: 30_000,
+      min: 100,
+      max: 86_400_000,
+      unit: "ms",
+      zeroDisables: true,
+      description:
+        "Idle connections above min_connections close after this long; createPool requires it below server.idle_timeout.",
+      readBy: [POOL],
+    },
+    maxLifetime: {
+      kind: "integer",
+      default: 1_800_000,
+      min: 1000,
+      max: 30 * 86_400_000,
+      unit: "ms",
+      zeroDisables: true,
+      description:
+        "A connection takes no new requests after 90 to 100 % of this (at random), finishes those in flight, closes and is replaced.",
+      readBy: [POOL],
+    },
+    acquireTimeout: {
+      kind: "integer",
+      default: 5000,
+      min: 1,
+      max: 3_600_000,
+      unit: "ms",
+      description:
+        "A caller waits at most this long for capacity (and never past its own time limit), then fails with PoolExhausted.",
+      readBy: [POOL],
+    },
+    maxWaiters: {
+      kind: "integer",
+      default: 1000,
+      min: 0,
+      max: 1_000_000,
+      description:
+        "Callers waiting for capacity at once; one more fails at once with PoolExhausted.",
+      readBy: [POOL],
+    },
+    healthCheckIdle: {
+      kind: "integer",
+      default: 5000,
+      min: 1,
+      max: 86_400_000,
+      unit: "ms",
+      zeroDisables: true,
+      description: "A connection idle longer than this is checked with a PING before it is used.",
+      readBy: [POOL],
+    },
+    healthCheckInterval: {
+      kind: "integer",
+      default: 30_000,
+      min: 10,
+      max: 86_400_000,
+      unit: "ms",
+      zeroDisables: true,
+      description: "Idle connections are checked with a PING this often.",
+      readBy: [POOL],
+    },
+    healthCheckTimeout: {
+      kind: "integer",
+      default: 2000,
+      min: 1,
+      max: 300_000,
+      unit: "ms",
+      description:
+        "A PING not answered within this time fails the check and closes the connection.",
+      readBy: [POOL],
+    },
+    breakerThreshold: {
+      kind: "integer",
+      default: 5,
+      min: 0,
+      max: 1_000_000,
+      description:
+        "Consecutive failures to connect (or health checks) that open an address's circuit breaker; 0 disables it.",
+      readBy: [POOL],
+    },
+    breakerCooldown: {
+      kind: "integer",
+      default: 10_000,
+      min: 1,
+      max: 3_600_000,
+      unit: "ms",
+      description: "An open breaker tries no connection for this long, then lets probes through.",
+      readBy: [POOL],
+    },
+    breakerMaxCooldown: {
+      kind: "integer",
+      default: 60_000,
+      min: 1,
+      max: 3_600_000,
+      unit: "ms",
+      description:
+        "The cool-down doubles after each failed probe, up to this; not less than breaker_cooldown.",
+      readBy: [POOL],
+    },
+    breakerProbes: {
+      kind: "integer",
+      default: 1,
+      min: 1,
+      max: 1000,
+      description:
+        "Connection attempts (connect and PING) a half-open breaker lets through at once.",
+      readBy: [POOL],
+    },
+    retryAttempts: {
+      kind: "integer",
+      default: 3,
+      min: 1,
+      max: 100,
+      description:
+        "Attempts of a request in all, counting the first, when the earlier ones were provably not processed (never written, or NotProcessed after GOAWAY).",
+      readBy: [POOL],
+    },
+  },
   logging: {
     appName: {
       kind: "string",
@@ -664,6 +817,7 @@ export const SECTION_DOCS: Readonly<Record<SectionName, string>> = {
   security: "The Noise secure channel (keys are base64url X25519 public keys).",
   compression: "Payload compression: negotiated, per message, applied before encryption.",
   multiplex: "Fragmentation of large messages and streams with flow control.",
+  pool: "The connection pool (createPool). Durations are milliseconds.",
   logging: "Logging of the npro CLI (the library itself never configures logging).",
 };
 

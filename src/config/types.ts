@@ -214,6 +214,55 @@ export interface MultiplexConfig {
   bulkWindow: number;
 }
 
+/**
+ * The `[pool]` section: the connection pool of {@linkcode createPool} (docs/SERVICE.md,
+ * "Connection pool"). Durations are milliseconds.
+ *
+ * @example Read the defaults
+ * ```ts
+ * import { defaultConfig } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const { pool } = defaultConfig();
+ * assert.equal(pool.maxConnections, 4);
+ * assert.equal(pool.idleTimeout, 30000);
+ * ```
+ */
+export interface PoolConfig {
+  /** Server addresses; empty: `client.address`. */
+  addresses: string[];
+  /** Connections kept open even when idle. */
+  minConnections: number;
+  /** Connections open or opening at most, over all addresses. */
+  maxConnections: number;
+  /** Requests in flight on one connection before another one is opened (or callers wait). */
+  maxRequestsPerConnection: number;
+  /** Idle connections above `minConnections` close after this long; 0 disables. */
+  idleTimeout: number;
+  /** Connections are drained and replaced after 90 to 100 % of this; 0 disables. */
+  maxLifetime: number;
+  /** How long a caller waits for capacity. */
+  acquireTimeout: number;
+  /** Callers that may wait for capacity at once; more fail at once. */
+  maxWaiters: number;
+  /** A connection idle longer than this is checked with a PING before it is used; 0 disables. */
+  healthCheckIdle: number;
+  /** Idle connections are checked with a PING this often; 0 disables. */
+  healthCheckInterval: number;
+  /** A health check fails when the PING is not answered within this time. */
+  healthCheckTimeout: number;
+  /** Consecutive failures to connect that open an address's circuit breaker; 0 disables. */
+  breakerThreshold: number;
+  /** How long an open breaker waits before it lets probes through. */
+  breakerCooldown: number;
+  /** The longest cool-down (it doubles after each failed probe). */
+  breakerMaxCooldown: number;
+  /** Connection attempts a half-open breaker lets through at once. */
+  breakerProbes: number;
+  /** Attempts of a request in all, when the earlier ones were provably not processed. */
+  retryAttempts: number;
+}
+
 /** The `[logging]` section, used by the CLI's {@linkcode setupLogging}. */
 export interface LoggingConfig {
   /** Application name, added to JSON records. */
@@ -248,6 +297,8 @@ export interface NetworkConfig {
   compression: CompressionConfig;
   /** Fragmentation and streams. */
   multiplex: MultiplexConfig;
+  /** The connection pool. */
+  pool: PoolConfig;
   /** Logging (CLI). */
   logging: LoggingConfig;
 }

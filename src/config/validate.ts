@@ -440,6 +440,36 @@ const RULES: readonly Rule[] = [
         : undefined,
   },
   {
+    needs: ["pool.min_connections", "pool.max_connections"],
+    check: ({ pool: p }) =>
+      p.minConnections > p.maxConnections
+        ? [
+          "pool.min_connections",
+          `pool.min_connections "${p.minConnections}" must not exceed pool.max_connections "${p.maxConnections}"`,
+        ]
+        : undefined,
+  },
+  {
+    needs: ["pool.breaker_cooldown", "pool.breaker_max_cooldown"],
+    check: ({ pool: p }) =>
+      p.breakerMaxCooldown < p.breakerCooldown
+        ? [
+          "pool.breaker_max_cooldown",
+          `pool.breaker_max_cooldown "${p.breakerMaxCooldown}" must not be less than pool.breaker_cooldown "${p.breakerCooldown}"`,
+        ]
+        : undefined,
+  },
+  {
+    needs: ["pool.addresses"],
+    check: (config) => {
+      for (const address of config.pool.addresses) {
+        const problem = checkAddress(address, kindOf(config), false);
+        if (problem !== undefined) return ["pool.addresses", `pool.addresses: ${problem}`];
+      }
+      return undefined;
+    },
+  },
+  {
     needs: ["logging.log_file_path"],
     check: ({ logging: l }) =>
       l.logToFile === true && l.logFilePath === ""

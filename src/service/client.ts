@@ -26,6 +26,7 @@ import {
   withAddress,
 } from "./session.ts";
 import { deadline, sleep } from "../util/async.ts";
+import { backoffDelay } from "./backoff.ts";
 
 const log = logger("client");
 
@@ -425,8 +426,7 @@ class ReconnectingClient implements Client {
     let lastError: ProtocolError | undefined;
     for (let attempt = 1; attempt <= c.maxReconnectAttempts && !this.#closed; attempt++) {
       // Full jitter on every attempt: a random delay in [0, min(cap, base * 2^(attempt-1))].
-      const ceiling = Math.min(c.maxReconnectDelay, c.reconnectDelay * 2 ** (attempt - 1));
-      const delayMs = Math.floor(Math.random() * ceiling);
+      const delayMs = backoffDelay(attempt, c.reconnectDelay, c.maxReconnectDelay);
       this.#status.emit({ type: "reconnecting", attempt, delayMs });
       const slept = await sleep(delayMs, this.#abortReconnect.signal);
       if (!slept || this.#closed) return;
