@@ -6,6 +6,8 @@ import { encodeKey, fingerprint, generateKeyPair, readKeyFile } from "../src/sec
 import { serve, type Server } from "../src/service/daemon.ts";
 import { X509Certificate } from "node:crypto";
 import { makePki } from "./_tls_pki.ts";
+import { formatPingSummary, pingSummary } from "../src/cli/ping_stats.ts";
+import { VERSION } from "../src/cli/version.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -422,7 +424,7 @@ Deno.test("npro serve and npro ping with mutual TLS flags; npro cert makes a CA 
         "--key-out",
         "y",
       ]),
-      1,
+      2, // A usage error: --ca takes no --issuer.
     );
 
     Deno.kill(child.pid, "SIGINT");
@@ -443,4 +445,168 @@ Deno.test("npro serve and npro ping with mutual TLS flags; npro cert makes a CA 
     await stderrDone;
     await Deno.remove(pki.dir, { recursive: true });
   }
+});
+
+Deno.test("npro --version prints deno.json's version; every command's --help exits 0 with its usage", async () => {
+  const { version } = JSON.parse(await Deno.readTextFile(`${root}deno.json`)) as {
+    version: string;
+  };
+  assert.equal(VERSION, version);
+  for (const flag of ["--version", "-V"]) {
+    const result = await runCli([flag]);
+    assert.equal(result.code, 0);
+    assert.deepEqual(result.out, [version]);
+  }
+  const commands = [
+    ["serve", /--address <addr>[\s\S]*--tls-client-auth <mode>/],
+    ["ping", /--count <n>[\s\S]*--interval <seconds>[\s\S]*--timeout <seconds>/],
+    ["echo", /<text\.\.\.>[\s\S]*--json/],
+    ["keygen", /--out <path>[\s\S]*--force/],
+    ["cert", /--cert-out <path>[\s\S]*--issuer-key <path>[\s\S]*--usage <usage>[\s\S]*--force/],
+    ["config", /example[\s\S]*check <path>/],
+    ["config example", /annotated/],
+    ["config check", /<path>/],
+  ] as const;
+  for (const [command, options] of commands) {
+    const words = command.split(" ");
+    // "npro help ping", and for a subcommand "npro config help check".
+    const helpCommand = [...words.slice(0, -1), "help", words.at(-1)!];
+    for (const help of [[...words, "--help"], helpCommand]) {
+      const result = await runCli(help);
+      const text = result.out.join("\n");
+      assert.equal(result.code, 0, `${help.join(" ")}: ${result.err.join("\n")}`);
+      assert.match(text, new RegExp(`^Usage: npro ${command} `), help.join(" "));
+      assert.match(text, options, help.join(" "));
+      assert.deepEqual(result.err, []);
+    }
+  }
+  const top = await runCli(["--help"]);
+  assert.equal(top.code, 0);
+  for (const command of ["serve", "ping", "echo", "keygen", "cert", "config"]) {
+    assert.match(top.out.join("\n"), new RegExp(`^  ${command}\\b`, "m"));
+  }
+});
+
+Deno.test("npro usage errors exit 2 with a suggestion and no stack trace", async () => {
+  const cases: [string[], RegExp][] = [
+    [[], /^Usage: npro /],
+    [["pnig"], /unknown command 'pnig'\n\(Did you mean ping\?\)/],
+    [["ping", "--adress", "x"], /unknown option '--adress'\n\(Did you mean --address\?\)/],
+    [["echo"], /missing required argument 'text'/],
+    [
+      ["ping", "--count", "abc"],
+      /'-c, --count <n>' argument 'abc' is invalid\. Expected an integer/,
+    ],
+    [["ping", "--interval", "-1"], /argument '-1' is invalid/],
+    [["cert", "--key-out", "k"], /required option '--cert-out <path>' not specified/],
+    [["cert", "--usage", "web", "--cert-out", "c", "--key-out", "k"], /Allowed choices are server/],
+    [
+      ["cert", "--issuer", "ca.pem", "--cert-out", "c", "--key-out", "k"],
+      /--issuer-key go together/,
+    ],
+    [["config"], /^Usage: npro config /],
+    [["config", "chek"], /Did you mean check\?/],
+    [["keygen", "extra"], /too many arguments/],
+    [["serve", "--tls-client-auth", "maybe"], /Allowed choices are none, request, require/],
+  ];
+  for (const [args, expected] of cases) {
+    const result = await runCli(args);
+    const text = result.err.join("\n");
+    assert.equal(result.code, 2, `npro ${args.join(" ")}: ${text}`);
+    assert.match(text, expected, `npro ${args.join(" ")}`);
+    assert.ok(!/^\s+at /m.test(text), text);
+    assert.deepEqual(result.out, [], `npro ${args.join(" ")}`);
+  }
+});
+
+Deno.test("npro cert and keygen refuse to overwrite without --force", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const args = ["cert", "--cert-out", `${dir}/c.pem`, "--key-out", `${dir}/k.pem`];
+    assert.equal((await runCli(args)).code, 0);
+    const before = await Deno.readTextFile(`${dir}/c.pem`);
+    const again = await runCli(args);
+    assert.equal(again.code, 1);
+    assert.match(
+      again.err.join("\n"),
+      /AlreadyExists: File ".*c\.pem" already exists; pass --force/,
+    );
+    assert.equal(await Deno.readTextFile(`${dir}/c.pem`), before);
+    const forced = await runCli([...args, "--force"]);
+    assert.equal(forced.code, 0, forced.err.join("\n"));
+    assert.notEqual(await Deno.readTextFile(`${dir}/c.pem`), before);
+    assert.equal((await Deno.stat(`${dir}/k.pem`)).mode! & 0o777, 0o600);
+
+    const key = ["keygen", "--out", `${dir}/server.key`];
+    assert.equal((await runCli(key)).code, 0);
+    const refused = await runCli(key);
+    assert.equal(refused.code, 1);
+    assert.match(refused.err.join("\n"), /already exists; pass --force/);
+    assert.equal((await runCli([...key, "--force"])).code, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("npro config check prints warnings as well as errors", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/plain.toml`, "[transport]\nencryption_enabled = false\n");
+    const plain = await runCli(["config", "check", `${dir}/plain.toml`]);
+    assert.equal(plain.code, 0, plain.err.join("\n"));
+    assert.match(plain.err.join("\n"), /^npro: warning: transport\.encryption_enabled is false/m);
+    assert.match(plain.out.join("\n"), /is valid \(\d+ warnings?\)/);
+    await Deno.writeTextFile(`${dir}/bad.toml`, '[server]\nadress = 1\nidle_timeout = "60s"\n');
+    const bad = await runCli(["config", "check", `${dir}/bad.toml`]);
+    assert.equal(bad.code, 1);
+    const text = bad.err.join("\n");
+    assert.match(text, /did you mean "address"/);
+    assert.match(text, /idle_timeout/);
+    assert.ok(!/^\s+at /m.test(text), text);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("npro ping prints a line per reply and ping(8)'s summary; npro echo --json", async () => {
+  await using server = await cliServer();
+  const address = cliAddress(server);
+  const key = `--server-key=${encodeKey(server.publicKey!)}`;
+  const ping = await runCli(["ping", "--address", address, key, "-c", "3", "-i", "0.01"]);
+  assert.equal(ping.code, 0, ping.err.join("\n"));
+  assert.equal(ping.out[0], `PING ${address}`);
+  for (let seq = 1; seq <= 3; seq++) {
+    assert.match(
+      ping.out[seq]!,
+      new RegExp(`^pong from ${address}: seq=${seq} time=\\d+\\.\\d{3} ms$`),
+    );
+  }
+  assert.equal(ping.out[4], `--- ${address} ping statistics ---`);
+  assert.match(ping.out[5]!, /^3 sent, 3 received, 0% loss, time \d+ ms$/);
+  assert.match(ping.out[6]!, /^rtt min\/avg\/max\/stddev = [\d.]+\/[\d.]+\/[\d.]+\/[\d.]+ ms$/);
+
+  const echo = await runCli(["echo", "--json", "--address", address, key, "hello", "world"]);
+  assert.equal(echo.code, 0, echo.err.join("\n"));
+  const json = JSON.parse(echo.out[0]!);
+  assert.equal(json.text, "hello world");
+  assert.equal(json.address, address);
+  assert.equal(typeof json.timeMs, "number");
+});
+
+Deno.test("pingSummary computes loss and min/avg/max/stddev as ping(8) does", () => {
+  const summary = pingSummary(4, [1, 2, 3]);
+  assert.equal(summary.lossPercent, 25);
+  assert.deepEqual(
+    { ...summary.rtt, stddev: Number(summary.rtt!.stddev.toFixed(6)) },
+    { min: 1, avg: 2, max: 3, stddev: 0.816497 },
+  );
+  assert.deepEqual(formatPingSummary("h:1", summary, 3001.2), [
+    "--- h:1 ping statistics ---",
+    "4 sent, 3 received, 25% loss, time 3001 ms",
+    "rtt min/avg/max/stddev = 1.000/2.000/3.000/0.816 ms",
+  ]);
+  assert.deepEqual(formatPingSummary("h:1", pingSummary(3, []), 10), [
+    "--- h:1 ping statistics ---",
+    "3 sent, 0 received, 100% loss, time 10 ms",
+  ]);
 });

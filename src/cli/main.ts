@@ -1,22 +1,37 @@
 /**
  * The `npro` command: run a daemon, talk to one, manage keys, certificates and configuration.
+ * Built on [commander](https://github.com/tj/commander.js) (chosen over citty, cac, yargs and
+ * clipanion for its "did you mean" on commands and options, per-command help and an exit hook,
+ * with no dependencies; the comparison is in docs/CLI.md).
  *
  * ```
  * npro serve [--config path] [--address host:port] [TLS server flags]
- * npro ping [--address host:port] [--server-key key | --known-servers path] [--count n] [--config path] [TLS client flags]
- * npro echo <text> [--address host:port] [--server-key key | --known-servers path] [--config path] [TLS client flags]
- * npro keygen [--out path]
+ * npro ping [--address host:port] [--server-key key | --known-servers path]
+ *           [--count n] [--interval s] [--timeout s] [--config path] [TLS client flags]
+ * npro echo <text...> [--json] [--address host:port] [--server-key key | --known-servers path]
+ * npro keygen [--out path [--force]]
  * npro cert [--ca | --issuer ca.pem --issuer-key ca.key [--usage server|client|both]]
- *           [--name cn] [--alt name]... [--days n] --cert-out path --key-out path
+ *           [--name cn] [--alt name]... [--days n] --cert-out path --key-out path [--force]
  * npro config example | npro config check <path>
+ * npro <command> --help | npro --version
+ * ```
+ *
+ * Exit codes: 0 success, 1 a failure (the server is down, a handshake failed, a file exists),
+ * 2 a usage error (an unknown command or option, a missing or malformed argument).
+ *
+ * @example Run npro from JSR
+ * ```sh
+ * deno run --allow-net=127.0.0.1 --allow-env=NETWORK_PROTOCOL_* --allow-read=. \
+ *   jsr:@npro/network-protocol/cli serve
  * ```
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import {
   ConfigError,
+  configWarnings,
   exampleConfig,
   loadConfig,
   type NetworkConfig,
@@ -43,51 +58,25 @@ import { certificateSpkiPin } from "../transport/peer_certificate.ts";
 import { type Client, connect } from "../service/client.ts";
 import { serve } from "../service/daemon.ts";
 import { formatAddr } from "../transport/address.ts";
+import { formatPingSummary, pingSummary } from "./ping_stats.ts";
+import { VERSION } from "./version.ts";
 
-const USAGE = `Usage: npro <command> [options]
-
-Commands:
-  serve    Run the daemon (default: 127.0.0.1:9000, TCP, Noise XX, PING and ECHO handlers)
-  ping     Send PING requests and print round-trip times
-  echo     Send an ECHO request and print the answer
-  keygen   Generate a static X25519 key pair (written 0600 with --out)
-  cert     Generate a TLS certificate: self-signed (CA:FALSE, so clients can pin it), a small
-           CA (--ca), or a server or client certificate signed by it (--issuer, --issuer-key)
-  config   "config example" prints an annotated config.toml; "config check <path>" validates one
-
-Common options:
-  --config <path>      TOML configuration (environment: NETWORK_PROTOCOL_<SECTION>_<KEY>)
-  --address <addr>     host:port, [v6]:port, or a socket path (transport.kind = "unix")
-  --server-key <key>   the server's base64url public key to pin (printed by "npro serve")
-  --known-servers <path>
-                       trust on first use: record the server's key in this file on the first
-                       connection, refuse a changed key later (security.known_servers_path)
-  --help               this text
-
-TLS flags (any of them sets transport.kind = "tls"; each maps to a transport.tls_* key):
-  --tls                      use TLS with the configuration's other TLS keys
-  --tls-backend <b>          auto, native or node (tls_backend)
-  --tls-min-version <v>      1.2 or 1.3 (tls_min_version)
- serve:
-  --tls-cert <path>          server certificate chain, PEM (tls_cert_path)
-  --tls-key <path>           its private key (tls_key_path)
-  --tls-client-auth <mode>   none, request or require: mutual TLS (tls_client_auth)
-  --tls-client-ca <path>     CA bundle of client certificates (tls_client_ca_path)
-  --tls-client-pin <pin>     a client certificate fingerprint (AB:CD:...) or SPKI pin (base64);
-                             repeatable (tls_client_cert_fingerprints, tls_client_spki_pins)
- ping, echo:
-  --tls-ca <path>            CA bundle that signs the server certificate (tls_ca_path)
-  --tls-server-name <name>   name the server certificate must carry (tls_server_name)
-  --tls-cert <path>          client certificate chain, PEM (tls_client_cert_path)
-  --tls-key <path>           its private key (tls_client_key_path)
-  --tls-pin <pin>            a server certificate fingerprint or SPKI pin; repeatable
-                             (tls_server_cert_fingerprints, tls_server_spki_pins)
-  --tls-pin-only             trust the pins alone, no CA (tls_pin_only)
-`;
+/** A mistake in how the command was called: reported with a pointer to its help, exit code 2. */
+class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
 
 /** Writes a line to standard output. */
 function out(line: string): void {
   console.log(line);
+}
+
+/** Writes a line to standard error. */
+function note(line: string): void {
+  console.error(line);
 }
 
 async function loadFor(args: { config?: string | undefined }): Promise<NetworkConfig> {
@@ -96,30 +85,6 @@ async function loadFor(args: { config?: string | undefined }): Promise<NetworkCo
     env: true,
   });
 }
-
-/** The TLS flags both roles take. */
-const TLS_COMMON_OPTIONS = {
-  tls: { type: "boolean" },
-  "tls-backend": { type: "string" },
-  "tls-min-version": { type: "string" },
-  "tls-cert": { type: "string" },
-  "tls-key": { type: "string" },
-} as const;
-
-const TLS_SERVER_OPTIONS = {
-  ...TLS_COMMON_OPTIONS,
-  "tls-client-auth": { type: "string" },
-  "tls-client-ca": { type: "string" },
-  "tls-client-pin": { type: "string", multiple: true },
-} as const;
-
-const TLS_CLIENT_OPTIONS = {
-  ...TLS_COMMON_OPTIONS,
-  "tls-ca": { type: "string" },
-  "tls-server-name": { type: "string" },
-  "tls-pin": { type: "string", multiple: true },
-  "tls-pin-only": { type: "boolean" },
-} as const;
 
 interface TlsArgs {
   tls?: boolean | undefined;
@@ -134,6 +99,40 @@ interface TlsArgs {
   "tls-server-name"?: string | undefined;
   "tls-pin"?: string[] | undefined;
   "tls-pin-only"?: boolean | undefined;
+}
+
+/** The TLS options as commander names them (camelCase). */
+interface TlsOptionValues {
+  tls?: boolean;
+  tlsBackend?: string;
+  tlsMinVersion?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientAuth?: string;
+  tlsClientCa?: string;
+  tlsClientPin?: string[];
+  tlsCa?: string;
+  tlsServerName?: string;
+  tlsPin?: string[];
+  tlsPinOnly?: boolean;
+}
+
+/** Maps commander's option values onto the flag names {@linkcode withTlsFlags} reads. */
+function tlsArgs(v: TlsOptionValues): TlsArgs {
+  return {
+    tls: v.tls,
+    "tls-backend": v.tlsBackend,
+    "tls-min-version": v.tlsMinVersion,
+    "tls-cert": v.tlsCert,
+    "tls-key": v.tlsKey,
+    "tls-client-auth": v.tlsClientAuth,
+    "tls-client-ca": v.tlsClientCa,
+    "tls-client-pin": v.tlsClientPin,
+    "tls-ca": v.tlsCa,
+    "tls-server-name": v.tlsServerName,
+    "tls-pin": v.tlsPin,
+    "tls-pin-only": v.tlsPinOnly,
+  };
 }
 
 /** Splits pins into certificate fingerprints (hex pairs) and SPKI pins (base64). */
@@ -196,86 +195,6 @@ function withTlsFlags(
   return merged;
 }
 
-async function serveCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: { config: { type: "string" }, address: { type: "string" }, ...TLS_SERVER_OPTIONS },
-  });
-  const config = withTlsFlags(await loadFor(values), values, "server");
-  await using _logging = await setupLogging(config.logging);
-  const dispatcher = registerStandardHandlers(new Dispatcher());
-  const controller = new AbortController();
-  const server = await serve({
-    config,
-    ...(values.address === undefined ? {} : { address: values.address }),
-    signal: controller.signal,
-  }, dispatcher);
-  out(`npro: listening on ${formatAddr(server.addr)} (${config.transport.kind}, pid ${Deno.pid})`);
-  if (config.transport.kind === "tls") {
-    const t = config.transport;
-    out(
-      `npro: TLS ${t.tlsMinVersion}+, client certificates ${t.tlsClientAuth}, backend ${t.tlsBackend}`,
-    );
-  }
-  if (server.publicKey !== undefined) {
-    out(`npro: server key ${encodeKey(server.publicKey)}`);
-    out(`npro: server key fingerprint ${fingerprint(server.publicKey)}`);
-  } else {
-    out("npro: encryption is disabled: traffic is NOT protected");
-  }
-  const stop = () => controller.abort();
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  for (const signal of signals) Deno.addSignalListener(signal, stop);
-  try {
-    await server.closed();
-  } finally {
-    for (const signal of signals) Deno.removeSignalListener(signal, stop);
-  }
-  out("npro: stopped");
-  return 0;
-}
-
-/** Writes a line to standard error. */
-function note(line: string): void {
-  console.error(line);
-}
-
-interface ClientArgs extends TlsArgs {
-  config?: string | undefined;
-  address?: string | undefined;
-  "server-key"?: string | undefined;
-  "known-servers"?: string | undefined;
-}
-
-const CLIENT_OPTIONS = {
-  config: { type: "string" },
-  address: { type: "string" },
-  "server-key": { type: "string" },
-  "known-servers": { type: "string" },
-  ...TLS_CLIENT_OPTIONS,
-} as const;
-
-/**
- * Joins `--server-key` and its value into one argument: a base64url key may start with "-",
- * which `parseArgs` would otherwise refuse as ambiguous (it takes it for an option).
- *
- * @param argv The command's arguments.
- * @returns The same arguments, `--server-key KEY` written as `--server-key=KEY`.
- */
-function joinKeyValues(argv: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === "--") {
-      out.push(...argv.slice(i));
-      break;
-    }
-    if (arg === "--server-key" && i + 1 < argv.length) out.push(`${arg}=${argv[++i]}`);
-    else out.push(arg);
-  }
-  return out;
-}
-
 /**
  * Connects as `npro ping` and `npro echo` do: `--known-servers` replaces
  * `security.known_servers_path`, `--server-key` pins one key (and wins over trust on first use).
@@ -283,17 +202,15 @@ function joinKeyValues(argv: string[]): string[] {
  * key is recorded on first use.
  */
 async function connectFor(values: ClientArgs): Promise<Client> {
-  let config = withTlsFlags(await loadFor(values), values, "client");
-  if (values["known-servers"] !== undefined) {
-    if (values["known-servers"] === "") throw new TypeError('Invalid --known-servers ""');
+  let config = withTlsFlags(await loadFor(values), tlsArgs(values), "client");
+  if (values.knownServers !== undefined) {
+    if (values.knownServers === "") throw new UsageError('Invalid --known-servers ""');
     config = {
       ...config,
-      security: { ...config.security, knownServersPath: values["known-servers"] },
+      security: { ...config.security, knownServersPath: values.knownServers },
     };
   }
-  const serverKey = values["server-key"] === undefined
-    ? undefined
-    : decodeKey(values["server-key"]);
+  const serverKey = values.serverKey === undefined ? undefined : decodeKey(values.serverKey);
   const s = config.security;
   if (!config.transport.encryptionEnabled) {
     note(
@@ -337,43 +254,260 @@ async function connectFor(values: ClientArgs): Promise<Client> {
   return client;
 }
 
-async function pingCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: joinKeyValues(argv),
-    options: { ...CLIENT_OPTIONS, count: { type: "string", default: "3" } },
-  });
-  const count = Number(values.count);
-  if (!Number.isInteger(count) || count < 1) {
-    throw new RangeError(`Invalid --count "${values.count}"`);
+/** Collects a repeatable option's values. */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** A parser for an integer option in a range. */
+function integer(min: number, max: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`Expected an integer from ${min} to ${max}.`);
+    }
+    return n;
+  };
+}
+
+/** A parser for a number of seconds in a range, returned in milliseconds. */
+function seconds(min: number, max: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isFinite(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`Expected a number of seconds from ${min} to ${max}.`);
+    }
+    return Math.round(n * 1000);
+  };
+}
+
+/** Adds the TLS options of one role to a command. */
+function addTlsOptions(command: Command, role: "server" | "client"): Command {
+  command
+    .option("--tls", "use TLS with the configuration's other TLS keys")
+    .addOption(
+      new Option("--tls-backend <backend>", "TLS implementation (tls_backend)").choices([
+        "auto",
+        "native",
+        "node",
+      ]),
+    )
+    .addOption(
+      new Option("--tls-min-version <version>", "oldest TLS version (tls_min_version)").choices([
+        "1.2",
+        "1.3",
+      ]),
+    );
+  if (role === "server") {
+    return command
+      .option("--tls-cert <path>", "server certificate chain, PEM (tls_cert_path)")
+      .option("--tls-key <path>", "its private key (tls_key_path)")
+      .addOption(
+        new Option("--tls-client-auth <mode>", "mutual TLS (tls_client_auth)").choices([
+          "none",
+          "request",
+          "require",
+        ]),
+      )
+      .option("--tls-client-ca <path>", "CA bundle of client certificates (tls_client_ca_path)")
+      .option(
+        "--tls-client-pin <pin>",
+        "a client certificate fingerprint (AB:CD:...) or SPKI pin (base64); repeatable",
+        collect,
+      );
   }
+  return command
+    .option("--tls-ca <path>", "CA bundle that signs the server certificate (tls_ca_path)")
+    .option("--tls-server-name <name>", "name the server certificate must carry")
+    .option("--tls-cert <path>", "client certificate chain, PEM (tls_client_cert_path)")
+    .option("--tls-key <path>", "its private key (tls_client_key_path)")
+    .option(
+      "--tls-pin <pin>",
+      "a server certificate fingerprint or SPKI pin (npro cert prints both); repeatable",
+      collect,
+    )
+    .option("--tls-pin-only", "trust the pins alone, no CA (tls_pin_only)");
+}
+
+/** Adds the options `npro ping` and `npro echo` share. */
+function addClientOptions(command: Command): Command {
+  command
+    .option("--config <path>", "TOML configuration (also NETWORK_PROTOCOL_<SECTION>_<KEY>)")
+    .option("--address <addr>", "the server: host:port, [v6]:port or a socket path")
+    .option("--server-key <key>", "the server's base64url public key to pin (npro serve prints it)")
+    .option(
+      "--known-servers <path>",
+      "trust on first use: record the server's key in this file, refuse a changed key later",
+    );
+  return addTlsOptions(command, "client");
+}
+
+interface ClientArgs extends TlsOptionValues {
+  config?: string;
+  address?: string;
+  serverKey?: string;
+  knownServers?: string;
+}
+
+interface ServeArgs extends TlsOptionValues {
+  config?: string;
+  address?: string;
+}
+
+async function serveCommand(values: ServeArgs): Promise<number> {
+  const config = withTlsFlags(await loadFor(values), tlsArgs(values), "server");
+  await using _logging = await setupLogging(config.logging);
+  const dispatcher = registerStandardHandlers(new Dispatcher());
+  const controller = new AbortController();
+  const server = await serve({
+    config,
+    ...(values.address === undefined ? {} : { address: values.address }),
+    signal: controller.signal,
+  }, dispatcher);
+  out(`npro: listening on ${formatAddr(server.addr)} (${config.transport.kind}, pid ${Deno.pid})`);
+  if (config.transport.kind === "tls") {
+    const t = config.transport;
+    out(
+      `npro: TLS ${t.tlsMinVersion}+, client certificates ${t.tlsClientAuth}, backend ${t.tlsBackend}`,
+    );
+  }
+  if (server.publicKey !== undefined) {
+    out(`npro: server key ${encodeKey(server.publicKey)}`);
+    out(`npro: server key fingerprint ${fingerprint(server.publicKey)}`);
+  } else {
+    out("npro: encryption is disabled: traffic is NOT protected");
+  }
+  const stop = () => controller.abort();
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  for (const signal of signals) Deno.addSignalListener(signal, stop);
+  try {
+    await server.closed();
+  } finally {
+    for (const signal of signals) Deno.removeSignalListener(signal, stop);
+  }
+  out("npro: stopped");
+  return 0;
+}
+
+interface PingArgs extends ClientArgs {
+  count: number;
+  interval: number;
+  timeout: number;
+}
+
+/**
+ * Pings like ping(8): a line per reply, a line per lost reply, then the summary. Ctrl-C stops
+ * early and still prints the summary. Exit code 0 when at least one reply came back, else 1.
+ */
+async function pingCommand(values: PingArgs): Promise<number> {
   await using client = await connectFor(values);
   const connection = client.connection!;
-  for (let i = 0; i < count; i++) {
-    const rtt = await connection.ping();
-    out(`pong from ${formatAddr(connection.remoteAddr)}: time=${rtt.toFixed(3)} ms`);
+  const target = formatAddr(connection.remoteAddr);
+  out(`PING ${target}`);
+  const stopped = new AbortController();
+  const stop = () => stopped.abort();
+  Deno.addSignalListener("SIGINT", stop);
+  const started = performance.now();
+  const rtts: number[] = [];
+  let sent = 0;
+  try {
+    for (let seq = 1; values.count === 0 || seq <= values.count; seq++) {
+      if (seq > 1) {
+        await sleep(values.interval, stopped.signal);
+        if (stopped.signal.aborted) break;
+      }
+      sent++;
+      try {
+        const rtt = await connection.ping({ timeoutMs: values.timeout, signal: stopped.signal });
+        rtts.push(rtt);
+        out(`pong from ${target}: seq=${seq} time=${rtt.toFixed(3)} ms`);
+      } catch (error) {
+        if (stopped.signal.aborted) {
+          sent--;
+          break;
+        }
+        if (!(error instanceof ProtocolError && error.code === "Timeout")) throw error;
+        out(`no reply from ${target}: seq=${seq} (timeout ${values.timeout} ms)`);
+      }
+    }
+  } finally {
+    Deno.removeSignalListener("SIGINT", stop);
+    for (
+      const line of formatPingSummary(target, pingSummary(sent, rtts), performance.now() - started)
+    ) {
+      out(line);
+    }
   }
-  return 0;
+  return rtts.length > 0 ? 0 : 1;
 }
 
-async function echoCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: joinKeyValues(argv),
-    allowPositionals: true,
-    options: CLIENT_OPTIONS,
+/** Waits `ms`, or less when the signal fires. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
   });
-  await using client = await connectFor(values);
-  const reply = await client.request({ type: "echo", text: positionals.join(" ") });
-  out(reply.type === "echo" ? reply.text : JSON.stringify(reply));
-  return 0;
 }
 
-async function keygenCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { out: { type: "string" } } });
+interface EchoArgs extends ClientArgs {
+  json?: boolean;
+}
+
+async function echoCommand(words: string[], values: EchoArgs): Promise<number> {
+  await using client = await connectFor(values);
+  const text = words.join(" ");
+  const started = performance.now();
+  const reply = await client.request({ type: "echo", text });
+  const timeMs = performance.now() - started;
+  if (values.json === true) {
+    out(JSON.stringify({
+      address: formatAddr(client.connection!.remoteAddr),
+      text: reply.type === "echo" ? reply.text : null,
+      reply: reply.type === "echo" ? undefined : reply.type,
+      timeMs: Math.round(timeMs * 1000) / 1000,
+    }));
+  } else {
+    out(reply.type === "echo" ? reply.text : JSON.stringify(reply));
+  }
+  return reply.type === "echo" ? 0 : 1;
+}
+
+/** Throws a clear error when `path` exists and `--force` is not given. */
+async function refuseOverwrite(
+  paths: readonly string[],
+  force: boolean | undefined,
+): Promise<void> {
+  if (force === true) return;
+  for (const path of paths) {
+    try {
+      await Deno.lstat(path);
+    } catch (error) {
+      // Without read permission the check is left to the write (createNew refuses it too).
+      if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotCapable) {
+        continue;
+      }
+      throw error;
+    }
+    throw new Deno.errors.AlreadyExists(
+      `File "${path}" already exists; pass --force to replace it`,
+    );
+  }
+}
+
+async function keygenCommand(values: { out?: string; force?: boolean }): Promise<number> {
   const pair = generateKeyPair();
   if (values.out !== undefined) {
-    await writeKeyFile(values.out, pair);
+    await refuseOverwrite([values.out], values.force);
+    await writeKeyFile(values.out, pair, { overwrite: values.force === true });
     out(`npro: wrote ${values.out} (mode 0600)`);
   } else {
+    if (values.force === true) throw new UsageError("--force applies to --out");
     out(`private: ${encodeKey(pair.privateKey)}`);
   }
   out(`public: ${encodeKey(pair.publicKey)}`);
@@ -381,37 +515,37 @@ async function keygenCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-async function certCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      name: { type: "string" },
-      alt: { type: "string", multiple: true },
-      days: { type: "string" },
-      ca: { type: "boolean" },
-      issuer: { type: "string" },
-      "issuer-key": { type: "string" },
-      usage: { type: "string" },
-      "cert-out": { type: "string" },
-      "key-out": { type: "string" },
-    },
-  });
-  if (values["cert-out"] === undefined || values["key-out"] === undefined) {
-    throw new TypeError("npro cert needs --cert-out and --key-out");
-  }
-  if ((values.issuer === undefined) !== (values["issuer-key"] === undefined)) {
-    throw new TypeError("npro cert needs --issuer and --issuer-key together");
+interface CertArgs {
+  name?: string;
+  alt?: string[];
+  days?: number;
+  ca?: boolean;
+  issuer?: string;
+  issuerKey?: string;
+  usage?: CertificateUsage;
+  certOut: string;
+  keyOut: string;
+  force?: boolean;
+}
+
+async function certCommand(values: CertArgs): Promise<number> {
+  if ((values.issuer === undefined) !== (values.issuerKey === undefined)) {
+    throw new UsageError("--issuer and --issuer-key go together");
   }
   if (values.ca === true && values.issuer !== undefined) {
-    throw new TypeError("npro cert --ca makes a self-signed CA: it takes no --issuer");
+    throw new UsageError("--ca makes a self-signed CA: it takes no --issuer");
   }
   if (values.usage !== undefined && values.issuer === undefined) {
-    throw new TypeError("npro cert --usage applies to certificates signed with --issuer");
+    throw new UsageError("--usage applies to certificates signed with --issuer");
   }
   if (values.ca === true && values.alt !== undefined) {
-    throw new TypeError("npro cert --ca takes no --alt: a CA certificate names no host");
+    throw new UsageError("--ca takes no --alt: a CA certificate names no host");
   }
-  const days = values.days === undefined ? undefined : Number(values.days);
+  if (values.certOut === values.keyOut) {
+    throw new UsageError(`--cert-out and --key-out are the same file "${values.certOut}"`);
+  }
+  await refuseOverwrite([values.certOut, values.keyOut], values.force);
+  const days = values.days;
   let cert;
   let what: string;
   if (values.ca === true) {
@@ -421,11 +555,11 @@ async function certCommand(argv: string[]): Promise<number> {
     });
     what = "CA certificate (CA:TRUE, pathlen 0; keep its key offline)";
   } else if (values.issuer !== undefined) {
-    const usage = (values.usage ?? "both") as CertificateUsage;
+    const usage = values.usage ?? "both";
     const name = values.name ?? "localhost";
     const [certPem, keyPem] = await Promise.all([
       Deno.readTextFile(values.issuer),
-      Deno.readTextFile(values["issuer-key"]!),
+      Deno.readTextFile(values.issuerKey!),
     ]);
     cert = await issueCertificate({
       issuer: { certPem, keyPem },
@@ -446,65 +580,191 @@ async function certCommand(argv: string[]): Promise<number> {
     });
     what = "self-signed certificate (CA:FALSE)";
   }
-  await Deno.writeTextFile(values["cert-out"], cert.certPem);
-  await Deno.writeTextFile(values["key-out"], cert.keyPem, { mode: 0o600 });
-  out(`npro: wrote ${values["cert-out"]} and ${values["key-out"]} (key mode 0600): ${what}`);
+  const options = { createNew: values.force !== true };
+  await Deno.writeTextFile(values.certOut, cert.certPem, options);
+  await Deno.writeTextFile(values.keyOut, cert.keyPem, { ...options, mode: 0o600 });
+  if (values.force === true) await Deno.chmod(values.keyOut, 0o600);
+  out(`npro: wrote ${values.certOut} and ${values.keyOut} (key mode 0600): ${what}`);
   out(`fingerprint: ${cert.fingerprint}`);
   out(`spki pin: ${certificateSpkiPin(cert.certPem)}`);
   return 0;
 }
 
-async function configCommand(argv: string[]): Promise<number> {
-  const [sub, path] = argv;
-  if (sub === "example") {
-    out(exampleConfig());
-    return 0;
+async function configCheckCommand(path: string): Promise<number> {
+  const config = await loadConfig({ path, env: true });
+  const warnings = configWarnings(config);
+  for (const warning of warnings) note(`npro: warning: ${warning}`);
+  out(
+    `npro: ${path} is valid${
+      warnings.length === 0
+        ? ""
+        : ` (${warnings.length} warning${warnings.length === 1 ? "" : "s"})`
+    }`,
+  );
+  return 0;
+}
+
+/** What a command's run left behind: its exit code and its name for error messages. */
+interface RunState {
+  code: number;
+  name: string;
+}
+
+/** Builds the command tree; a new one per run, so `main` can be called more than once. */
+function program(state: RunState): Command {
+  const root = new Command("npro")
+    .description(
+      "Run a @npro/network-protocol daemon, talk to one, make keys, certificates and configuration.",
+    )
+    .version(VERSION, "-V, --version", "print the version")
+    .helpOption("-h, --help", "print this help")
+    .configureOutput({
+      writeOut: (text) => out(text.replace(/\n$/, "")),
+      writeErr: (text) => note(text.replace(/\n$/, "")),
+      getOutHasColors: () => false,
+      getErrHasColors: () => false,
+      outputError: (text, write) => write(text.replace(/^error: /, "npro: ")),
+    })
+    .exitOverride()
+    .showSuggestionAfterError(true)
+    .allowExcessArguments(false)
+    .addHelpText(
+      "after",
+      `
+Exit codes: 0 success, 1 failure, 2 usage error. "npro <command> --help" shows a command's
+options. Environment: NETWORK_PROTOCOL_<SECTION>_<KEY> overrides any configuration key.`,
+    );
+  const run =
+    <A extends unknown[]>(name: string, fn: (...args: A) => Promise<number>) =>
+    async (...args: A): Promise<void> => {
+      state.name = name;
+      state.code = await fn(...args);
+    };
+  const add = (name: string, description: string, parent: Command = root): Command =>
+    parent.command(name).description(description).showHelpAfterError(
+      `(see "npro ${parent === root ? "" : `${parent.name()} `}${name} --help")`,
+    );
+
+  const serveCmd = add(
+    "serve",
+    "Run the daemon (default 127.0.0.1:9000, TCP, Noise XX, PING and ECHO handlers)",
+  )
+    .option("--config <path>", "TOML configuration (also NETWORK_PROTOCOL_<SECTION>_<KEY>)")
+    .option("--address <addr>", "listen address: host:port, [v6]:port, or a socket path");
+  addTlsOptions(serveCmd, "server").action(run("serve", (o: ServeArgs) => serveCommand(o)));
+
+  const pingCmd = addClientOptions(
+    add("ping", "Send PING requests and print round-trip times, as ping(8) does"),
+  )
+    .option("-c, --count <n>", "pings to send; 0: until Ctrl-C", integer(0, 1_000_000), 3)
+    .option("-i, --interval <seconds>", "wait between pings", seconds(0.001, 3600), 1000)
+    .option("-W, --timeout <seconds>", "wait for each reply", seconds(0.001, 3600), 5000);
+  pingCmd.action(run("ping", (o: PingArgs) => pingCommand(o)));
+
+  addClientOptions(add("echo", "Send an ECHO request and print the answer"))
+    .argument("<text...>", "the text to send (after -- when it starts with a dash)")
+    .option("--json", 'print {"address","text","timeMs"} as one JSON line')
+    .action(run("echo", (words: string[], o: EchoArgs) => echoCommand(words, o)));
+
+  add("keygen", "Generate a static X25519 key pair (printed, or written 0600 with --out)")
+    .option("--out <path>", "write the key pair to this file (mode 0600)")
+    .option("--force", "replace the file when it exists")
+    .action(run("keygen", (o: { out?: string; force?: boolean }) => keygenCommand(o)));
+
+  add(
+    "cert",
+    "Make a TLS certificate: self-signed (CA:FALSE, pinnable), a small CA (--ca), or one it signs",
+  )
+    .requiredOption("--cert-out <path>", "write the certificate here (PEM)")
+    .requiredOption("--key-out <path>", "write its private key here (PEM, mode 0600)")
+    .option("--name <cn>", 'subject common name (default "localhost", or "npro CA" with --ca)')
+    .option("--alt <name>", "a DNS name or IP address the certificate is for; repeatable", collect)
+    .option("--days <n>", "validity in days (default 365, 3650 with --ca)", integer(1, 3650))
+    .option("--ca", "make a CA (CA:TRUE, pathlen 0) to sign server and client certificates")
+    .option("--issuer <path>", "sign with this CA certificate (PEM)")
+    .option("--issuer-key <path>", "the CA's private key (PEM)")
+    .addOption(
+      new Option("--usage <usage>", "what the signed certificate is for (default both)").choices([
+        "server",
+        "client",
+        "both",
+      ]),
+    )
+    .option("--force", "replace the output files when they exist")
+    .action(run("cert", (o: CertArgs) => certCommand(o)));
+
+  const config = add("config", "Print an example configuration or check one");
+  add("example", "Print an annotated config.toml with every key and its default", config)
+    .action(run("config example", () => {
+      out(exampleConfig());
+      return Promise.resolve(0);
+    }));
+  add("check", "Validate a configuration file; print its errors and warnings", config)
+    .argument("<path>", "the TOML file")
+    .action(run("config check", (path: string) => configCheckCommand(path)));
+  return root;
+}
+
+/** A hint for the errors a newcomer meets first. */
+function hintFor(error: unknown, command: string): string | undefined {
+  if (!(error instanceof ProtocolError)) return undefined;
+  switch (error.code) {
+    case "ConnectionRefused":
+      return "is the server running? Check --address (default 127.0.0.1:9000)";
+    case "PermissionDenied":
+      return command === "serve"
+        ? "deno task serve may listen on 127.0.0.1 only: widen --allow-net to listen elsewhere"
+        : "widen --allow-net (or --allow-read, --allow-env) in the deno run command";
+    case "AddressInUse":
+      return "another process listens there: pick another --address";
+    case "HandshakeFailed":
+      return "did the server's key change (npro serve makes a new one at each start)? " +
+        "Pass the key, not its fingerprint; do both sides agree on encryption and transport?";
+    default:
+      return undefined;
   }
-  if (sub === "check" && path !== undefined) {
-    await loadConfig({ path, env: true });
-    out(`npro: ${path} is valid`);
-    return 0;
-  }
-  throw new TypeError('Use "npro config example" or "npro config check <path>"');
 }
 
 /**
- * Runs the CLI with the given arguments and returns the exit code.
+ * Runs the `npro` command line with the given arguments and returns the exit code: 0 on
+ * success, 1 on a failure, 2 on a usage error. Errors are printed as one line (no stack
+ * trace) on stderr; help and version on stdout.
+ *
+ * @example Print the version
+ * ```ts
+ * import { main } from "@npro/network-protocol/cli";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(await main(["--version"]), 0);
+ * ```
  *
  * @param args The command-line arguments (without the program name).
  * @returns The process exit code.
  */
 export async function main(args: string[]): Promise<number> {
-  const [command, ...rest] = args;
+  const state: RunState = { code: 0, name: args[0] ?? "" };
   try {
-    switch (command) {
-      case "serve":
-        return await serveCommand(rest);
-      case "ping":
-        return await pingCommand(rest);
-      case "echo":
-        return await echoCommand(rest);
-      case "keygen":
-        return await keygenCommand(rest);
-      case "cert":
-        return await certCommand(rest);
-      case "config":
-        return await configCommand(rest);
-      case undefined:
-      case "help":
-      case "--help":
-      case "-h":
-        out(USAGE);
-        return command === undefined ? 2 : 0;
-      default:
-        console.error(`npro: unknown command "${command}"\n\n${USAGE}`);
-        return 2;
-    }
+    await program(state).parseAsync(args, { from: "user" });
+    return state.code;
   } catch (error) {
+    if (error instanceof CommanderError) {
+      // Commander has printed the help, the version or the usage error: help asked for exits
+      // 0; help shown because a command is missing, and every usage error, exit 2.
+      return error.exitCode === 0 ? 0 : 2;
+    }
+    const prefix = `npro ${state.name}`.trimEnd();
+    if (error instanceof UsageError) {
+      note(`${prefix}: ${error.message}\n(see "${prefix} --help")`);
+      return 2;
+    }
     const detail = error instanceof ProtocolError
       ? `${error.code}: ${error.message}`
+      : error instanceof Error
+      ? `${error.name}: ${error.message}`
       : String(error);
-    console.error(`npro ${command}: ${detail}`);
+    note(`${prefix}: ${detail}`);
+    const hint = hintFor(error, state.name);
+    if (hint !== undefined) note(`npro: hint: ${hint}`);
     return 1;
   }
 }
