@@ -71,6 +71,14 @@ Deno.test("example: the original's Multiplexer on requests, fragments, a stream 
   assert.match(out, /a request after GOAWAY: NotProcessed/);
 });
 
+Deno.test("example: a pool over two servers, a lease, a shutdown with GOAWAY and an open breaker", async () => {
+  const out = await run("pool.ts", ["--allow-net=127.0.0.1"]);
+  assert.match(out, /1000 requests: 1000 answered by a and b, [1-4] connections opened \(max 4\)/);
+  assert.match(out, /lease on [ab]: ping true/);
+  assert.match(out, /shutdown of a: 200 answered, \d+ sent again, 0 ran twice/);
+  assert.match(out, /refused: circuit open, retry after 5 s/);
+});
+
 Deno.test("example: Unix socket", async () => {
   const dir = await Deno.makeTempDir();
   const path = `${dir}/npro.sock`;

@@ -565,14 +565,51 @@ class ConnectionPool implements Pool {
   // -----------------------------------------------------------------------------------------
   // Requests and leases
 
-  async request(message: Message, options: RequestOptions = {}): Promise<Message> {
+  request(message: Message, options: RequestOptions = {}): Promise<Message> {
     const timeoutMs = options.timeoutMs ?? this.#config.client.responseTimeout;
     if (!(timeoutMs > 0)) {
-      throw new RangeError(`Cannot use request timeout "${timeoutMs}": it must be positive`);
+      return Promise.reject(
+        new RangeError(`Cannot use request timeout "${timeoutMs}": it must be positive`),
+      );
     }
-    const signal = options.signal;
     const started = performance.now();
-    for (let attempt = 1;; attempt++) {
+    // The fast path (a hot one): capacity at once, no check due: the connection's own promise,
+    // with the caller's options as they are (no timeout given: the connection's shared timer).
+    // Waiters go first: no capacity is taken past them.
+    const slot = this.#closed || this.#draining || options.signal?.aborted ||
+        this.#waiters.size > 0
+      ? undefined
+      : this.#reserve(false);
+    if (slot !== undefined) {
+      if (!this.#checkDue(slot) && !slot.connection.isClosed && !slot.connection.goingAway) {
+        return slot.connection.request(message, options).then(
+          (reply) => {
+            this.#finished(slot);
+            return reply;
+          },
+          (error) => {
+            this.#finished(slot);
+            if (!this.#retryable(error, 1, options.signal)) throw error;
+            this.#retrying(slot, 1, error);
+            return this.#requestSlowly(message, options, timeoutMs, started, 2);
+          },
+        );
+      }
+      slot.inflight--;
+    }
+    return this.#requestSlowly(message, options, timeoutMs, started, 1);
+  }
+
+  /** A request that waits for capacity, a health check, or is sent again. */
+  async #requestSlowly(
+    message: Message,
+    options: RequestOptions,
+    timeoutMs: number,
+    started: number,
+    first: number,
+  ): Promise<Message> {
+    const signal = options.signal;
+    for (let attempt = first;; attempt++) {
       const left = timeoutMs - (performance.now() - started);
       if (left <= 0) {
         throw new ProtocolError("Timeout", `Request timed out after ${timeoutMs} ms`);
@@ -593,21 +630,31 @@ class ConnectionPool implements Pool {
           signal === undefined ? { timeoutMs: remaining } : { timeoutMs: remaining, signal },
         );
       } catch (error) {
-        if (
-          !isProtocolError(error, "NotProcessed") || attempt >= this.#maxAttempts ||
-          signal?.aborted === true || this.#closed
-        ) {
-          throw error;
-        }
-        if (connection.goingAway && !slot.retiring) this.#retire(slot, "goaway");
-        this.#counters.retries++;
-        this.#events.emit({ type: "retry", address: slot.state.address, attempt, error });
+        if (!this.#retryable(error, attempt, signal)) throw error;
+        this.#retrying(slot, attempt, error as ProtocolError);
       } finally {
-        slot.inflight--;
-        slot.lastUsed = performance.now();
-        this.#released(slot);
+        this.#finished(slot);
       }
     }
+  }
+
+  /** Whether a failed attempt may be sent again: provably not processed, attempts left. */
+  #retryable(error: unknown, attempt: number, signal: AbortSignal | undefined): boolean {
+    return isProtocolError(error, "NotProcessed") && attempt < this.#maxAttempts &&
+      signal?.aborted !== true && !this.#closed;
+  }
+
+  #retrying(slot: Slot, attempt: number, error: ProtocolError): void {
+    if (slot.connection.goingAway && !slot.retiring) this.#retire(slot, "goaway");
+    this.#counters.retries++;
+    this.#events.emit({ type: "retry", address: slot.state.address, attempt, error });
+  }
+
+  /** A request on `slot` ended. */
+  #finished(slot: Slot): void {
+    slot.inflight--;
+    slot.lastUsed = performance.now();
+    this.#released(slot);
   }
 
   async acquire(options: AcquireOptions = {}): Promise<PoolLease> {
@@ -725,12 +772,16 @@ class ConnectionPool implements Pool {
     );
   }
 
+  /** Whether `slot`, just reserved, must be checked first: it was idle too long. */
+  #checkDue(slot: Slot): boolean {
+    const alone = slot.leased ? slot.inflight === 0 : slot.inflight === 1;
+    return this.#checkIdleMs > 0 && alone &&
+      performance.now() - slot.lastUsed >= this.#checkIdleMs;
+  }
+
   /** The health check before use: a PING when the connection was idle too long. */
   async #healthy(slot: Slot): Promise<boolean> {
-    const idleFor = performance.now() - slot.lastUsed;
-    const alone = slot.leased ? slot.inflight === 0 : slot.inflight === 1;
-    if (this.#checkIdleMs === 0 || !alone || idleFor < this.#checkIdleMs) return true;
-    return await this.#check(slot);
+    return !this.#checkDue(slot) || await this.#check(slot);
   }
 
   /** PINGs a connection; a failure closes it and counts against its address. */
