@@ -69,6 +69,15 @@ export type {
 export { Dispatcher, registerStandardHandlers } from "./src/protocol/dispatcher.ts";
 export type { DispatchContext, Handler, HandlerContext } from "./src/protocol/dispatcher.ts";
 export type { OpenStreamOptions, Stream, StreamHandler } from "./src/protocol/stream.ts";
+export {
+  decodeJson,
+  decodeText,
+  encodeJson,
+  encodeText,
+  INVALID_JSON_REQUEST,
+  JsonPayloadError,
+} from "./src/protocol/json.ts";
+export type { DecodeJsonOptions, JsonHandler, RegisterJsonOptions } from "./src/protocol/json.ts";
 
 // Messages.
 export { ErrorCodes, StreamResetCode } from "./src/core/message.ts";

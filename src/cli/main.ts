@@ -19,6 +19,14 @@
  * Exit codes: 0 success, 1 a failure (the server is down, a handshake failed, a file exists),
  * 2 a usage error (an unknown command or option, a missing or malformed argument).
  *
+ * @example Run the command line from code
+ * ```ts
+ * import { main } from "@npro/network-protocol/cli";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(await main(["--version"]), 0);
+ * ```
+ *
  * @example Run npro from JSR
  * ```sh
  * deno run --allow-net=127.0.0.1 --allow-env=NETWORK_PROTOCOL_* --allow-read=. \

@@ -9,6 +9,7 @@ import { ErrorCodes, type Message, opcodeOf } from "../core/message.ts";
 import { logger } from "../log.ts";
 import { peerEvents } from "../log_budget.ts";
 import { ApplicationError } from "./application_error.ts";
+import { type JsonHandler, jsonHandler, type RegisterJsonOptions } from "./json.ts";
 import type { StreamHandler } from "./stream.ts";
 
 const log = logger("dispatcher");
@@ -160,6 +161,73 @@ export class Dispatcher {
     }
     this.#handlers.set(opcode, handler);
     return this;
+  }
+
+  /**
+   * Registers a typed handler of JSON requests: the request's payload is parsed (and checked by
+   * `validate`), the handler's return value is sent back as JSON in a `custom` message with the
+   * same command (or `replyCommand`). A request that is not JSON or fails validation is
+   * answered with the application error `INVALID_JSON_REQUEST` (1000), whose text names the
+   * command and the reason; the client's `request` rejects with a `RemoteError` carrying it.
+   *
+   * @example A typed handler with validation
+   * ```ts
+   * import {
+   *   connect,
+   *   decodeJson,
+   *   Dispatcher,
+   *   encodeJson,
+   *   RemoteError,
+   *   serve,
+   * } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * interface Add {
+   *   a: number;
+   *   b: number;
+   * }
+   * const validate = (value: unknown): Add => {
+   *   const { a, b } = (value ?? {}) as Partial<Add>;
+   *   if (typeof a !== "number" || typeof b !== "number") throw new TypeError("a and b must be numbers");
+   *   return { a, b };
+   * };
+   * const dispatcher = new Dispatcher().registerJson<Add, { sum: number }>(
+   *   "ADD",
+   *   ({ a, b }) => ({ sum: a + b }),
+   *   { validate },
+   * );
+   * await using server = await serve({ address: "127.0.0.1:0" }, dispatcher);
+   * const { port } = server.addr as Deno.NetAddr;
+   * await using client = await connect({
+   *   address: `127.0.0.1:${port}`,
+   *   security: { serverKeys: [server.publicKey!] },
+   * });
+   * const reply = await client.request(encodeJson("ADD", { a: 2, b: 3 }));
+   * assert.deepEqual(decodeJson(reply, { command: "ADD" }), { sum: 5 });
+   * await assert.rejects(client.request(encodeJson("ADD", { a: "2" })), (error) => {
+   *   assert.ok(error instanceof RemoteError);
+   *   assert.match(error.message, /"ADD" failed validation: a and b must be numbers/);
+   *   return true;
+   * });
+   * ```
+   *
+   * @typeParam Req The request's type.
+   * @typeParam Res The reply's type.
+   * @param command The request's command.
+   * @param handler Gets the request, returns the reply's value.
+   * @param options A validator, the reply's command, the error code of invalid requests.
+   * @returns This dispatcher, for chaining.
+   * @throws {TypeError} If the command is empty or already has a handler.
+   */
+  registerJson<Req = unknown, Res = unknown>(
+    command: string,
+    handler: JsonHandler<Req, Res>,
+    options: RegisterJsonOptions<Req> = {},
+  ): this {
+    if (typeof handler !== "function") {
+      throw new TypeError(`Cannot register a handler for "${command}": it is not a function`);
+    }
+    return this.register(command, jsonHandler(command, handler, options));
   }
 
   /**
