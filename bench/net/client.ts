@@ -29,6 +29,7 @@ import {
   type ClientResumption,
   connect,
   type ConnectOptions,
+  createPool,
   generateKeyPair,
   type KeyPair,
   type Message,
@@ -279,7 +280,7 @@ async function libraryWindow(
 
 /** Numbered requests: between `window / 2` and `window` promises pending. */
 async function libraryRequests(
-  client: Client,
+  client: Pick<Client, "request">,
   message: Message,
   window: number,
 ): Promise<{ rate: number; count: number }> {
@@ -349,12 +350,41 @@ async function runLibrary(measure: Measure): Promise<Figure> {
         return await libraryStream(client);
       case "hol":
         return await headOfLine(client);
+      case "pool64":
+        return await pooledRequests();
       default:
         throw new TypeError(`Cannot run measure "${measure}" here`);
     }
   } finally {
     await client.close();
   }
+}
+
+/** Connections of the pool in the `pool64` measure. */
+const POOL_CONNECTIONS = 4;
+
+/**
+ * `pool64`: the `request64` load (64 B numbered requests, 2048 to 4096 pending) through a pool
+ * of {@linkcode POOL_CONNECTIONS} connections, opened before the measure.
+ */
+async function pooledRequests(): Promise<Figure> {
+  const { address: _, ...options } = libraryOptions();
+  await using pool = createPool({
+    ...options,
+    address,
+    minConnections: POOL_CONNECTIONS,
+    maxConnections: POOL_CONNECTIONS,
+    maxRequestsPerConnection: 4096 / POOL_CONNECTIONS,
+    maxWaiters: 4096,
+    healthCheck: { idleMs: 0, intervalMs: 0 },
+  });
+  const started = performance.now();
+  while (pool.stats().open < POOL_CONNECTIONS) {
+    if (performance.now() - started > 10_000) throw new Error("The pool did not open in 10 s");
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  const { rate, count } = await libraryRequests(pool, custom("E", 64), 4096);
+  return { measure: "pool64", value: rate, unit: "msg/s", count };
 }
 
 /** One stream, 64 KiB writes back to back: MB/s of bytes the server's window let through. */

@@ -36,6 +36,7 @@ export type Measure =
   | "bulk1m"
   | "stream64k"
   | "hol"
+  | "pool64"
   | "handshakes"
   | "handshakes-resumed"
   | "idle";

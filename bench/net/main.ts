@@ -290,6 +290,14 @@ const MEASURES: {
     libraryOnly: true,
     kinds: ["lib-noise-tcp"],
   },
+  // The pool (issue 14): the request64 load spread over a pool of 4 connections, against one
+  // client (bench/net/client.ts, pooledRequests).
+  {
+    measure: "pool64",
+    label: "pooled 64 B numbered requests, 4 connections (ratio: to one client)",
+    libraryOnly: true,
+    kinds: ["lib-plain-tcp", "lib-noise-tcp"],
+  },
 ];
 
 type Samples = Map<string, Figure[]>; // key: `${kind}/${measure}`
@@ -506,6 +514,9 @@ function collect(samples: Samples): Result[] {
       if (measure === "stream64k") {
         const bulk = medianOf(samples, subject.kind, "bulk64k");
         push(`${label}: ${subject.label}`, figure.value, bulk?.value, figure.unit);
+      } else if (measure === "pool64") {
+        const one = medianOf(samples, subject.kind, "request64");
+        push(`${label}: ${subject.label}`, figure.value, one?.value, figure.unit);
       } else if (measure === "hol") {
         push(`${label}, p50: ${subject.label}`, figure.value, figure.idle, "µs");
         push(`${label}, p99: ${subject.label}`, figure.p99!, figure.idleP99, "µs");
@@ -790,6 +801,18 @@ function targets(
     met: null,
     measured: { streamMBs: fixed(stream), bulkMBs: fixed(bulk), ratio: streamRatio },
     note: `${shown(stream)} MB/s against ${shown(bulk)} MB/s`,
+  });
+  // PL1 (issue 14): pooled requests over 4 connections against one client, Noise over TCP.
+  const pooled = medianOf(samples, "lib-noise-tcp", "pool64")?.value;
+  const single = medianOf(samples, "lib-noise-tcp", "request64")?.value;
+  const poolRatio = ratio(pooled, single);
+  out.push({
+    id: "PL1",
+    value: poolRatio,
+    goal: "pooled 64 B requests over 4 connections, as a ratio to one client (reported, no goal)",
+    met: null,
+    measured: { pooledPerS: fixed(pooled), oneClientPerS: fixed(single), ratio: poolRatio },
+    note: `${shown(pooled)} msg/s against ${shown(single)} msg/s`,
   });
   return out;
 }
