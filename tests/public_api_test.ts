@@ -76,7 +76,9 @@ Deno.test("public API: the README table lists every subpath of deno.json", async
 
 Deno.test("public API: the root keeps the application's names and none of the machinery", async () => {
   const root = await import("../mod.ts");
-  for (const name of ["serve", "connect", "Dispatcher", "ProtocolError", "loadConfig"]) {
+  for (
+    const name of ["serve", "connect", "createPool", "Dispatcher", "ProtocolError", "loadConfig"]
+  ) {
     assert.ok(name in root, `the root lacks ${name}`);
   }
   for (const name of ["encodePacket", "SecureChannel", "TcpTransport", "MemoryTransport"]) {
