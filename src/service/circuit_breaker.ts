@@ -7,10 +7,32 @@
  * @module
  */
 
-/** The state of a {@linkcode CircuitBreaker}. */
+/**
+ * The state of a {@linkcode CircuitBreaker}.
+ *
+ * @example Read it from the pool's figures
+ * ```ts
+ * import type { BreakerState, Pool } from "@npro/network-protocol";
+ *
+ * function states(pool: Pool): BreakerState[] {
+ *   return Object.values(pool.stats().addresses).map((a) => a.breaker);
+ * }
+ * console.log(typeof states);
+ * ```
+ */
 export type BreakerState = "closed" | "open" | "half-open";
 
-/** Settings of a {@linkcode CircuitBreaker}. */
+/**
+ * Settings of a {@linkcode CircuitBreaker}.
+ *
+ * @example The pool's defaults
+ * ```ts
+ * import type { BreakerSettings } from "./circuit_breaker.ts";
+ *
+ * const settings: BreakerSettings = { failureThreshold: 5, cooldownMs: 10_000, maxCooldownMs: 60_000, probes: 1 };
+ * console.log(settings.probes);
+ * ```
+ */
 export interface BreakerSettings {
   /** Consecutive failures that open the breaker; 0 never opens it. */
   readonly failureThreshold: number;

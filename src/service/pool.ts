@@ -21,7 +21,17 @@ import { withAddress } from "./session.ts";
 
 const log = logger("pool");
 
-/** Settings of the circuit breaker of each address (defaults from the `[pool]` section). */
+/**
+ * Settings of the circuit breaker of each address (defaults from the `[pool]` section).
+ *
+ * @example Three failures open it; two probes when half-open
+ * ```ts
+ * import type { PoolBreakerOptions } from "@npro/network-protocol";
+ *
+ * const breaker: PoolBreakerOptions = { failureThreshold: 3, cooldownMs: 5000, probes: 2 };
+ * console.log(breaker.probes);
+ * ```
+ */
 export interface PoolBreakerOptions {
   /** Consecutive failures to connect (or failed health checks) that open it (`breaker_threshold`). */
   failureThreshold?: number;
@@ -33,7 +43,17 @@ export interface PoolBreakerOptions {
   probes?: number;
 }
 
-/** Health checks (defaults from the `[pool]` section). */
+/**
+ * Health checks (defaults from the `[pool]` section).
+ *
+ * @example Check before use after 1 s idle, never periodically
+ * ```ts
+ * import type { PoolHealthCheckOptions } from "@npro/network-protocol";
+ *
+ * const healthCheck: PoolHealthCheckOptions = { idleMs: 1000, intervalMs: 0, timeoutMs: 500 };
+ * console.log(healthCheck.idleMs);
+ * ```
+ */
 export interface PoolHealthCheckOptions {
   /** A connection idle longer than this (ms) is checked with a PING before it is used; 0 never. */
   idleMs?: number;
@@ -49,13 +69,36 @@ export interface PoolHealthCheckOptions {
  * was handed to it), or failed with `NotProcessed` (the server's GOAWAY said it will not run
  * them). A request that was written and then lost its connection fails with `ConnectionClosed`
  * and is never resent: the server may have run it.
+ *
+ * @example Two attempts at most
+ * ```ts
+ * import type { RetryPolicy } from "@npro/network-protocol";
+ *
+ * const retry: RetryPolicy = { maxAttempts: 2 };
+ * console.log(retry.maxAttempts);
+ * ```
  */
 export interface RetryPolicy {
   /** Attempts in all, counting the first (default `pool.retry_attempts`, 3); 1 never retries. */
   maxAttempts?: number;
 }
 
-/** Options of {@linkcode createPool}. */
+/**
+ * Options of {@linkcode createPool}.
+ *
+ * @example Two addresses, eight connections, a lazy pool
+ * ```ts
+ * import type { PoolOptions } from "@npro/network-protocol";
+ *
+ * const options: PoolOptions = {
+ *   address: ["10.0.0.1:9000", "10.0.0.2:9000"],
+ *   maxConnections: 8,
+ *   acquireTimeoutMs: 2000,
+ *   circuitBreaker: { failureThreshold: 3 },
+ * };
+ * console.log(options.maxConnections);
+ * ```
+ */
 export interface PoolOptions extends Omit<ConnectOptions, "address" | "autoReconnect"> {
   /**
    * One server address or several (default `pool.addresses`, else `client.address`). New
@@ -93,7 +136,17 @@ export interface PoolOptions extends Omit<ConnectOptions, "address" | "autoRecon
   retry?: false | RetryPolicy;
 }
 
-/** Options of {@linkcode Pool.acquire}. */
+/**
+ * Options of {@linkcode Pool.acquire}.
+ *
+ * @example Wait at most 100 ms, or until the caller gives up
+ * ```ts
+ * import type { AcquireOptions } from "@npro/network-protocol";
+ *
+ * const options: AcquireOptions = { timeoutMs: 100, signal: AbortSignal.timeout(1000) };
+ * console.log(options.timeoutMs);
+ * ```
+ */
 export interface AcquireOptions {
   /** Stops waiting (rejects with `Cancelled`). */
   signal?: AbortSignal;
@@ -105,6 +158,17 @@ export interface AcquireOptions {
  * A connection lent exclusively by {@linkcode Pool.acquire}: no pool request uses it until it
  * is released. `release()` (or the end of an `await using` scope) gives it back; `destroy()`
  * closes it instead (for a connection left in a state the next borrower must not see).
+ *
+ * @example Give it back on every path
+ * ```ts
+ * import type { Pool } from "@npro/network-protocol";
+ *
+ * async function withLease(pool: Pool): Promise<number> {
+ *   await using lease = await pool.acquire({ timeoutMs: 1000 });
+ *   return await lease.connection.ping();
+ * }
+ * console.log(typeof withLease);
+ * ```
  */
 export interface PoolLease extends AsyncDisposable, Disposable {
   /** The connection, for any use (`request`, `send`, `receive`, `openStream`). */
@@ -117,7 +181,19 @@ export interface PoolLease extends AsyncDisposable, Disposable {
   destroy(): void;
 }
 
-/** Per-address figures of {@linkcode PoolStats}. */
+/**
+ * Per-address figures of {@linkcode PoolStats}.
+ *
+ * @example Addresses whose breaker is not closed
+ * ```ts
+ * import type { PoolAddressStats } from "@npro/network-protocol";
+ *
+ * function unhealthy(addresses: Record<string, PoolAddressStats>): string[] {
+ *   return Object.entries(addresses).filter(([, a]) => a.breaker !== "closed").map(([name]) => name);
+ * }
+ * console.log(unhealthy({}));
+ * ```
+ */
 export interface PoolAddressStats {
   /** Connections open. */
   open: number;
@@ -133,7 +209,19 @@ export interface PoolAddressStats {
   rttMs?: number;
 }
 
-/** A snapshot of a pool, from {@linkcode Pool.stats}. */
+/**
+ * A snapshot of a pool, from {@linkcode Pool.stats}.
+ *
+ * @example How busy the pool is
+ * ```ts
+ * import type { PoolStats } from "@npro/network-protocol";
+ *
+ * function load(stats: PoolStats): string {
+ *   return `${stats.inFlight} in flight on ${stats.open} connections, ${stats.waiting} waiting`;
+ * }
+ * console.log(typeof load);
+ * ```
+ */
 export interface PoolStats {
   /** Connections open (leased, busy, idle and retiring ones). */
   open: number;
@@ -163,7 +251,21 @@ export interface PoolStats {
   addresses: Record<string, PoolAddressStats>;
 }
 
-/** An event of {@linkcode Pool.status}. */
+/**
+ * An event of {@linkcode Pool.status}.
+ *
+ * @example Log breaker changes
+ * ```ts
+ * import type { Pool } from "@npro/network-protocol";
+ *
+ * async function watch(pool: Pool): Promise<void> {
+ *   for await (const event of pool.status()) {
+ *     if (event.type === "breaker") console.log(`${event.address}: ${event.from} -> ${event.to}`);
+ *   }
+ * }
+ * console.log(typeof watch);
+ * ```
+ */
 export type PoolEvent =
   | { type: "connecting"; address: string; probe: boolean }
   | { type: "connected"; address: string; connectionId: number }
@@ -182,7 +284,20 @@ export type PoolEvent =
   | { type: "draining" }
   | { type: "closed" };
 
-/** A pool of connections made by {@linkcode createPool}. */
+/**
+ * A pool of connections made by {@linkcode createPool}.
+ *
+ * @example Drain before the process exits
+ * ```ts
+ * import type { Pool } from "@npro/network-protocol";
+ *
+ * async function stop(pool: Pool): Promise<void> {
+ *   await pool.drain(5000);
+ *   console.log(pool.isClosed);
+ * }
+ * console.log(typeof stop);
+ * ```
+ */
 export interface Pool extends AsyncDisposable {
   /** Whether the pool is closed or closing (or draining). */
   readonly isClosed: boolean;
@@ -1068,6 +1183,11 @@ class ConnectionPool implements Pool {
       if (slot.closing) continue;
       if (!slot.retiring && now >= slot.expiresAt) {
         this.#retire(slot, "lifetime");
+        continue;
+      }
+      if (!slot.retiring && slot.connection.goingAway) {
+        // The server drains it (GOAWAY): replace it now rather than when it closes.
+        this.#retire(slot, "goaway");
         continue;
       }
       if (slot.retiring || slot.inflight > 0 || slot.leased || slot.checking) continue;

@@ -11,6 +11,14 @@ import { ProtocolError, type ProtocolErrorOptions } from "../errors.ts";
 /**
  * Why a pool had no connection to give: `"timeout"` (the caller waited past its acquire time
  * limit) or `"queue-full"` (`maxWaiters` callers were already waiting, so it failed at once).
+ *
+ * @example Back off only when the queue was full
+ * ```ts
+ * import { PoolExhausted, type PoolExhaustedReason } from "@npro/network-protocol";
+ *
+ * const reason: PoolExhaustedReason = new PoolExhausted("timeout", "No pooled connection was free").reason;
+ * console.log(reason === "queue-full" ? "shed load" : "try again");
+ * ```
  */
 export type PoolExhaustedReason = "timeout" | "queue-full";
 
