@@ -1,0 +1,78 @@
+/**
+ * `deno task compile` makes an `npro` that really is npro. `deno compile` needs Deno's runtime
+ * (denort) for this Deno version: from `DENORT_BIN`, or downloaded earlier into `DENO_DIR`. Where
+ * neither exists (no access to dl.deno.land), the test is ignored, never faked: it is the only
+ * way to tell a real build from a wrong `DENORT_BIN` (the full `deno` binary given as denort
+ * "compiles" into Deno's own CLI, which prints "Usage: deno").
+ */
+import assert from "node:assert/strict";
+import { VERSION } from "../src/cli/version.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+
+/** Where the runtime comes from, or `undefined` when no denort is on this machine. */
+async function findDenort(): Promise<string | undefined> {
+  const fromEnv = Deno.env.get("DENORT_BIN");
+  if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
+  const { stdout } = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json"],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const { denoDir } = JSON.parse(new TextDecoder().decode(stdout)) as { denoDir: string };
+  const zip = `${denoDir}/dl/release/v${Deno.version.deno}/denort-${Deno.build.target}.zip`;
+  try {
+    await Deno.stat(zip);
+    return zip;
+  } catch {
+    return undefined;
+  }
+}
+
+const denort = await findDenort();
+
+Deno.test({
+  name: "deno task compile builds an npro that prints its version and usage (needs a denort)",
+  ignore: denort === undefined,
+  async fn() {
+    const { tasks } = JSON.parse(await Deno.readTextFile(`${root}deno.json`)) as {
+      tasks: Record<string, string>;
+    };
+    const dir = await Deno.makeTempDir();
+    try {
+      // The task's own command, with the output in a temporary directory.
+      const args = tasks.compile!.split(" ").slice(1);
+      const output = args.indexOf("--output");
+      assert.ok(output > 0, tasks.compile);
+      args[output + 1] = `${dir}/npro`;
+      const built = await new Deno.Command(Deno.execPath(), {
+        args,
+        cwd: root,
+        stdout: "piped",
+        stderr: "piped",
+        env: { NO_COLOR: "1" },
+      }).output();
+      assert.equal(built.code, 0, new TextDecoder().decode(built.stderr));
+      const run = async (...cliArgs: string[]) => {
+        const result = await new Deno.Command(`${dir}/npro`, {
+          args: cliArgs,
+          cwd: dir,
+          stdout: "piped",
+          stderr: "piped",
+          env: { NO_COLOR: "1" },
+        }).output();
+        return { code: result.code, out: new TextDecoder().decode(result.stdout) };
+      };
+      const version = await run("--version");
+      assert.equal(version.out.trim(), VERSION, `not npro (was DENORT_BIN "${denort}" a denort?)`);
+      const help = await run("--help");
+      assert.equal(help.code, 0);
+      assert.match(help.out, /^Usage: npro /);
+      const keygen = await run("keygen");
+      assert.equal(keygen.code, 0);
+      assert.match(keygen.out, /^public: /m);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
