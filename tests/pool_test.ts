@@ -38,9 +38,9 @@ interface Recorder {
   release(): void;
 }
 
-function recorder(delayMs = 0): Recorder {
+function recorder(delayMs = 0, standard = true): Recorder {
   const r: Recorder = {
-    dispatcher: registerStandardHandlers(new Dispatcher()),
+    dispatcher: standard ? registerStandardHandlers(new Dispatcher()) : new Dispatcher(),
     executed: new Map(),
     running: 0,
     peakRunning: 0,
@@ -587,4 +587,92 @@ Deno.test("pool: the breaker and the backoff on their own", () => {
   assert.equal(backoffCeiling(4, 1000, 30_000), 8000);
   assert.equal(backoffCeiling(50, 1000, 30_000), 30_000);
   assert.equal(backoffCeiling(5000, 1000, 30_000), 30_000);
+});
+
+Deno.test("pool: a connection that stops answering PINGs fails its check and is never used", async () => {
+  const transport = new MemoryTransport();
+  const r = recorder(0, false);
+  let silent = false;
+  r.dispatcher.register(
+    "PING",
+    (_message, ctx) =>
+      silent
+        ? new Promise<Message>((_, reject) =>
+          ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true })
+        )
+        : { type: "pong" },
+  );
+  await using server = await start(transport, r.dispatcher);
+  await using p = pool(transport, addressOf(server), {
+    healthCheck: { idleMs: 50, intervalMs: 0, timeoutMs: 100 },
+  });
+  const seen = events(p);
+  await p.request(job(1));
+  silent = true;
+  await new Promise((resolve) => setTimeout(resolve, 80));
+  // The check before use times out: that connection is closed, the request goes to a new one.
+  assert.equal((await p.request(job(2), { timeoutMs: 2000 })).type, "custom");
+  assert.equal(p.stats().created, 2);
+  assert.equal(p.stats().retries, 0);
+  assert.equal(r.executed.get("2"), 1);
+  await p.close();
+  await seen.done;
+  const failed = seen.list.filter((e) => e.type === "health-check" && e.error !== undefined);
+  assert.equal(failed.length, 1);
+  assert.ok(seen.list.some((e) => e.type === "retiring" && e.reason === "health-check"));
+});
+
+Deno.test("pool: the [pool] section and its environment variables configure createPool; documented defaults hold", async () => {
+  const { defaultConfig, parseConfig, ConfigError } = await import("../src/config/mod.ts");
+  const defaults = defaultConfig().pool;
+  assert.deepEqual(defaults, {
+    addresses: [],
+    minConnections: 0,
+    maxConnections: 4,
+    maxRequestsPerConnection: 100,
+    idleTimeout: 30_000,
+    maxLifetime: 1_800_000,
+    acquireTimeout: 5000,
+    maxWaiters: 1000,
+    healthCheckIdle: 5000,
+    healthCheckInterval: 30_000,
+    healthCheckTimeout: 2000,
+    breakerThreshold: 5,
+    breakerCooldown: 10_000,
+    breakerMaxCooldown: 60_000,
+    breakerProbes: 1,
+    retryAttempts: 3,
+  });
+  const transport = new MemoryTransport();
+  const r = recorder(5);
+  await using server = await start(transport, r.dispatcher);
+  const config = parseConfig("[transport]\nencryption_enabled = false\n[pool]\nmax_waiters = 1\n", {
+    env: {
+      NETWORK_PROTOCOL_POOL_ADDRESSES: addressOf(server),
+      NETWORK_PROTOCOL_POOL_MAX_CONNECTIONS: "1",
+      NETWORK_PROTOCOL_POOL_MAX_REQUESTS_PER_CONNECTION: "2",
+    },
+  });
+  assert.deepEqual(config.pool.addresses, [addressOf(server)]);
+  await using p = createPool({ config, transport });
+  await p.request(job(100));
+  const results = await Promise.all(
+    Array.from({ length: 4 }, (_, i) => p.request(job(i)).catch((e) => e)),
+  );
+  // Two in flight on the one connection, one waiter, and the fourth refused at once.
+  assert.equal(results.filter((x) => x instanceof PoolExhausted).length, 1);
+  assert.equal(p.stats().created, 1);
+  // The rules between keys.
+  assert.throws(
+    () => parseConfig("[pool]\nmin_connections = 5\nmax_connections = 2\n"),
+    (e) => e instanceof ConfigError && /pool\.min_connections "5" must not exceed/.test(e.message),
+  );
+  assert.throws(
+    () => parseConfig('[pool]\naddresses = ["nohost"]\n'),
+    (e) => e instanceof ConfigError && /pool\.addresses: must be host:port/.test(e.message),
+  );
+  assert.throws(
+    () => parseConfig("[pool]\nbreaker_cooldown = 5000\nbreaker_max_cooldown = 1000\n"),
+    (e) => e instanceof ConfigError && /pool\.breaker_max_cooldown "1000"/.test(e.message),
+  );
 });
