@@ -510,6 +510,7 @@ class ConnectionPool implements Pool {
   readonly #events = new PoolEvents();
   readonly #slots = new Set<Slot>();
   readonly #waiters = new Set<Waiter>();
+  #leaseWaiters = 0;
   readonly #tasks = new Set<Promise<void>>();
   readonly #abort = new AbortController();
   readonly #signal: AbortSignal | undefined;
@@ -851,7 +852,7 @@ class ConnectionPool implements Pool {
       const settle = (): void => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
-        this.#waiters.delete(waiter);
+        if (this.#waiters.delete(waiter) && lease) this.#leaseWaiters--;
       };
       const waiter: Waiter = {
         lease,
@@ -873,6 +874,7 @@ class ConnectionPool implements Pool {
       const timer = setTimeout(() => waiter.reject(this.#exhausted(Math.round(waitMs))), waitMs);
       signal?.addEventListener("abort", onAbort, { once: true });
       this.#waiters.add(waiter);
+      if (lease) this.#leaseWaiters++;
       this.#dispatch();
     });
   }
@@ -949,6 +951,8 @@ class ConnectionPool implements Pool {
     for (const waiter of this.#waiters) {
       const slot = this.#reserve(waiter.lease);
       if (slot !== undefined) waiter.resolve(slot);
+      // No room for a request means no room for any later one (a lease needs more).
+      else if (!waiter.lease) break;
     }
     if (this.#waiters.size === 0) return;
     this.#grow();
@@ -988,8 +992,7 @@ class ConnectionPool implements Pool {
 
   /** Opens connections for the waiters left: one per lease, one per `maxRequestsPerConnection`. */
   #grow(): void {
-    let leases = 0;
-    for (const waiter of this.#waiters) if (waiter.lease) leases++;
+    const leases = this.#leaseWaiters;
     const requests = this.#waiters.size - leases;
     const wanted = leases + Math.ceil(requests / this.#perConnection);
     while (this.#opening < wanted && this.#slots.size + this.#opening < this.#max) {
