@@ -365,8 +365,25 @@ interface ServeArgs extends TlsOptionValues {
 async function serveCommand(values: ServeArgs): Promise<number> {
   const config = withTlsFlags(await loadFor(values), tlsArgs(values), "server");
   await using _logging = await setupLogging(config.logging);
-  const dispatcher = registerStandardHandlers(new Dispatcher());
   const controller = new AbortController();
+  // Listen for signals before anything is printed: a supervisor that reads the "listening"
+  // line and stops the daemon at once must get a graceful stop, not the default kill.
+  const stop = () => controller.abort();
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  for (const signal of signals) Deno.addSignalListener(signal, stop);
+  try {
+    return await runServer(config, values, controller);
+  } finally {
+    for (const signal of signals) Deno.removeSignalListener(signal, stop);
+  }
+}
+
+async function runServer(
+  config: NetworkConfig,
+  values: ServeArgs,
+  controller: AbortController,
+): Promise<number> {
+  const dispatcher = registerStandardHandlers(new Dispatcher());
   const server = await serve({
     config,
     ...(values.address === undefined ? {} : { address: values.address }),
@@ -385,14 +402,7 @@ async function serveCommand(values: ServeArgs): Promise<number> {
   } else {
     out("npro: encryption is disabled: traffic is NOT protected");
   }
-  const stop = () => controller.abort();
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  for (const signal of signals) Deno.addSignalListener(signal, stop);
-  try {
-    await server.closed();
-  } finally {
-    for (const signal of signals) Deno.removeSignalListener(signal, stop);
-  }
+  await server.closed();
   out("npro: stopped");
   return 0;
 }
