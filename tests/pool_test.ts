@@ -676,3 +676,15 @@ Deno.test("pool: the [pool] section and its environment variables configure crea
     (e) => e instanceof ConfigError && /pool\.breaker_max_cooldown "1000"/.test(e.message),
   );
 });
+
+Deno.test("pool: minConnections are opened at once and replaced when the server closes them", async () => {
+  const transport = new MemoryTransport();
+  const r = recorder();
+  await using server = await start(transport, r.dispatcher);
+  await using p = pool(transport, addressOf(server), { minConnections: 2, maxConnections: 3 });
+  await waitFor(() => p.stats().open === 2, 2000, "two connections");
+  for (const connection of server.connections) await connection.close();
+  await waitFor(() => p.stats().created === 4 && p.stats().open === 2, 2000, "two new ones");
+  assert.equal((await p.request(job(1))).type, "custom");
+  assert.equal(p.stats().open, 2);
+});

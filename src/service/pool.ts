@@ -664,6 +664,8 @@ class ConnectionPool implements Pool {
     );
     const tickMs = Math.max(10, Math.min(1000, ...periods.map((v) => v / 4)));
     this.#tick = setInterval(() => this.#maintain(), tickMs);
+    // The timer alone does not keep the process alive: connections and waiters do.
+    Deno.unrefTimer(this.#tick);
     this.#signal = signal;
     this.#onAbort = () => void this.close();
     if (signal?.aborted) {
