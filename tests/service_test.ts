@@ -736,8 +736,9 @@ Deno.test("compression is negotiated end to end and used only when both sides en
         assert.equal(replied, undefined);
       } else {
         assert.equal(sent!.algorithm, algorithm);
-        assert.equal(sent!.stats.compressed, 1);
-        assert.equal(replied!.stats.compressed, 1);
+        // The text (about 100 KB) travels in two fragments, each compressed as an entry.
+        assert.equal(sent!.stats.compressed, 2);
+        assert.equal(replied!.stats.compressed, 2);
         assert.ok(replied!.stats.bytesOut < replied!.stats.bytesIn / 2);
       }
     });

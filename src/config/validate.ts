@@ -430,16 +430,6 @@ const RULES: readonly Rule[] = [
         : undefined,
   },
   {
-    needs: ["multiplex.frame_size", "transport.max_payload_size"],
-    check: ({ multiplex: m, transport: t }) =>
-      m.frameSize > t.maxPayloadSize
-        ? [
-          "multiplex.frame_size",
-          `multiplex.frame_size "${m.frameSize}" must not exceed transport.max_payload_size "${t.maxPayloadSize}"`,
-        ]
-        : undefined,
-  },
-  {
     needs: ["pool.min_connections", "pool.max_connections"],
     check: ({ pool: p }) =>
       p.minConnections > p.maxConnections

@@ -120,6 +120,16 @@ export class RecordDecoder {
   }
 
   /**
+   * The decoded messages not taken yet, in order: a copy (GOAWAY looks for the highest request
+   * id already received).
+   *
+   * @returns The messages.
+   */
+  peekPending(): Message[] {
+    return this.#queue.slice(this.#index);
+  }
+
+  /**
    * Opens and decodes `packets` from `start` on, at most {@linkcode RECORDS_PER_TURN} of them,
    * queueing their messages.
    *

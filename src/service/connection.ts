@@ -216,7 +216,7 @@ export class Connection implements AsyncDisposable {
     this.#maxViolations = limits.maxProtocolViolations;
     this.#role = options.role;
     this.#multiplex = (session.features & FEATURE_MULTIPLEX) !== 0;
-    this.#streamSettings = limits.streams;
+    this.#streamSettings = limits.streams; // the frame may shrink below, to the send limit
     this.#maxInbound = maxPayload - (session.channel === null ? 0 : RECORD_OVERHEAD);
     // One object answers every part's calls, with its methods on the prototype: no closure per
     // connection and part (idle connections are many; see docs/PERFORMANCE.md, idle memory).
@@ -243,13 +243,19 @@ export class Connection implements AsyncDisposable {
       ),
       compressor: options.compressor,
     });
+    // A frame (a fragment chunk, a stream chunk) always fits in a packet of the send limit,
+    // however small the peer's max_message: at most half of the largest message.
+    const frame = Math.min(limits.streams.frameSize, Math.floor(this.#encoder.maxMessageSize / 2));
+    if (frame < limits.streams.frameSize) {
+      this.#streamSettings = { ...limits.streams, frameSize: frame };
+    }
     this.#outbox = new Outbox({
       conn,
       encoder: this.#encoder,
       maxBytes: this.#maxOutbound,
       host: hooks,
       // A peer that did not negotiate multiplexing gets every message whole.
-      frameSize: this.#multiplex ? limits.streams.frameSize : Infinity,
+      frameSize: this.#multiplex ? this.#streamSettings.frameSize : Infinity,
     });
     this.#hasPing = this.#dispatcher?.has("PING") ?? false;
 
@@ -636,9 +642,15 @@ export class Connection implements AsyncDisposable {
     }
     const started = performance.now();
     if (this.#multiplex && this.#goAwaySent === undefined) {
+      // Every request already received is processed: the routed ones and those decoded but not
+      // handled yet (capacity ran out).
+      let lastRequest = this.#lastRequestId;
+      for (const message of this.#decoder.peekPending()) {
+        if (message.type === "request" && message.id > lastRequest) lastRequest = message.id;
+      }
       const goAway: GoAwayMessage = {
         type: "goaway",
-        lastRequest: this.#lastRequestId,
+        lastRequest,
         lastStream: this.#streamTable?.goAwaySent() ?? 0,
         code,
         reason: closeReason(reason),
