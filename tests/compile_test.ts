@@ -52,7 +52,14 @@ Deno.test({
         stderr: "piped",
         env: { NO_COLOR: "1" },
       }).output();
-      assert.equal(built.code, 0, new TextDecoder().decode(built.stderr));
+      const listing = new TextDecoder().decode(built.stdout) +
+        new TextDecoder().decode(built.stderr);
+      assert.equal(built.code, 0, listing);
+      // Test-only and benchmark-only packages stay out of the binary.
+      for (const name of ["fast-check", "libp2p", "chainsafe"]) {
+        assert.ok(!listing.includes(name), `the binary embeds ${name}:\n${listing}`);
+      }
+      assert.match(listing, /commander/, "the compile listing changed: this check is blind");
       const run = async (...cliArgs: string[]) => {
         const result = await new Deno.Command(`${dir}/npro`, {
           args: cliArgs,
