@@ -351,7 +351,9 @@ async function runLibrary(measure: Measure): Promise<Figure> {
       case "hol":
         return await headOfLine(client);
       case "pool64":
-        return await pooledRequests();
+        return await pooledRequests(measure, POOL_CONNECTIONS);
+      case "pool64x1":
+        return await pooledRequests(measure, 1);
       default:
         throw new TypeError(`Cannot run measure "${measure}" here`);
     }
@@ -364,27 +366,28 @@ async function runLibrary(measure: Measure): Promise<Figure> {
 const POOL_CONNECTIONS = 4;
 
 /**
- * `pool64`: the `request64` load (64 B numbered requests, 2048 to 4096 pending) through a pool
- * of {@linkcode POOL_CONNECTIONS} connections, opened before the measure.
+ * `pool64` and `pool64x1`: the `request64` load (64 B numbered requests, 2048 to 4096 pending)
+ * through a pool of `connections` connections, opened before the measure (`pool64x1`, one
+ * connection, is the pool's own cost; `pool64` adds the split over several connections).
  */
-async function pooledRequests(): Promise<Figure> {
+async function pooledRequests(measure: Measure, connections: number): Promise<Figure> {
   const { address: _, ...options } = libraryOptions();
   await using pool = createPool({
     ...options,
     address,
-    minConnections: POOL_CONNECTIONS,
-    maxConnections: POOL_CONNECTIONS,
-    maxRequestsPerConnection: 4096 / POOL_CONNECTIONS,
+    minConnections: connections,
+    maxConnections: connections,
+    maxRequestsPerConnection: 4096 / connections,
     maxWaiters: 4096,
     healthCheck: { idleMs: 0, intervalMs: 0 },
   });
   const started = performance.now();
-  while (pool.stats().open < POOL_CONNECTIONS) {
+  while (pool.stats().open < connections) {
     if (performance.now() - started > 10_000) throw new Error("The pool did not open in 10 s");
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
   const { rate, count } = await libraryRequests(pool, custom("E", 64), 4096);
-  return { measure: "pool64", value: rate, unit: "msg/s", count };
+  return { measure, value: rate, unit: "msg/s", count };
 }
 
 /** One stream, 64 KiB writes back to back: MB/s of bytes the server's window let through. */

@@ -37,6 +37,7 @@ export type Measure =
   | "stream64k"
   | "hol"
   | "pool64"
+  | "pool64x1"
   | "handshakes"
   | "handshakes-resumed"
   | "idle";
