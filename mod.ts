@@ -102,6 +102,7 @@ export type {
   StreamWindowMessage,
   TicketMessage,
   UnknownMessage,
+  WindowMessage,
 } from "./src/core/message.ts";
 
 // Errors.
