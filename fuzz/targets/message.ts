@@ -21,6 +21,7 @@ const target: FuzzTarget = {
       { type: "stream_end", id: 1 },
       { type: "stream_reset", id: 3, code: 1 },
       { type: "goaway", lastRequest: 7, lastStream: 3, code: 1, reason: "bye" },
+      { type: "window", delta: 131072 },
     ]),
     encodeBatch([
       { type: "ping" },
