@@ -369,6 +369,8 @@ interface Slot {
   retiring: boolean;
   closing: boolean;
   lastUsed: number;
+  /** Ends a request on this connection and passes its reply on (one function per connection). */
+  readonly onReply: (reply: Message) => Message;
 }
 
 interface Waiter {
@@ -705,10 +707,7 @@ class ConnectionPool implements Pool {
     if (slot !== undefined) {
       if (!this.#checkDue(slot) && !slot.connection.isClosed && !slot.connection.goingAway) {
         return slot.connection.request(message, options).then(
-          (reply) => {
-            this.#finished(slot);
-            return reply;
-          },
+          slot.onReply,
           (error) => {
             this.#finished(slot);
             if (!this.#retryable(error, 1, options.signal)) throw error;
@@ -1110,6 +1109,10 @@ class ConnectionPool implements Pool {
       retiring: false,
       closing: false,
       lastUsed: now,
+      onReply: (reply) => {
+        this.#finished(slot);
+        return reply;
+      },
     };
     this.#slots.add(slot);
     state.slots.add(slot);
