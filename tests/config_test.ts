@@ -78,6 +78,8 @@ Deno.test("defaults match the design and are fresh copies", () => {
     handshakeRatePerAddress: 100,
     maxProtocolViolations: 16,
     maxConnectionAge: 0,
+    proxyProtocol: false,
+    trustedProxies: [],
   });
   assert.deepEqual(config.client, {
     address: "127.0.0.1:9000",
@@ -851,6 +853,9 @@ const VALID_CONFIG: fc.Arbitrary<NetworkConfig> = fc.record({
     handshakeRatePerAddress: fc.integer({ min: 0, max: 1_000_000 }),
     maxProtocolViolations: fc.integer({ min: 0, max: 1_000_000 }),
     maxConnectionAge: fc.constant(defaultConfig().server.maxConnectionAge),
+    // The PROXY protocol needs the TCP transport and a trusted proxy: off, with some ranges.
+    proxyProtocol: fc.constant(false),
+    trustedProxies: fc.constantFrom<string[]>([], ["127.0.0.1"], ["10.0.0.0/8", "::1"]),
   }, { noNullPrototype: true }),
   client: fc.record({
     address: fc.constantFrom("127.0.0.1:9000", "[::1]:1", "localhost:8080"),

@@ -165,6 +165,22 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
         "Drain a connection (GOAWAY, then CLOSE 1) after about this long, so that clients move to new servers; 0 keeps connections.",
       readBy: [DAEMON],
     },
+    proxyProtocol: {
+      kind: "boolean",
+      default: false,
+      description:
+        "Read a PROXY v1/v2 header from every connection (within connection_timeout); its client address is the one logs, limits and handlers see.",
+      readBy: [DAEMON],
+    },
+    trustedProxies: {
+      kind: "strings",
+      default: [],
+      unique: true,
+      itemBytes: { min: 1, max: 64 },
+      description:
+        'Addresses and CIDR ranges ("10.0.0.0/8", "::1") allowed to connect with proxy_protocol; others are refused.',
+      readBy: [DAEMON],
+    },
   },
   client: {
     address: {

@@ -63,6 +63,14 @@ export interface ServerConfig {
    * 0 disables.
    */
   maxConnectionAge: number;
+  /**
+   * Read a PROXY protocol header (v1 or v2) at the start of every connection, within
+   * `connectionTimeout`: the client address it names is the one that logs, per-address limits and
+   * handlers see. Only `trustedProxies` may connect; a connection without a valid header is closed.
+   */
+  proxyProtocol: boolean;
+  /** Addresses and CIDR ranges allowed to connect and send a PROXY header (`proxyProtocol`). */
+  trustedProxies: string[];
 }
 
 /** The `[client]` section. Durations are milliseconds. */

@@ -6,7 +6,9 @@
  */
 
 import { isKeyText } from "../secure/keys.ts";
+import { TrustedProxies } from "../transport/proxy_protocol.ts";
 import { TRANSPORT_KINDS, type TransportKind } from "../transport/types.ts";
+import { errorMessage } from "../util/error_message.ts";
 import { checkAddress, checkHost } from "./address.ts";
 import { defaultConfig } from "./defaults.ts";
 import { isPlainTable } from "./layers.ts";
@@ -169,6 +171,30 @@ interface Rule {
 
 /** Every rule between keys. Everything else is checked from the schema table. */
 const RULES: readonly Rule[] = [
+  {
+    needs: ["server.trusted_proxies", "transport.kind"],
+    check: (config) => {
+      const s = config.server;
+      if (s.proxyProtocol && config.transport.kind !== "tcp") {
+        return [
+          "server.proxy_protocol",
+          `server.proxy_protocol works with the "tcp" transport only, not "${config.transport.kind}"`,
+        ];
+      }
+      if (s.proxyProtocol && s.trustedProxies.length === 0) {
+        return [
+          "server.trusted_proxies",
+          "server.trusted_proxies must list the proxies' addresses when server.proxy_protocol is true",
+        ];
+      }
+      try {
+        new TrustedProxies(s.trustedProxies);
+        return undefined;
+      } catch (error) {
+        return ["server.trusted_proxies", `server.trusted_proxies: ${errorMessage(error)}`];
+      }
+    },
+  },
   {
     needs: ["client.max_reconnect_attempts"],
     check: ({ client: c }) =>

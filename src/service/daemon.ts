@@ -16,11 +16,13 @@ import { initCrypto } from "../secure/default_provider.ts";
 import { generateKeyPair } from "../secure/keys.ts";
 import { resolveServerPolicy, type ServerSecurityOptions } from "../secure/policy.ts";
 import { formatAddr } from "../transport/address.ts";
+import { ProxiedConn } from "../transport/proxied_conn.ts";
+import { readProxyHeader, TrustedProxies } from "../transport/proxy_protocol.ts";
 import type { TlsServerOptions } from "../transport/tls.ts";
 import { takePeerAuthorization } from "../transport/tls_node.ts";
 import type { Listener, Transport } from "../transport/types.ts";
 import { transportFromConfig } from "./transport_config.ts";
-import { HandshakeAdmission } from "./admission.ts";
+import { type AdmissionVerdict, HandshakeAdmission } from "./admission.ts";
 import { Connection } from "./connection.ts";
 import { multiplexFromConfig, type MultiplexOptions } from "./connection_options.ts";
 import { peerEvents } from "../log_budget.ts";
@@ -189,6 +191,8 @@ class DaemonServer implements Server {
   readonly #connections = new Set<Connection>();
   readonly #handshaking = new Set<Deno.Conn>();
   readonly #admission: HandshakeAdmission;
+  /** `server.proxy_protocol`: who may connect and send a PROXY header (undefined: off). */
+  readonly #proxies: TrustedProxies | undefined;
   /** One task per accepted connection, from its handshake to its close. */
   readonly #tasks = new Set<Promise<void>>();
   #stopping = false;
@@ -220,6 +224,9 @@ class DaemonServer implements Server {
       rate: config.server.handshakeRate,
       ratePerAddress: config.server.handshakeRatePerAddress,
     });
+    this.#proxies = config.server.proxyProtocol
+      ? new TrustedProxies(config.server.trustedProxies)
+      : undefined;
     this.publicKey = security.encryption === false ? undefined : security.staticKey?.publicKey;
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#multiplex = multiplexFromConfig(config);
@@ -291,10 +298,14 @@ class DaemonServer implements Server {
         continue;
       }
       const total = this.#connections.size + this.#handshaking.size;
+      // Behind a proxy every connection comes from the proxy: the per-address rate applies to
+      // the client its PROXY header names, once read (in #serveOne).
       const verdict = total >= maxConnections
         ? "connection limit"
         : this.#handshaking.size >= maxHandshakes
         ? "handshake limit"
+        : this.#proxies !== undefined
+        ? (isTrusted(this.#proxies, conn.remoteAddr) ? "ok" : "untrusted proxy")
         : this.#admission.admit(conn.remoteAddr);
       // Past the server-wide rate a connection waits for its turn (in a handshake slot);
       // past its address's rate, or a count limit, it is refused.
@@ -322,11 +333,28 @@ class DaemonServer implements Server {
     }
   }
 
-  async #serveOne(conn: Deno.Conn, mustWait: boolean): Promise<void> {
+  async #serveOne(socket: Deno.Conn, mustWait: boolean): Promise<void> {
     const server = this.#config.server;
-    this.#handshaking.add(conn);
+    this.#handshaking.add(socket);
+    let conn = socket;
+    if (this.#proxies !== undefined) {
+      const proxied = await this.#readProxyHeader(socket);
+      if (proxied === undefined) {
+        this.#handshaking.delete(socket);
+        closeQuietly(socket);
+        return;
+      }
+      conn = proxied;
+      const verdict = this.#admitProxied(proxied);
+      if (verdict === "address rate") {
+        this.#handshaking.delete(socket);
+        closeQuietly(socket);
+        return;
+      }
+      mustWait = verdict === "server rate";
+    }
     if (mustWait && !(await this.#awaitHandshakeTurn())) {
-      this.#handshaking.delete(conn);
+      this.#handshaking.delete(socket);
       closeQuietly(conn);
       return;
     }
@@ -354,7 +382,7 @@ class DaemonServer implements Server {
       closeQuietly(conn);
       return;
     } finally {
-      this.#handshaking.delete(conn);
+      this.#handshaking.delete(socket);
     }
     if (this.#stopping) {
       closeQuietly(conn);
@@ -394,6 +422,43 @@ class DaemonServer implements Server {
         log.info("Connection {id} closed: {error}", { id: connection.id, error: error.message });
       }
     });
+  }
+
+  /**
+   * Reads the PROXY header of a connection from a trusted proxy, within
+   * `server.connection_timeout`: the connection as the client the header names, or `undefined`
+   * (logged, within the log budget) when the header is missing, malformed or late.
+   */
+  async #readProxyHeader(socket: Deno.Conn): Promise<ProxiedConn | undefined> {
+    try {
+      const { header, rest } = await readProxyHeader(socket, {
+        timeoutMs: this.#config.server.connectionTimeout,
+      });
+      return new ProxiedConn(socket, header, rest);
+    } catch (error) {
+      if (peerEvents.allow("refused PROXY header")) {
+        log.warn("Refused the PROXY header from {peer}: {error}", {
+          peer: safeAddr(socket),
+          error: errorMessage(error),
+        });
+      }
+      return undefined;
+    }
+  }
+
+  /**
+   * The per-address handshake rate, for the client a PROXY header named (a refusal is logged
+   * within the log budget).
+   */
+  #admitProxied(conn: ProxiedConn): AdmissionVerdict {
+    const verdict = this.#admission.admit(conn.remoteAddr);
+    if (verdict === "address rate" && peerEvents.allow("refused connection (address rate)")) {
+      log.warn("Refused a connection from {peer} (address rate) through {proxy}", {
+        peer: safeAddr(conn),
+        proxy: formatAddr(conn.socketAddr),
+      });
+    }
+    return verdict;
   }
 
   /**
@@ -439,6 +504,11 @@ class DaemonServer implements Server {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
   }
+}
+
+/** Whether a socket's peer is one of the trusted proxies (an IP address in a trusted range). */
+function isTrusted(proxies: TrustedProxies, addr: Deno.Addr): boolean {
+  return addr.transport === "tcp" && proxies.has(addr.hostname);
 }
 
 function safeAddr(conn: Deno.Conn): string {

@@ -72,6 +72,7 @@ export {
   readProxyHeader,
   TrustedProxies,
 } from "./proxy_protocol.ts";
+export { ProxiedConn } from "./proxied_conn.ts";
 export type {
   ProxyHeader,
   ProxyHeaderDecoderOptions,
