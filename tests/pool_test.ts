@@ -688,3 +688,27 @@ Deno.test("pool: minConnections are opened at once and replaced when the server 
   assert.equal((await p.request(job(1))).type, "custom");
   assert.equal(p.stats().open, 2);
 });
+
+Deno.test("pool: with session resumption, a replaced connection resumes (one ticket store for the pool)", async () => {
+  const transport = new MemoryTransport();
+  const config: NetworkConfigInput = { security: { resumption: true } };
+  await using server = await serve(
+    { address: "127.0.0.1:0", transport, config },
+    registerStandardHandlers(new Dispatcher()),
+  );
+  await using p = createPool({
+    address: addressOf(server),
+    transport,
+    config,
+    security: { serverKeys: [server.publicKey!] },
+    maxConnections: 1,
+  });
+  const first = await p.acquire();
+  assert.notEqual(first.connection.session.resumed, true);
+  await first.connection.request({ type: "ping" });
+  first.destroy();
+  await waitFor(() => p.stats().open === 0, 2000, "the first connection to close");
+  await using second = await p.acquire();
+  assert.equal(second.connection.session.resumed, true);
+  assert.equal(p.stats().created, 2);
+});

@@ -18,6 +18,7 @@ import type { Connection } from "./connection.ts";
 import type { RequestOptions } from "./connection_options.ts";
 import { CircuitOpen, PoolExhausted, type PoolExhaustedReason } from "./pool_errors.ts";
 import { withAddress } from "./session.ts";
+import { type ClientResumption, SessionTicketStore } from "../secure/session_ticket.ts";
 
 const log = logger("pool");
 
@@ -499,6 +500,9 @@ export function createPool(options: PoolOptions = {}): Pool {
 class ConnectionPool implements Pool {
   readonly #config: NetworkConfig;
   readonly #connectOptions: Omit<ConnectOptions, "address" | "autoReconnect" | "signal">;
+  /** Session resumption shared by every connection (tickets kept per address, or as given). */
+  readonly #resumption: ClientResumption | undefined;
+  readonly #ticketPerAddress: boolean;
   readonly #states: AddressState[];
   readonly #min: number;
   readonly #max: number;
@@ -573,6 +577,14 @@ class ConnectionPool implements Pool {
     for (const a of addresses) withAddress(config, "client", a);
     this.#config = config;
     this.#connectOptions = { ...connectOptions, config };
+    // With `security.resumption` on, one ticket store serves every connection of the pool, so a
+    // replaced connection (lifetime, idle, failover back) resumes instead of a full handshake.
+    const explicitResumption = connectOptions.security?.resumption;
+    this.#ticketPerAddress = explicitResumption === undefined;
+    this.#resumption = explicitResumption ??
+      (config.security.resumption && config.transport.encryptionEnabled
+        ? { store: new SessionTicketStore(), name: "" }
+        : undefined);
     this.#max = count("maxConnections", maxConnections, p.maxConnections, 1);
     this.#min = count("minConnections", minConnections, p.minConnections, 0);
     if (this.#min > this.#max) {
@@ -1062,8 +1074,15 @@ class ConnectionPool implements Pool {
     this.#events.emit({ type: "connecting", address: state.address, probe });
     let client: Client | undefined;
     try {
+      const resumption = this.#resumption === undefined ? undefined : {
+        store: this.#resumption.store,
+        name: this.#ticketPerAddress ? state.address : this.#resumption.name,
+      };
       client = await connect({
         ...this.#connectOptions,
+        ...(resumption === undefined
+          ? {}
+          : { security: { ...this.#connectOptions.security, resumption } }),
         address: state.address,
         autoReconnect: false,
         signal: this.#abort.signal,
