@@ -162,6 +162,7 @@ export {
   validateConfig,
 } from "./src/config/mod.ts";
 export type {
+  AdminConfig,
   ClientConfig,
   CompressionConfig,
   ConfigEnv,

@@ -80,6 +80,7 @@ Deno.test("defaults match the design and are fresh copies", () => {
     maxConnectionAge: 0,
     proxyProtocol: false,
     trustedProxies: [],
+    drainGrace: 0,
   });
   assert.deepEqual(config.client, {
     address: "127.0.0.1:9000",
@@ -856,6 +857,7 @@ const VALID_CONFIG: fc.Arbitrary<NetworkConfig> = fc.record({
     // The PROXY protocol needs the TCP transport and a trusted proxy: off, with some ranges.
     proxyProtocol: fc.constant(false),
     trustedProxies: fc.constantFrom<string[]>([], ["127.0.0.1"], ["10.0.0.0/8", "::1"]),
+    drainGrace: fc.integer({ min: 0, max: 600_000 }),
   }, { noNullPrototype: true }),
   client: fc.record({
     address: fc.constantFrom("127.0.0.1:9000", "[::1]:1", "localhost:8080"),
@@ -918,6 +920,9 @@ const VALID_CONFIG: fc.Arbitrary<NetworkConfig> = fc.record({
   }, { noNullPrototype: true }),
   multiplex: fc.constant(defaultConfig().multiplex),
   pool: fc.constant(defaultConfig().pool),
+  admin: fc.record({
+    address: fc.constantFrom("", "127.0.0.1:9100", "[::1]:0"),
+  }, { noNullPrototype: true }),
   logging: fc.record({
     appName: fc.string({ unit: "binary", minLength: 1, maxLength: 32 }),
     logLevel: fc.constantFrom(

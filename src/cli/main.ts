@@ -360,6 +360,7 @@ interface ClientArgs extends TlsOptionValues {
 interface ServeArgs extends TlsOptionValues {
   config?: string;
   address?: string;
+  admin?: string;
 }
 
 async function serveCommand(values: ServeArgs): Promise<number> {
@@ -387,9 +388,17 @@ async function runServer(
   const server = await serve({
     config,
     ...(values.address === undefined ? {} : { address: values.address }),
-    signal: controller.signal,
+    ...(values.admin === undefined ? {} : { admin: { address: values.admin } }),
   }, dispatcher);
+  // A signal drains: /readyz turns 503, the daemon keeps accepting for server.drain_grace, then
+  // shuts down gracefully (docs/DEPLOYMENT.md).
+  const drain = () => void server.drain();
+  if (controller.signal.aborted) drain();
+  else controller.signal.addEventListener("abort", drain, { once: true });
   out(`npro: listening on ${formatAddr(server.addr)} (${config.transport.kind}, pid ${Deno.pid})`);
+  if (server.adminAddr !== undefined) {
+    out(`npro: health endpoint http://${formatAddr(server.adminAddr)}/readyz`);
+  }
   if (config.transport.kind === "tls") {
     const t = config.transport;
     out(
@@ -668,7 +677,11 @@ options. Environment: NETWORK_PROTOCOL_<SECTION>_<KEY> overrides any configurati
     "Run the daemon (default 127.0.0.1:9000, TCP, Noise XX, PING and ECHO handlers)",
   )
     .option("--config <path>", "TOML configuration (also NETWORK_PROTOCOL_<SECTION>_<KEY>)")
-    .option("--address <addr>", "listen address: host:port, [v6]:port, or a socket path");
+    .option("--address <addr>", "listen address: host:port, [v6]:port, or a socket path")
+    .option(
+      "--admin <addr>",
+      "health endpoint (GET /livez, /readyz) on host:port; SIGTERM then drains (admin.address)",
+    );
   addTlsOptions(serveCmd, "server").action(run("serve", (o: ServeArgs) => serveCommand(o)));
 
   const pingCmd = addClientOptions(

@@ -42,6 +42,7 @@ export { exampleConfig, stringifyConfig } from "./example.ts";
 export { validateConfig } from "./validate.ts";
 export { configWarnings } from "./warnings.ts";
 export type {
+  AdminConfig,
   ClientConfig,
   CompressionConfig,
   ConfigEnv,

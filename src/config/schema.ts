@@ -181,6 +181,16 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
         'Addresses and CIDR ranges ("10.0.0.0/8", "::1") allowed to connect with proxy_protocol; others are refused.',
       readBy: [DAEMON],
     },
+    drainGrace: {
+      kind: "integer",
+      default: 0,
+      min: 0,
+      max: 600_000,
+      unit: "ms",
+      description:
+        "On a drain (SIGTERM), /readyz says not ready this long while the daemon still accepts, so that a balancer stops first.",
+      readBy: [DAEMON],
+    },
   },
   client: {
     address: {
@@ -781,6 +791,15 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       readBy: [POOL],
     },
   },
+  admin: {
+    address: {
+      kind: "string",
+      default: "",
+      length: { min: 0, max: 300 },
+      description: 'host:port of the HTTP health endpoint (/livez, /readyz) of serve(); "" is off.',
+      readBy: [DAEMON],
+    },
+  },
   logging: {
     appName: {
       kind: "string",
@@ -834,6 +853,7 @@ export const SECTION_DOCS: Readonly<Record<SectionName, string>> = {
   compression: "Payload compression: negotiated, per message, applied before encryption.",
   multiplex: "Fragmentation of large messages and streams with flow control.",
   pool: "The connection pool (createPool). Durations are milliseconds.",
+  admin: "The health endpoint of the daemon (off unless an address is set).",
   logging: "Logging of the npro CLI (the library itself never configures logging).",
 };
 

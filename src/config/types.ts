@@ -71,6 +71,31 @@ export interface ServerConfig {
   proxyProtocol: boolean;
   /** Addresses and CIDR ranges allowed to connect and send a PROXY header (`proxyProtocol`). */
   trustedProxies: string[];
+  /**
+   * On a drain (`Server.drain()`, SIGTERM to `npro serve`): how long `/readyz` reports not ready
+   * while the daemon still accepts, so that a load balancer stops sending first; 0: at once.
+   */
+  drainGrace: number;
+}
+
+/**
+ * The `[admin]` section: the health endpoint of {@linkcode serve} (docs/DEPLOYMENT.md).
+ *
+ * @example Turn the health endpoint on
+ * ```ts
+ * import { createConfig } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const config = createConfig({ admin: { address: "127.0.0.1:9100" } });
+ * assert.equal(config.admin.address, "127.0.0.1:9100");
+ * ```
+ */
+export interface AdminConfig {
+  /**
+   * `host:port` of the HTTP health endpoint (`/livez`, `/readyz`), on its own port with its own
+   * `--allow-net`; empty: off.
+   */
+  address: string;
 }
 
 /** The `[client]` section. Durations are milliseconds. */
@@ -307,6 +332,8 @@ export interface NetworkConfig {
   multiplex: MultiplexConfig;
   /** The connection pool. */
   pool: PoolConfig;
+  /** The health endpoint. */
+  admin: AdminConfig;
   /** Logging (CLI). */
   logging: LoggingConfig;
 }

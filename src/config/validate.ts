@@ -6,6 +6,7 @@
  */
 
 import { isKeyText } from "../secure/keys.ts";
+import { parseHostPort } from "../transport/address.ts";
 import { TrustedProxies } from "../transport/proxy_protocol.ts";
 import { TRANSPORT_KINDS, type TransportKind } from "../transport/types.ts";
 import { errorMessage } from "../util/error_message.ts";
@@ -171,6 +172,22 @@ interface Rule {
 
 /** Every rule between keys. Everything else is checked from the schema table. */
 const RULES: readonly Rule[] = [
+  {
+    needs: ["admin.address"],
+    check: ({ admin }) => {
+      if (admin.address === "") return undefined;
+      try {
+        const { port } = parseHostPort(admin.address);
+        if (port === undefined) throw new TypeError("no port");
+        return undefined;
+      } catch {
+        return [
+          "admin.address",
+          `admin.address "${admin.address}" must be "host:port" or "[ipv6]:port" (or empty: off)`,
+        ];
+      }
+    },
+  },
   {
     needs: ["server.trusted_proxies", "transport.kind"],
     check: (config) => {

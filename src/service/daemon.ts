@@ -15,7 +15,7 @@ import { CloseCode } from "../secure/channel.ts";
 import { initCrypto } from "../secure/default_provider.ts";
 import { generateKeyPair } from "../secure/keys.ts";
 import { resolveServerPolicy, type ServerSecurityOptions } from "../secure/policy.ts";
-import { formatAddr } from "../transport/address.ts";
+import { formatAddr, parseHostPort } from "../transport/address.ts";
 import { ProxiedConn } from "../transport/proxied_conn.ts";
 import { readProxyHeader, TrustedProxies } from "../transport/proxy_protocol.ts";
 import type { TlsServerOptions } from "../transport/tls.ts";
@@ -60,6 +60,11 @@ export interface ServeOptions {
   compression?: CompressionSettings;
   /** Aborting it starts a graceful shutdown. */
   signal?: AbortSignal;
+  /**
+   * The HTTP health endpoint (`/livez`, `/readyz`) on its own address; overrides
+   * `config.admin.address` (docs/DEPLOYMENT.md). Needs `--allow-net` for that address.
+   */
+  admin?: { address: string };
 }
 
 /** A running daemon. */
@@ -74,6 +79,36 @@ export interface Server extends AsyncDisposable {
   readonly handshaking: number;
   /** Whether the server has stopped accepting (shutting down or stopped). */
   readonly isClosed: boolean;
+  /**
+   * Whether a load balancer should send new connections: `true` while serving, `false` from the
+   * start of a drain or shutdown (what `/readyz` reports).
+   */
+  readonly ready: boolean;
+  /** The address of the health endpoint, when one is on. */
+  readonly adminAddr: Deno.NetAddr | undefined;
+  /**
+   * Drains the server for a load balancer: readiness goes false at once, the server keeps
+   * accepting for `readinessDelayMs` (default `server.drain_grace`) so that the balancer notices,
+   * then shuts down gracefully (GOAWAY to every connection, answers what it received).
+   *
+   * @example Drain behind a balancer
+   * ```ts
+   * import { Dispatcher, serve } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * const server = await serve({ address: "127.0.0.1:0" }, new Dispatcher());
+   * assert.equal(server.ready, true);
+   * const draining = server.drain({ readinessDelayMs: 50 });
+   * assert.equal(server.ready, false);
+   * assert.equal(server.isClosed, false);
+   * await draining;
+   * assert.equal(server.isClosed, true);
+   * ```
+   *
+   * @param options The readiness delay and the shutdown's time limit.
+   * @returns When the server has stopped.
+   */
+  drain(options?: { readinessDelayMs?: number; timeoutMs?: number }): Promise<void>;
   /**
    * Resolves when the server has stopped and every connection is closed: with `undefined` after
    * a shutdown, or with the error that stopped it (a listener that failed to accept; the server
@@ -162,6 +197,26 @@ export async function serve(options: ServeOptions, dispatcher: Dispatcher): Prom
     throw error;
   }
   const server = new DaemonServer(listener, config, security, compression, dispatcher);
+  const adminAddress = options.admin?.address ?? config.admin.address;
+  if (adminAddress !== "") {
+    try {
+      server.startAdmin(adminAddress);
+    } catch (error) {
+      await server.shutdown(0);
+      ownTickets?.destroy();
+      const code = error instanceof Deno.errors.AddrInUse
+        ? "AddressInUse"
+        : error instanceof Deno.errors.PermissionDenied ||
+            (error instanceof Error && error.name === "NotCapable")
+        ? "PermissionDenied"
+        : "ConfigError";
+      throw new ProtocolError(
+        code,
+        `Cannot serve the health endpoint on "${adminAddress}": ${errorMessage(error)}`,
+        { cause: error },
+      );
+    }
+  }
   if (ownTickets !== undefined) void server.closed().then(() => ownTickets.destroy());
   if (options.signal !== undefined) {
     const signal = options.signal;
@@ -196,7 +251,11 @@ class DaemonServer implements Server {
   /** One task per accepted connection, from its handshake to its close. */
   readonly #tasks = new Set<Promise<void>>();
   #stopping = false;
+  #draining = false;
   #shutdownPromise: Promise<void> | undefined;
+  #drainPromise: Promise<void> | undefined;
+  /** The health endpoint, when on. */
+  #admin: { addr: Deno.NetAddr; stop: () => Promise<void> } | undefined;
   #acceptLoop: Promise<void>;
   #resolveClosed!: (error: ProtocolError | undefined) => void;
   /** Why the server stopped by itself (its listener failed), if it did. */
@@ -476,6 +535,74 @@ class DaemonServer implements Server {
     return !this.#stopping;
   }
 
+  get ready(): boolean {
+    return !this.#draining && !this.#stopping;
+  }
+
+  get adminAddr(): Deno.NetAddr | undefined {
+    return this.#admin?.addr;
+  }
+
+  /** Starts the health endpoint (once, from serve()). */
+  startAdmin(address: string): void {
+    const { hostname, port } = parseHostPort(address);
+    const controller = new AbortController();
+    const http = Deno.serve({
+      hostname,
+      port: port ?? 0,
+      signal: controller.signal,
+      onListen: () => {}, // No "Listening on" line on stdout: the log says it.
+    }, (request) => this.#health(request));
+    const listening = http.addr as Deno.NetAddr;
+    this.#admin = {
+      addr: listening,
+      stop: async () => {
+        controller.abort();
+        await http.finished;
+      },
+    };
+    log.info("Health endpoint on http://{addr}/readyz", { addr: formatAddr(listening) });
+  }
+
+  #health(request: Request): Response {
+    const path = new URL(request.url).pathname;
+    const headers = { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" };
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return new Response("method not allowed\n", { status: 405, headers });
+    }
+    if (path === "/livez") {
+      return this.#stopping && this.#connections.size === 0 && this.#handshaking.size === 0
+        ? new Response("stopped\n", { status: 503, headers })
+        : new Response("ok\n", { status: 200, headers });
+    }
+    if (path === "/readyz") {
+      return this.ready
+        ? new Response("ready\n", { status: 200, headers })
+        : new Response("not ready\n", { status: 503, headers });
+    }
+    return new Response("not found\n", { status: 404, headers });
+  }
+
+  drain(options: { readinessDelayMs?: number; timeoutMs?: number } = {}): Promise<void> {
+    const delay = options.readinessDelayMs ?? this.#config.server.drainGrace;
+    if (!Number.isFinite(delay) || delay < 0) {
+      return Promise.reject(
+        new RangeError(`Cannot drain with readiness delay "${delay}": it must be 0 or more`),
+      );
+    }
+    this.#drainPromise ??= (async () => {
+      this.#draining = true;
+      log.info("Draining: not ready, still accepting for {delay} ms", { delay });
+      // Keep accepting while the balancer notices /readyz; a shutdown meanwhile ends the wait.
+      const started = performance.now();
+      while (!this.#stopping && performance.now() - started < delay) {
+        await sleep(Math.min(50, delay - (performance.now() - started)));
+      }
+      await this.shutdown(options.timeoutMs);
+    })();
+    return this.#drainPromise;
+  }
+
   shutdown(timeoutMs?: number): Promise<void> {
     this.#shutdownPromise ??= this.#shutdown(timeoutMs ?? this.#config.server.shutdownTimeout);
     return this.#shutdownPromise;
@@ -496,6 +623,7 @@ class DaemonServer implements Server {
     for (const connection of this.#connections) connection.abort();
     // Every per-connection task ends once its connection (or handshake) is closed.
     await Promise.allSettled([...this.#tasks]);
+    await this.#admin?.stop();
     peerEvents.flush();
     log.info("Server on {addr} stopped", { addr: formatAddr(this.addr) });
     this.#resolveClosed(this.#failure);
