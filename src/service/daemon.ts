@@ -32,6 +32,12 @@ import {
   serverSecurityFromConfig,
   withAddress,
 } from "./session.ts";
+import {
+  type DaemonMetrics,
+  daemonMetrics,
+  MetricsRegistry,
+  type RefusalReason,
+} from "./metrics.ts";
 import { sleep, waitAtMost } from "../util/async.ts";
 import { errorMessage } from "../util/error_message.ts";
 import { closeQuietly } from "../util/resource.ts";
@@ -61,7 +67,7 @@ export interface ServeOptions {
   /** Aborting it starts a graceful shutdown. */
   signal?: AbortSignal;
   /**
-   * The HTTP health endpoint (`/livez`, `/readyz`) on its own address; overrides
+   * The HTTP admin endpoint (`/livez`, `/readyz`, `/metrics`) on its own address; overrides
    * `config.admin.address` (docs/DEPLOYMENT.md). Needs `--allow-net` for that address.
    */
   admin?: { address: string };
@@ -86,6 +92,23 @@ export interface Server extends AsyncDisposable {
   readonly ready: boolean;
   /** The address of the health endpoint, when one is on. */
   readonly adminAddr: Deno.NetAddr | undefined;
+  /**
+   * The server's metrics in the Prometheus text format 0.0.4, what `GET /metrics` on the admin
+   * endpoint returns (docs/DEPLOYMENT.md, "Metrics"). Labels are bounded: never a peer address,
+   * key or request id.
+   *
+   * @example Read the metrics without an admin endpoint
+   * ```ts
+   * import { Dispatcher, serve } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = await serve({ address: "127.0.0.1:0" }, new Dispatcher());
+   * assert.match(server.metrics(), /^npro_connections_open 0$/m);
+   * ```
+   *
+   * @returns The exposition text.
+   */
+  metrics(): string;
   /**
    * Drains the server for a load balancer: readiness goes false at once, the server keeps
    * accepting for `readinessDelayMs` (default `server.drain_grace`) so that the balancer notices,
@@ -265,6 +288,8 @@ class DaemonServer implements Server {
   /** The `multiplex` options of every connection (one object: resolved once, shared). */
   readonly #multiplex: MultiplexOptions;
   #ageTimer: ReturnType<typeof setInterval> | undefined;
+  /** Counters and histograms (the gauges read the sets above at render time). */
+  readonly #metrics: DaemonMetrics;
 
   constructor(
     listener: Listener,
@@ -289,6 +314,20 @@ class DaemonServer implements Server {
     this.publicKey = security.encryption === false ? undefined : security.staticKey?.publicKey;
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#multiplex = multiplexFromConfig(config);
+    this.#metrics = daemonMetrics(new MetricsRegistry(), {
+      open: () => this.#connections.size,
+      handshaking: () => this.#handshaking.size,
+      inFlight: () => {
+        let n = 0;
+        for (const connection of this.#connections) n += connection.inflight;
+        return n;
+      },
+      queuedBytes: () => {
+        let n = 0;
+        for (const connection of this.#connections) n += connection.outboundBytes;
+        return n;
+      },
+    });
     this.#acceptLoop = this.#accept();
     const maxAge = config.server.maxConnectionAge;
     if (maxAge > 0) {
@@ -370,6 +409,7 @@ class DaemonServer implements Server {
       // past its address's rate, or a count limit, it is refused.
       const refusal = verdict === "server rate" ? "ok" : verdict;
       if (refusal !== "ok") {
+        this.#metrics.refused[REFUSAL_LABEL[refusal]].inc();
         // Refused before a byte is read; one line per kind and interval at most (a flood of
         // refusals must not become a flood of log lines).
         if (peerEvents.allow(`refused connection (${refusal})`)) {
@@ -386,6 +426,7 @@ class DaemonServer implements Server {
         closeQuietly(conn);
         continue;
       }
+      this.#metrics.accepted.inc();
       const task = this.#serveOne(conn, verdict === "server rate");
       this.#tasks.add(task);
       void task.finally(() => this.#tasks.delete(task));
@@ -399,6 +440,7 @@ class DaemonServer implements Server {
     if (this.#proxies !== undefined) {
       const proxied = await this.#readProxyHeader(socket);
       if (proxied === undefined) {
+        this.#metrics.refused.proxy_header.inc();
         this.#handshaking.delete(socket);
         closeQuietly(socket);
         return;
@@ -406,6 +448,7 @@ class DaemonServer implements Server {
       conn = proxied;
       const verdict = this.#admitProxied(proxied);
       if (verdict === "address rate") {
+        this.#metrics.refused.address_rate.inc();
         this.#handshaking.delete(socket);
         closeQuietly(socket);
         return;
@@ -413,6 +456,7 @@ class DaemonServer implements Server {
       mustWait = verdict === "server rate";
     }
     if (mustWait && !(await this.#awaitHandshakeTurn())) {
+      this.#metrics.refused.handshake_rate.inc();
       this.#handshaking.delete(socket);
       closeQuietly(conn);
       return;
@@ -423,6 +467,7 @@ class DaemonServer implements Server {
     // handshake, so that it sees the client's certificate and its Noise key together.
     const authorizePeer = takePeerAuthorization(conn);
     let established;
+    const started = performance.now();
     try {
       established = await establish(conn, {
         role: "server",
@@ -432,6 +477,7 @@ class DaemonServer implements Server {
       });
       await authorizePeer?.(established.session.remoteStaticKey);
     } catch (error) {
+      this.#metrics.handshake("unknown", false, (performance.now() - started) / 1000);
       if (peerEvents.allow("failed handshake")) {
         log.info("Handshake with {peer} failed: {error}", {
           peer: safeAddr(conn),
@@ -443,6 +489,11 @@ class DaemonServer implements Server {
     } finally {
       this.#handshaking.delete(socket);
     }
+    this.#metrics.handshake(
+      established.session.pattern,
+      true,
+      (performance.now() - started) / 1000,
+    );
     if (this.#stopping) {
       closeQuietly(conn);
       return;
@@ -477,6 +528,7 @@ class DaemonServer implements Server {
     return connection.closed().then((error) => {
       this.#connections.delete(connection);
       this.#ageDeadlines.delete(connection);
+      this.#metrics.closed(error === undefined ? "normal" : error.code);
       if (error !== undefined && peerEvents.allow("connection error")) {
         log.info("Connection {id} closed: {error}", { id: connection.id, error: error.message });
       }
@@ -543,6 +595,10 @@ class DaemonServer implements Server {
     return this.#admin?.addr;
   }
 
+  metrics(): string {
+    return this.#metrics.registry.render();
+  }
+
   /** Starts the health endpoint (once, from serve()). */
   startAdmin(address: string): void {
     const { hostname, port } = parseHostPort(address);
@@ -579,6 +635,15 @@ class DaemonServer implements Server {
       return this.ready
         ? new Response("ready\n", { status: 200, headers })
         : new Response("not ready\n", { status: 503, headers });
+    }
+    if (path === "/metrics") {
+      return new Response(this.metrics(), {
+        status: 200,
+        headers: {
+          "content-type": "text/plain; version=0.0.4; charset=utf-8",
+          "cache-control": "no-store",
+        },
+      });
     }
     return new Response("not found\n", { status: 404, headers });
   }
@@ -633,6 +698,16 @@ class DaemonServer implements Server {
     await this.shutdown();
   }
 }
+
+/** The `reason` label of each accept-time refusal. */
+const REFUSAL_LABEL: Readonly<
+  Record<"connection limit" | "handshake limit" | "untrusted proxy" | "address rate", RefusalReason>
+> = {
+  "connection limit": "connection_limit",
+  "handshake limit": "handshake_limit",
+  "untrusted proxy": "untrusted_proxy",
+  "address rate": "address_rate",
+};
 
 /** Whether a socket's peer is one of the trusted proxies (an IP address in a trusted range). */
 function isTrusted(proxies: TrustedProxies, addr: Deno.Addr): boolean {
