@@ -18,7 +18,12 @@ import {
   StreamResetCode,
 } from "../mod.ts";
 import { decodeBatch, encodeBatch } from "../src/core/batch.ts";
-import { decodeMessage, encodeMessage, MessageTag } from "../src/core/message.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  INITIAL_BULK_WINDOW,
+  MessageTag,
+} from "../src/core/message.ts";
 import { writePacketHeader } from "../src/core/packet.ts";
 import { PacketDecoder } from "../src/core/codec.ts";
 import { FrameReader } from "../src/service/frame_reader.ts";
@@ -270,7 +275,8 @@ function bareConnection(conn: Deno.Conn, features: number): Connection {
     conn,
     new FrameReader(conn),
     { channel: null, pattern: "plaintext", features, pinned: false },
-    { role: "client" },
+    // The smallest window: these tests read what is sent, and no grant comes first.
+    { role: "client", multiplex: { bulkWindow: INITIAL_BULK_WINDOW } },
   );
 }
 
@@ -338,6 +344,106 @@ Deno.test("bulk window: at most 128 KiB of fragments in flight until the peer gr
   }
 });
 
+/** Fragment chunk bytes in `messages`. */
+function chunkBytes(messages: Message[]): number {
+  return messages.reduce((n, m) => n + (m.type === "fragment" ? m.chunk.length : 0), 0);
+}
+
+/** Sends the peer a `window` grant of `delta` on a raw plaintext pair. */
+async function grantWindow(conn: Deno.Conn, delta: number): Promise<void> {
+  const grant = encodeBatch([{ type: "window", delta }]);
+  const packet = new Uint8Array(9 + grant.length);
+  writePacketHeader(packet, 0, grant.length);
+  packet.set(grant, 9);
+  await writeAll(conn, packet);
+}
+
+/** A read of {@linkcode readUntilQuiet} still waiting, per connection (its messages count next). */
+const pendingReads = new Map<Deno.Conn, Promise<Message[]>>();
+
+/** Reads messages until none came for `quietMs`. */
+async function readUntilQuiet(conn: Deno.Conn, quietMs: number): Promise<Message[]> {
+  const all: Message[] = [];
+  for (;;) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let read = pendingReads.get(conn);
+    if (read === undefined) pendingReads.set(conn, read = readMessages(conn, 1));
+    const more = await Promise.race([
+      read,
+      new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), quietMs)),
+    ]);
+    clearTimeout(timer);
+    if (more === null) return all;
+    pendingReads.delete(conn);
+    all.push(...more);
+  }
+}
+
+Deno.test("bulk window: bulk alone fills a large window; beside small messages at most 128 KiB is in flight", async () => {
+  const [a, b] = memoryConnPair();
+  const connection = bareConnection(a, 4);
+  try {
+    // The peer grants a 1 MiB window at once.
+    await grantWindow(b, (1 << 20) - INITIAL_BULK_WINDOW);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    // Bulk alone: the whole window goes out without waiting for grants.
+    connection.send(custom("X", new Uint8Array(900_000)));
+    const alone = await readUntilQuiet(b, 100);
+    assert.equal(chunkBytes(alone), 900_006);
+    // Grants of what was received; then bulk with a small message beside it (a reply, a PONG).
+    await grantWindow(b, 900_006);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    connection.send(custom("X", new Uint8Array(900_000)));
+    connection.send({ type: "ping" });
+    const beside = await readUntilQuiet(b, 100);
+    assert.ok(beside.some((m) => m.type === "ping"));
+    assert.equal(chunkBytes(beside), 128 * 1024);
+    // A grant of 64 KiB lets 64 KiB more go while small messages were recent...
+    connection.send({ type: "ping" });
+    await grantWindow(b, 65536);
+    assert.equal(chunkBytes(await readUntilQuiet(b, 5)), 65536);
+    // ...and once none came for a while, the next grant opens the whole window again.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await grantWindow(b, 4096);
+    assert.equal(chunkBytes(await readUntilQuiet(b, 100)), 900_006 - 128 * 1024 - 65536);
+  } finally {
+    connection.abort();
+    b.close();
+  }
+});
+
+Deno.test("bulk window: a receiver with a large window grants back every 32 KiB", async () => {
+  const [a, b] = memoryConnPair();
+  const connection = new Connection(
+    a,
+    new FrameReader(a),
+    { channel: null, pattern: "plaintext", features: 4, pinned: false },
+    { role: "client", multiplex: { bulkWindow: 1 << 20 } },
+  );
+  try {
+    // The window beyond the initial one is granted first.
+    assert.deepEqual(await readMessages(b, 1), [{
+      type: "window",
+      delta: (1 << 20) - INITIAL_BULK_WINDOW,
+    }]);
+    // 40,000 bytes received: granted back at once (not after a quarter of the 1 MiB window).
+    const batch = encodeBatch([{
+      type: "fragment",
+      id: 1,
+      total: 100_000,
+      chunk: new Uint8Array(40_000),
+    }]);
+    const packet = new Uint8Array(9 + batch.length);
+    writePacketHeader(packet, 0, batch.length);
+    packet.set(batch, 9);
+    await writeAll(b, packet);
+    assert.deepEqual(await readMessages(b, 1), [{ type: "window", delta: 40_000 }]);
+  } finally {
+    connection.abort();
+    b.close();
+  }
+});
+
 Deno.test("fragments: small requests pass 8 MiB replies, and un-numbered messages keep their order (TCP)", async () => {
   await using p = await pair();
   const big = [1, 2, 3].map(() => p.client.request(bigRequest(8 << 20)));
@@ -374,7 +480,10 @@ Deno.test("fragments: small requests pass 8 MiB replies, and un-numbered message
 Deno.test("fragments: a hostile peer's oversized, overflowing or unnegotiated fragments close with a typed CLOSE", async () => {
   const server = await serve({
     address: "127.0.0.1:0",
-    config: { transport: { maxPayloadSize: 1 << 20 } },
+    config: {
+      transport: { maxPayloadSize: 1 << 20 },
+      multiplex: { bulkWindow: INITIAL_BULK_WINDOW },
+    },
   }, dispatcher());
   try {
     const { port } = server.addr as Deno.NetAddr;
@@ -697,7 +806,10 @@ Deno.test("streams: this side's stream limit and the open timeout", async () => 
     a,
     new FrameReader(a),
     { channel: null, pattern: "plaintext", features: 4, pinned: false },
-    { role: "client", multiplex: { maxOutboundStreams: 1, openTimeoutMs: 50 } },
+    {
+      role: "client",
+      multiplex: { maxOutboundStreams: 1, openTimeoutMs: 50, bulkWindow: INITIAL_BULK_WINDOW },
+    },
   );
   try {
     const first = connection.openStream("X");

@@ -40,7 +40,7 @@ import type { FrameReader } from "./frame_reader.ts";
 import { HandlerQueue, type HandlerQueueHost } from "./handler_queue.ts";
 import { Liveness, type LivenessHost } from "./liveness.ts";
 import { MessageRouter } from "./message_router.ts";
-import { Outbox, type OutboxHost, type StreamLane } from "./outbox.ts";
+import { GRANT_STEP, Outbox, type OutboxHost, type StreamLane } from "./outbox.ts";
 import { Reassembler } from "./reassembly.ts";
 import { type StreamSettings, StreamTable, type StreamTableHost } from "./streams.ts";
 import type { HandlerContext } from "../protocol/dispatcher.ts";
@@ -1118,7 +1118,7 @@ export class Connection implements AsyncDisposable {
     }
     this.#bulkCredit -= n;
     this.#bulkUnacked += n;
-    if (this.#bulkUnacked >= this.#streamSettings.bulkWindow / 4) {
+    if (this.#bulkUnacked >= Math.min(GRANT_STEP, this.#streamSettings.bulkWindow / 4)) {
       const delta = this.#bulkUnacked;
       this.#bulkUnacked = 0;
       this.#bulkCredit += delta;

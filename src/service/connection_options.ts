@@ -7,6 +7,7 @@
 
 import type { BodyCompressor, BodyDecompressor } from "../core/batch.ts";
 import { MAX_PAYLOAD_SIZE } from "../core/packet.ts";
+import { INITIAL_BULK_WINDOW } from "../core/message.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";
 import type { SecureChannel } from "../secure/channel.ts";
 import type { TicketReceiver } from "../secure/session_ticket.ts";
@@ -123,9 +124,9 @@ export interface MultiplexOptions {
   openTimeoutMs?: number;
   /**
    * The bulk window this side grants: bytes of fragments and stream data the peer may have in
-   * flight on the connection (default 131072, at least that and two frames). Larger windows
-   * serve links with more bandwidth x delay; smaller ones keep small messages closer to the
-   * front behind bulk traffic.
+   * flight on the connection (default 1048576, at least 131072 and two frames). Larger windows
+   * serve links with more bandwidth x delay. The library's sender uses all of it only while bulk
+   * flows alone: beside small messages it keeps at most 128 KiB in flight (docs/SERVICE.md).
    */
   bulkWindow?: number;
 }
@@ -165,7 +166,7 @@ export const DEFAULT_MULTIPLEX: Readonly<StreamSettings> = Object.freeze({
   maxWindow: 16 * 1024 * 1024,
   connectionWindow: 64 * 1024 * 1024,
   openTimeoutMs: 10_000,
-  bulkWindow: 131_072,
+  bulkWindow: 1_048_576,
 });
 
 /** The limits and timeouts of a connection, checked, with their defaults filled in. */
@@ -240,7 +241,7 @@ export function resolveMultiplex(options?: MultiplexOptions): StreamSettings {
     bulkWindow: positiveOption("bulkWindow", options.bulkWindow, d.bulkWindow),
   };
   if (
-    settings.bulkWindow < d.bulkWindow || settings.bulkWindow < 2 * settings.frameSize ||
+    settings.bulkWindow < INITIAL_BULK_WINDOW || settings.bulkWindow < 2 * settings.frameSize ||
     settings.bulkWindow > 0xffff_ffff
   ) {
     throw new RangeError(

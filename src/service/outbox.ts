@@ -56,6 +56,25 @@ const MIN_CUT = 4096;
 const SMALL_CHUNK = 1024;
 
 /**
+ * Bulk in flight while latency-sensitive traffic is around (docs/SERVICE.md, "Fragments and
+ * streams"): when a small message (a reply, a request, a PING or PONG) was queued within
+ * {@linkcode LATENCY_HOLD_MS}, fragments and stream data go out only while the bulk this side
+ * sent and the peer has not granted back stays within this much (or the grant step plus a
+ * frame, if more), however large the peer's window. The rest of the time the whole window is
+ * used, so a large window costs small messages nothing and bulk alone runs at full speed.
+ */
+export const LATENCY_IN_FLIGHT = 128 * 1024;
+
+/** How long after a small message the bulk in flight stays at {@linkcode LATENCY_IN_FLIGHT}. */
+export const LATENCY_HOLD_MS = 20;
+
+/**
+ * The most bulk a receiver holds before granting it back (docs/PROTOCOL.md, "Bulk window"): so
+ * a sender that keeps less than its window in flight always gets grants back.
+ */
+export const GRANT_STEP = 32 * 1024;
+
+/**
  * The data of one stream waiting for its turn: `stream_data` and `stream_end` messages in
  * order. Made by the stream; the outbox takes one message per turn.
  */
@@ -173,6 +192,12 @@ export class Outbox {
    * (docs/PROTOCOL.md, "Bulk window"); the peer's `window` messages add to it.
    */
   #credit = INITIAL_BULK_WINDOW;
+  /** The peer's whole window as far as seen: the most credit held (credit + bulk in flight). */
+  #peerWindow = INITIAL_BULK_WINDOW;
+  /** The in-flight bound while latency-sensitive traffic is around. */
+  readonly #latencyInFlight: number;
+  /** When a small message was last queued beside bulk (performance.now()). */
+  #latencyAt = -Infinity;
   #nextFragmentId = 1;
   /** Fragmented messages waiting for room among those in progress. */
   #waiting: Fragmented[] | undefined;
@@ -192,6 +217,10 @@ export class Outbox {
     this.#host = options.host;
     this.#frameSize = options.frameSize ?? Infinity;
     this.#wholeLimit = this.#frameSize + FRAME_HEADROOM;
+    this.#latencyInFlight = Math.max(
+      LATENCY_IN_FLIGHT,
+      GRANT_STEP + Math.min(this.#frameSize, 0xffff_ffff),
+    );
   }
 
   /** Bytes queued or being written. */
@@ -243,6 +272,7 @@ export class Outbox {
   grant(delta: number): boolean {
     if (this.#credit + delta > 0xffff_ffff) return false;
     this.#credit += delta;
+    if (this.#credit > this.#peerWindow) this.#peerWindow = this.#credit;
     if (this.#ring !== undefined && this.#ring.length > 0) this.#schedule();
     return true;
   }
@@ -276,6 +306,11 @@ export class Outbox {
       );
     }
     if (this.#closed) return;
+    // A small message beside bulk (window grants aside) keeps the bulk in flight small for a
+    // while: its successors (the next PING, the next reply) should not wait behind a window.
+    if (this.#ring !== undefined && size <= this.#wholeLimit && message.type !== "window") {
+      this.#latencyAt = performance.now();
+    }
     if (size > this.#wholeLimit || this.#orderedBlocker !== undefined) {
       this.#enqueueBulk(message, size);
     } else {
@@ -396,17 +431,23 @@ export class Outbox {
     let entryBytes = 0;
     let counted = 0;
     let budget = BULK_BYTES_PER_WRITE;
+    // The usable part of the peer's bulk window, spent alongside the credit.
+    let allowance = this.#allowance();
     while (budget > 0 && ring.length > 0) {
       if (this.#ringIndex >= ring.length) this.#ringIndex = 0;
       const source = ring[this.#ringIndex]!;
       // The peer's bulk window: a frame goes out only when it fits in what is left (the window
-      // is at least two frames, so the peer's grants always make room for the next one).
-      if (this.#credit < this.#needs(source)) break;
+      // is at least two frames, so the peer's grants always make room for the next one; the
+      // latency bound is a grant step and a frame at least, for the same reason).
+      if (allowance < this.#needs(source)) break;
       let used = 0;
       if (source instanceof StreamLane) {
         const size = source.sizes[source.head]!;
         const next = source.messages[source.head]!;
-        if (next.type === "stream_data") this.#credit -= next.data.length;
+        if (next.type === "stream_data") {
+          this.#credit -= next.data.length;
+          allowance -= next.data.length;
+        }
         messages.push(source.messages[source.head]!);
         sizes.push(size);
         source.head++;
@@ -424,7 +465,7 @@ export class Outbox {
         }
       } else {
         do {
-          const chunk = this.#nextChunk(source);
+          const chunk = this.#nextChunk(source, allowance);
           const message: Message = {
             type: "fragment",
             id: source.id,
@@ -438,8 +479,9 @@ export class Outbox {
           counted += chunk.length;
           this.#inProgress -= chunk.length;
           this.#credit -= chunk.length;
+          allowance -= chunk.length;
           used += size;
-        } while (used < SMALL_CHUNK && !source.done && this.#credit >= this.#needs(source));
+        } while (used < SMALL_CHUNK && !source.done && allowance >= this.#needs(source));
         if (source.done) {
           counted += PER_MESSAGE_OVERHEAD;
           this.#inProgress -= PER_MESSAGE_OVERHEAD;
@@ -454,6 +496,19 @@ export class Outbox {
       this.#ringIndex++;
     }
     return [entryBytes, counted];
+  }
+
+  /**
+   * The bulk window usable now: the credit, less what keeps the bulk in flight within the
+   * latency bound while small messages are around (see {@linkcode LATENCY_IN_FLIGHT}).
+   */
+  #allowance(): number {
+    const credit = this.#credit;
+    const bound = this.#latencyInFlight;
+    if (this.#peerWindow <= bound || performance.now() - this.#latencyAt > LATENCY_HOLD_MS) {
+      return credit;
+    }
+    return Math.min(credit, bound - (this.#peerWindow - credit));
   }
 
   /** The bulk window the next frame of `source` uses (stream ends use none). */
@@ -471,11 +526,11 @@ export class Outbox {
     const ring = this.#ring;
     if (ring === undefined || ring.length === 0) return false;
     if (this.#ringIndex >= ring.length) this.#ringIndex = 0;
-    return this.#credit >= this.#needs(ring[this.#ringIndex]!);
+    return this.#allowance() >= this.#needs(ring[this.#ringIndex]!);
   }
 
-  #nextChunk(source: Fragmented): Uint8Array {
-    const frame = Math.min(this.#frameSize, this.#credit);
+  #nextChunk(source: Fragmented, allowance: number): Uint8Array {
+    const frame = Math.min(this.#frameSize, allowance);
     const headLength = source.head.length;
     const offset = source.offset;
     let chunk: Uint8Array;
