@@ -29,7 +29,7 @@ const NOT_RUN: Record<string, string> = {
   "deno task fuzz --seconds 60": "a minute long; CI runs a 20 s fuzz run; the task is checked",
 };
 
-/** Needs Deno's runtime (denort): run only where tests/compile_test.ts runs. */
+/** Needs Deno's runtime (denort): run only where `deno task check:compile` can run. */
 const NEEDS_DENORT = new Set(["deno task compile", "./npro --version"]);
 
 interface Block {
@@ -188,7 +188,7 @@ Deno.test("README: every shell command and code block runs", async () => {
           continue;
         }
         if (NEEDS_DENORT.has(raw) && !denortAvailable) {
-          skipped.push(`${raw}: needs a denort (DENORT_BIN), see tests/compile_test.ts`);
+          skipped.push(`${raw}: needs a denort (DENORT_BIN), see deno task check:compile`);
           continue;
         }
         let command = raw;
