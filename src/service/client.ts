@@ -27,6 +27,7 @@ import {
 } from "./session.ts";
 import { deadline, sleep } from "../util/async.ts";
 import { backoffDelay } from "./backoff.ts";
+import { EventStream } from "../util/event_stream.ts";
 
 const log = logger("client");
 
@@ -209,41 +210,6 @@ function hasPins(security: ClientSecurityOptions): boolean {
     security.psk !== undefined;
 }
 
-class StatusStream {
-  #queues = new Set<{ items: ClientStatus[]; wake: (() => void) | null }>();
-  #done = false;
-
-  emit(status: ClientStatus): void {
-    for (const queue of this.#queues) {
-      queue.items.push(status);
-      if (queue.items.length > 64) queue.items.shift();
-      queue.wake?.();
-      queue.wake = null;
-    }
-    if (status.type === "closed") {
-      this.#done = true;
-    }
-  }
-
-  async *iterate(): AsyncIterableIterator<ClientStatus> {
-    const queue = { items: [] as ClientStatus[], wake: null as (() => void) | null };
-    this.#queues.add(queue);
-    try {
-      for (;;) {
-        while (queue.items.length > 0) {
-          const item = queue.items.shift()!;
-          yield item;
-          if (item.type === "closed") return;
-        }
-        if (this.#done) return;
-        await new Promise<void>((resolve) => (queue.wake = resolve));
-      }
-    } finally {
-      this.#queues.delete(queue);
-    }
-  }
-}
-
 class ReconnectingClient implements Client {
   readonly #address: string;
   readonly #config: NetworkConfig;
@@ -253,7 +219,7 @@ class ReconnectingClient implements Client {
   readonly #dispatcher: Dispatcher | undefined;
   readonly #autoReconnect: boolean;
   readonly #signal: AbortSignal | undefined;
-  readonly #status = new StatusStream();
+  readonly #status = new EventStream<ClientStatus>(64);
   #connection: Connection | undefined;
   #connectionWaiters: ((connection: Connection | undefined) => void)[] = [];
   #closed = false;

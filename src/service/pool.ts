@@ -19,6 +19,7 @@ import type { RequestOptions } from "./connection_options.ts";
 import { CircuitOpen, PoolExhausted, type PoolExhaustedReason } from "./pool_errors.ts";
 import { withAddress } from "./session.ts";
 import { type ClientResumption, SessionTicketStore } from "../secure/session_ticket.ts";
+import { EventStream } from "../util/event_stream.ts";
 
 const log = logger("pool");
 
@@ -380,42 +381,6 @@ interface Waiter {
   readonly reject: (error: Error) => void;
 }
 
-/** Events for every subscriber, each with a bounded queue (the oldest event goes first). */
-class PoolEvents {
-  readonly #queues = new Set<{ items: PoolEvent[]; wake: (() => void) | null }>();
-  #done = false;
-
-  emit(event: PoolEvent): void {
-    if (this.#done) return;
-    for (const queue of this.#queues) {
-      queue.items.push(event);
-      if (queue.items.length > 256) queue.items.shift();
-      queue.wake?.();
-      queue.wake = null;
-    }
-    if (event.type === "closed") this.#done = true;
-  }
-
-  async *iterate(): AsyncIterableIterator<PoolEvent> {
-    if (this.#done) return;
-    const queue = { items: [] as PoolEvent[], wake: null as (() => void) | null };
-    this.#queues.add(queue);
-    try {
-      for (;;) {
-        while (queue.items.length > 0) {
-          const item = queue.items.shift()!;
-          yield item;
-          if (item.type === "closed") return;
-        }
-        if (this.#done) return;
-        await new Promise<void>((resolve) => (queue.wake = resolve));
-      }
-    } finally {
-      this.#queues.delete(queue);
-    }
-  }
-}
-
 function count(name: string, value: number | undefined, fallback: number, min: number): number {
   const v = value ?? fallback;
   if (!Number.isSafeInteger(v) || v < min) {
@@ -515,7 +480,7 @@ class ConnectionPool implements Pool {
   readonly #checkIntervalMs: number;
   readonly #checkTimeoutMs: number;
   readonly #maxAttempts: number;
-  readonly #events = new PoolEvents();
+  readonly #events = new EventStream<PoolEvent>(256);
   readonly #slots = new Set<Slot>();
   readonly #waiters = new Set<Waiter>();
   #leaseWaiters = 0;
