@@ -201,6 +201,16 @@ export async function generateSelfSignedCert(
 ): Promise<SelfSignedCert> {
   const { commonName, altNames, days } = checkOptions(options);
   const x509 = await loadX509();
+  return await selfSigned(x509, commonName, days, leafExtensions(x509, altNames, "both"));
+}
+
+/** A new ECDSA P-256 key and a certificate for it, signed by itself, valid from a minute ago. */
+async function selfSigned(
+  x509: typeof X509,
+  commonName: string,
+  days: number,
+  extensions: X509.Extension[],
+): Promise<SelfSignedCert> {
   const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -211,7 +221,7 @@ export async function generateSelfSignedCert(
     signingAlgorithm: ALGORITHM,
     keys,
     extensions: [
-      ...leafExtensions(x509, altNames, "both"),
+      ...extensions,
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
@@ -324,25 +334,10 @@ export async function generateCertificateAuthority(
     days: options.days ?? 3650,
   });
   const x509 = await loadX509();
-  const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
-  const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: randomSerial(),
-    name: [{ CN: [commonName] }],
-    notBefore: new Date(now - 60_000),
-    notAfter: new Date(now + days * 86_400_000),
-    signingAlgorithm: ALGORITHM,
-    keys,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(
-        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
-        true,
-      ),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
-  });
-  return await result(x509, cert, keys.privateKey);
+  return await selfSigned(x509, commonName, days, [
+    new x509.BasicConstraintsExtension(true, 0, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+  ]);
 }
 
 /** Options of {@linkcode issueCertificate}. */
