@@ -680,7 +680,7 @@ options. Environment: NETWORK_PROTOCOL_<SECTION>_<KEY> overrides any configurati
     .option("--address <addr>", "listen address: host:port, [v6]:port, or a socket path")
     .option(
       "--admin <addr>",
-      "health endpoint (GET /livez, /readyz) on host:port; SIGTERM then drains (admin.address)",
+      "admin endpoint (GET /livez, /readyz, /metrics) on host:port; SIGTERM then drains (admin.address)",
     );
   addTlsOptions(serveCmd, "server").action(run("serve", (o: ServeArgs) => serveCommand(o)));
 

@@ -796,7 +796,8 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       kind: "string",
       default: "",
       length: { min: 0, max: 300 },
-      description: 'host:port of the HTTP health endpoint (/livez, /readyz) of serve(); "" is off.',
+      description:
+        'host:port of the HTTP admin endpoint (/livez, /readyz, /metrics) of serve(); "" is off.',
       readBy: [DAEMON],
     },
   },

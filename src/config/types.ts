@@ -92,7 +92,7 @@ export interface ServerConfig {
  */
 export interface AdminConfig {
   /**
-   * `host:port` of the HTTP health endpoint (`/livez`, `/readyz`), on its own port with its own
+   * `host:port` of the HTTP admin endpoint (`/livez`, `/readyz`, `/metrics`), on its own port with its own
    * `--allow-net`; empty: off.
    */
   address: string;
