@@ -175,6 +175,7 @@ export type {
   NetworkConfigInput,
   ParseConfigOptions,
   PoolConfig,
+  ClusterConfig,
   SaveConfigOptions,
   SecurityConfig,
   ServerConfig,

@@ -100,3 +100,30 @@ export function shareUnixAddress(
   if (set.server) config.client.address = config.server.address;
   else config.server.address = config.client.address;
 }
+
+/**
+ * Splits an entry of `cluster.peers`: `"id@host:port"` gives the id and the address; an entry
+ * without an id before an `@` (`"host:port"`, a socket path) is an address alone.
+ *
+ * @example Both forms
+ * ```ts
+ * import { splitPeerEntry } from "./address.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(splitPeerEntry("b@10.0.0.2:9000"), { id: "b", address: "10.0.0.2:9000" });
+ * assert.deepEqual(splitPeerEntry("10.0.0.2:9000"), { address: "10.0.0.2:9000" });
+ * ```
+ *
+ * @param entry The entry.
+ * @returns The id, if any, and the address.
+ */
+export function splitPeerEntry(entry: string): { id?: string; address: string } {
+  const at = entry.indexOf("@");
+  if (at > 0) {
+    const id = entry.slice(0, at);
+    if (!id.includes("/") && !id.includes(":") && !id.includes("[")) {
+      return { id, address: entry.slice(at + 1) };
+    }
+  }
+  return { address: entry };
+}

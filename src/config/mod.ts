@@ -44,6 +44,7 @@ export { configWarnings } from "./warnings.ts";
 export type {
   AdminConfig,
   ClientConfig,
+  ClusterConfig,
   CompressionConfig,
   ConfigEnv,
   HandshakePatternName,

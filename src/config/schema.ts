@@ -54,6 +54,7 @@ const SESSION = "service/session.ts";
 const TRANSPORT_CONFIG = "service/transport_config.ts";
 const LOG = "log_setup.ts";
 const POOL = "service/pool.ts";
+const CLUSTER = "service/cluster/options.ts";
 
 /** THE table. Sections and keys are in the order of the annotated TOML and the docs. */
 export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[S]> } = {
@@ -791,6 +792,112 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       readBy: [POOL],
     },
   },
+  cluster: {
+    nodeId: {
+      kind: "string",
+      default: "",
+      length: { min: 0, max: 255 },
+      description: "This node's id in the cluster (what its answers report); empty: the host name.",
+      readBy: [CLUSTER],
+    },
+    peers: {
+      kind: "strings",
+      default: [],
+      itemBytes: { min: 1, max: 600 },
+      unique: true,
+      description:
+        'Static peers: "id@host:port" (the peer must report that id), or "host:port" (known by its address).',
+      readBy: [CLUSTER],
+    },
+    dnsName: {
+      kind: "string",
+      default: "",
+      length: { min: 0, max: 253 },
+      description:
+        'A DNS name whose records list the peers (a Kubernetes headless Service, Consul); "" is none.',
+      readBy: [CLUSTER],
+    },
+    dnsRecordType: {
+      kind: "string",
+      default: "A",
+      values: ["A", "AAAA", "SRV"],
+      description: "The record type of dns_name; SRV records give each peer's port.",
+      readBy: [CLUSTER],
+    },
+    dnsPort: {
+      kind: "integer",
+      default: 0,
+      min: 0,
+      max: 65_535,
+      description: "The peers' port for A and AAAA records; 0 is the port of server.address.",
+      readBy: [CLUSTER],
+    },
+    resolveInterval: {
+      kind: "integer",
+      default: 30_000,
+      min: 100,
+      max: 86_400_000,
+      unit: "ms",
+      description: "How often dns_name is looked up again (a failed lookup keeps the last list).",
+      readBy: [CLUSTER],
+    },
+    probeInterval: {
+      kind: "integer",
+      default: 1000,
+      min: 10,
+      max: 600_000,
+      unit: "ms",
+      description:
+        "Time between probe rounds (each round probes every peer once); shorter detects sooner and costs more messages.",
+      readBy: [CLUSTER],
+    },
+    probeTimeout: {
+      kind: "integer",
+      default: 500,
+      min: 5,
+      max: 600_000,
+      unit: "ms",
+      description:
+        "A direct probe fails after this long; keep it above the 99th percentile round trip, below probe_interval.",
+      readBy: [CLUSTER],
+    },
+    indirectProbes: {
+      kind: "integer",
+      default: 3,
+      min: 0,
+      max: 16,
+      description:
+        "Peers asked to probe a peer that did not answer before it is suspected (0 disables indirect probes).",
+      readBy: [CLUSTER],
+    },
+    suspicionMultiplier: {
+      kind: "integer",
+      default: 4,
+      min: 1,
+      max: 100,
+      description:
+        "A suspect is declared dead after this x max(1, log10 n) x probe_interval without refuting (n: the cluster size).",
+      readBy: [CLUSTER],
+    },
+    maxLocalHealth: {
+      kind: "integer",
+      default: 8,
+      min: 1,
+      max: 64,
+      description:
+        "Lifeguard: the largest multiplier of probe intervals and timeouts while this node itself is unhealthy (1 keeps them fixed; a stall still holds verdicts back).",
+      readBy: [CLUSTER],
+    },
+    leaveTimeout: {
+      kind: "integer",
+      default: 2000,
+      min: 1,
+      max: 300_000,
+      unit: "ms",
+      description: "leave() waits at most this long for the peers to hear of it.",
+      readBy: [CLUSTER],
+    },
+  },
   admin: {
     address: {
       kind: "string",
@@ -854,6 +961,7 @@ export const SECTION_DOCS: Readonly<Record<SectionName, string>> = {
   compression: "Payload compression: negotiated, per message, applied before encryption.",
   multiplex: "Fragmentation of large messages and streams with flow control.",
   pool: "The connection pool (createPool). Durations are milliseconds.",
+  cluster: "Cluster peer monitoring (createCluster). Durations are milliseconds.",
   admin: "The health endpoint of the daemon (off unless an address is set).",
   logging: "Logging of the npro CLI (the library itself never configures logging).",
 };

@@ -296,6 +296,47 @@ export interface PoolConfig {
   retryAttempts: number;
 }
 
+/**
+ * The `[cluster]` section: peer monitoring of {@linkcode createCluster} (docs/CLUSTER.md).
+ * Durations are milliseconds.
+ *
+ * @example Read the defaults
+ * ```ts
+ * import { defaultConfig } from "@npro/network-protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const { cluster } = defaultConfig();
+ * assert.equal(cluster.probeInterval, 1000);
+ * assert.equal(cluster.suspicionMultiplier, 4);
+ * ```
+ */
+export interface ClusterConfig {
+  /** This node's id; empty: the host name. */
+  nodeId: string;
+  /** Static peers, `"id@host:port"` (or `"host:port"`, known by its address). */
+  peers: string[];
+  /** A DNS name whose records list the peers; empty: none. */
+  dnsName: string;
+  /** The record type of `dnsName`: `A`, `AAAA` or `SRV`. */
+  dnsRecordType: "A" | "AAAA" | "SRV";
+  /** The peers' port for A and AAAA records; 0: the port of `server.address`. */
+  dnsPort: number;
+  /** How often the DNS name is looked up again. */
+  resolveInterval: number;
+  /** Time between probe rounds. */
+  probeInterval: number;
+  /** A direct probe fails after this long. */
+  probeTimeout: number;
+  /** Peers asked to probe a peer that did not answer. */
+  indirectProbes: number;
+  /** Suspicion timeout = this x max(1, log10 n) x `probeInterval`. */
+  suspicionMultiplier: number;
+  /** The largest multiplier of timeouts while this node is unhealthy (Lifeguard). */
+  maxLocalHealth: number;
+  /** `leave()` waits at most this long for its announcements. */
+  leaveTimeout: number;
+}
+
 /** The `[logging]` section, used by the CLI's {@linkcode setupLogging}. */
 export interface LoggingConfig {
   /** Application name, added to JSON records. */
@@ -332,6 +373,8 @@ export interface NetworkConfig {
   multiplex: MultiplexConfig;
   /** The connection pool. */
   pool: PoolConfig;
+  /** Cluster peer monitoring. */
+  cluster: ClusterConfig;
   /** The health endpoint. */
   admin: AdminConfig;
   /** Logging (CLI). */

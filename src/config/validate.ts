@@ -10,7 +10,7 @@ import { parseHostPort } from "../transport/address.ts";
 import { TrustedProxies } from "../transport/proxy_protocol.ts";
 import { TRANSPORT_KINDS, type TransportKind } from "../transport/types.ts";
 import { errorMessage } from "../util/error_message.ts";
-import { checkAddress, checkHost } from "./address.ts";
+import { checkAddress, checkHost, splitPeerEntry } from "./address.ts";
 import { defaultConfig } from "./defaults.ts";
 import { isPlainTable } from "./layers.ts";
 import { KEYS, listedValues, SECTIONS } from "./schema.ts";
@@ -498,6 +498,30 @@ const RULES: readonly Rule[] = [
       for (const address of config.pool.addresses) {
         const problem = checkAddress(address, kindOf(config), false);
         if (problem !== undefined) return ["pool.addresses", `pool.addresses: ${problem}`];
+      }
+      return undefined;
+    },
+  },
+  {
+    needs: ["cluster.probe_timeout", "cluster.probe_interval"],
+    check: ({ cluster: c }) =>
+      c.probeTimeout >= c.probeInterval
+        ? [
+          "cluster.probe_timeout",
+          `cluster.probe_timeout "${c.probeTimeout}" must be less than cluster.probe_interval "${c.probeInterval}"`,
+        ]
+        : undefined,
+  },
+  {
+    needs: ["cluster.peers"],
+    check: (config) => {
+      for (const entry of config.cluster.peers) {
+        const { id, address } = splitPeerEntry(entry);
+        if (id !== undefined && new TextEncoder().encode(id).length > 255) {
+          return ["cluster.peers", `cluster.peers: the id of "${entry}" is longer than 255 bytes`];
+        }
+        const problem = checkAddress(address, kindOf(config), false);
+        if (problem !== undefined) return ["cluster.peers", `cluster.peers: ${problem}`];
       }
       return undefined;
     },

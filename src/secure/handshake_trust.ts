@@ -145,6 +145,36 @@ function storeName(store: KnownServers): string {
   return store.location === undefined ? "the known-servers store" : `"${store.location}"`;
 }
 
+/**
+ * The `HandshakeFailed` error of a server whose key differs from the one recorded for its name
+ * in a known-servers store: it carries both keys, for callers that report the change (the
+ * cluster's identity check).
+ */
+export class ServerKeyChangedError extends ProtocolError {
+  /** The name the server is known by. */
+  readonly serverName: string;
+  /** The key recorded for it. */
+  readonly knownKey: Uint8Array;
+  /** The key it presented. */
+  readonly presentedKey: Uint8Array;
+
+  /**
+   * The error.
+   *
+   * @param serverName The name the server is known by.
+   * @param knownKey The key recorded for it.
+   * @param presentedKey The key it presented.
+   * @param message What happened.
+   */
+  constructor(serverName: string, knownKey: Uint8Array, presentedKey: Uint8Array, message: string) {
+    super("HandshakeFailed", message);
+    this.name = "ServerKeyChangedError";
+    this.serverName = serverName;
+    this.knownKey = knownKey.slice();
+    this.presentedKey = presentedKey.slice();
+  }
+}
+
 /** The error for a server whose key differs from the one recorded for its name. */
 function keyChanged(
   name: string,
@@ -153,8 +183,10 @@ function keyChanged(
   presented: Uint8Array,
 ): ProtocolError {
   const where = storeName(store);
-  return new ProtocolError(
-    "HandshakeFailed",
+  return new ServerKeyChangedError(
+    name,
+    known,
+    presented,
     `The key of server "${name}" CHANGED: it presented the key with fingerprint "${
       fingerprint(presented)
     }", but the key with fingerprint "${

@@ -42,11 +42,12 @@ export interface ProbeTransport {
     options: { timeoutMs: number; signal: AbortSignal },
   ): Promise<ProbeReply>;
   /**
-   * The peer left the membership: release what the transport holds for it.
+   * Releases what the transport holds for a peer.
    *
    * @param key The peer's membership key.
+   * @param removed It left the membership (else it moved to another address, or is this node).
    */
-  forget(key: string): void;
+  forget(key: string, removed: boolean): void;
 }
 
 /** Settings of the detector (docs/CLUSTER.md, "Parameters"). */
@@ -235,7 +236,7 @@ export class Detector {
         this.#onEvent({ type: "join", peer: snapshot(created) });
       } else if (member.spec.address !== spec.address) {
         member.spec = spec;
-        this.#transport.forget(key);
+        this.#transport.forget(key, false);
         if (!member.self) {
           this.#onEvent({ type: "updated", peer: snapshot(member), reason: "address" });
         }
@@ -246,7 +247,7 @@ export class Detector {
     for (const [key, member] of this.#members) {
       if (seen.has(key)) continue;
       this.#members.delete(key);
-      this.#transport.forget(key);
+      this.#transport.forget(key, true);
       if (member.self) continue;
       member.state = "left";
       member.since = this.#clock.wallNow();
@@ -539,7 +540,7 @@ export class Detector {
     if (bootIdHex(ack.bootId) === this.#bootHex) {
       // Our own address came back from the resolver: never probe ourselves again.
       member.self = true;
-      this.#transport.forget(member.key);
+      this.#transport.forget(member.key, false);
       return false;
     }
     if (member.spec.id !== undefined && ack.from !== member.spec.id) {
