@@ -5,7 +5,8 @@
  * This root module is what an application uses: {@linkcode serve} a {@linkcode Dispatcher} of
  * handlers, {@linkcode connect} a client, the message types, the errors (every failure a caller
  * is expected to catch is a {@linkcode ProtocolError} with a `code`), keys, configuration,
- * logging set-up, and every type needed to write the options of `serve` and `connect`.
+ * logging set-up, cluster peer monitoring ({@linkcode createCluster}), and every type needed to
+ * write the options of `serve` and `connect`.
  *
  * The pieces to build your own stack are in subpaths, one concept each: `/core` (packets, the
  * stream codec, message and batch encoding), `/secure` (the handshake drivers, the encrypted
@@ -57,6 +58,26 @@ export type {
 export { CircuitOpen, PoolExhausted } from "./src/service/pool_errors.ts";
 export type { PoolExhaustedReason } from "./src/service/pool_errors.ts";
 export type { BreakerState } from "./src/service/circuit_breaker.ts";
+export { createCluster } from "./src/service/cluster/cluster.ts";
+export type {
+  Cluster,
+  ClusterOptions,
+  ClusterRequestOptions,
+  LocalHealthInfo,
+  PickStrategy,
+} from "./src/service/cluster/cluster.ts";
+export type { ClusterSettingsInput } from "./src/service/cluster/options.ts";
+export type {
+  ClusterEvent,
+  PeerInfo,
+  PeerResolver,
+  PeerSpec,
+  PeerState,
+} from "./src/service/cluster/types.ts";
+export { dnsResolver } from "./src/service/cluster/resolver.ts";
+export type { DnsResolverOptions, ResolveDns } from "./src/service/cluster/resolver.ts";
+export { NoPeerAvailable, PeerIdentityError } from "./src/service/cluster/errors.ts";
+export type { Clock } from "./src/service/cluster/clock.ts";
 export type { Connection, DrainOptions } from "./src/service/connection.ts";
 export type {
   CloseOptions,
