@@ -401,7 +401,7 @@ export class Detector {
     let next = Infinity;
     const quiet = this.#health.quiet();
     for (const member of this.#members.values()) {
-      if (member.state !== "suspect") continue;
+      if (member.state !== "suspect" || member.self) continue;
       const due = member.suspectAt + member.credit + member.suspicionMs;
       if (now >= due && !quiet) this.#transition(member, "dead");
       else next = Math.min(next, Math.max(due, now + this.#settings.probeTimeoutMs));
@@ -451,6 +451,7 @@ export class Detector {
         return;
       }
       if (direct.kind === "identity") {
+        if (member.self) return;
         this.#onProbe?.("direct", "failed");
         this.#failed(member, started);
         return;
@@ -538,9 +539,13 @@ export class Detector {
 
   #identityOk(member: Member, ack: AckMessage): boolean {
     if (bootIdHex(ack.bootId) === this.#bootHex) {
-      // Our own address came back from the resolver: never probe ourselves again.
+      // Our own address came back from the resolver: never probe ourselves again. Its join was
+      // announced; a left (removed) keeps the subscribers' views right.
       member.self = true;
       this.#transport.forget(member.key, false);
+      member.state = "left";
+      member.since = this.#clock.wallNow();
+      this.#onEvent({ type: "left", peer: snapshot(member), reason: "removed" });
       return false;
     }
     if (member.spec.id !== undefined && ack.from !== member.spec.id) {
