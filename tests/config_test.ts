@@ -920,6 +920,7 @@ const VALID_CONFIG: fc.Arbitrary<NetworkConfig> = fc.record({
   }, { noNullPrototype: true }),
   multiplex: fc.constant(defaultConfig().multiplex),
   pool: fc.constant(defaultConfig().pool),
+  cluster: fc.constant(defaultConfig().cluster),
   admin: fc.record({
     address: fc.constantFrom("", "127.0.0.1:9100", "[::1]:0"),
   }, { noNullPrototype: true }),

@@ -13,6 +13,7 @@
  * npro cert [--ca | --issuer ca.pem --issuer-key ca.key [--usage server|client|both]]
  *           [--name cn] [--alt name]... [--days n] --cert-out path --key-out path [--force]
  * npro config example | npro config check <path>
+ * npro cluster status [--config path] [--address host:port] [--rounds n] [--json]
  * npro <command> --help | npro --version
  * ```
  *
@@ -67,6 +68,7 @@ import { type Client, connect } from "../service/client.ts";
 import { serve } from "../service/daemon.ts";
 import { formatAddr } from "../transport/address.ts";
 import { formatPingSummary, pingSummary } from "./ping_stats.ts";
+import { addClusterCommands } from "./cluster.ts";
 import { VERSION } from "./version.ts";
 
 /** A mistake in how the command was called: reported with a pointer to its help, exit code 2. */
@@ -733,6 +735,7 @@ options. Environment: NETWORK_PROTOCOL_<SECTION>_<KEY> overrides any configurati
   add("check", "Validate a configuration file; print its errors and warnings", config)
     .argument("<path>", "the TOML file")
     .action(run("config check", (path: string) => configCheckCommand(path)));
+  addClusterCommands(add, run, loadFor, out, integer);
   return root;
 }
 
