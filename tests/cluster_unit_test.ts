@@ -368,3 +368,36 @@ Deno.test("cluster config: [cluster] keys, environment overrides and checks", ()
   );
   assert.throws(() => parseConfig(`[cluster]\npeers = ["b@nowhere"]\n`), /cluster.peers/);
 });
+
+Deno.test("npro cluster status prints a table of the peers of [cluster]", async () => {
+  await using b = await node("b", { probeIntervalMs: 200, probeTimeoutMs: 100 });
+  const [unused] = freePorts(1);
+  const { code, stdout } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      "--allow-env=NETWORK_PROTOCOL_*",
+      "--allow-read=.",
+      new URL("../src/cli/main.ts", import.meta.url).pathname,
+      "cluster",
+      "status",
+      "--rounds",
+      "4",
+    ],
+    env: {
+      NO_COLOR: "1",
+      NETWORK_PROTOCOL_CLUSTER_PEERS: `b@127.0.0.1:${portOf(b)},c@127.0.0.1:${unused}`,
+      NETWORK_PROTOCOL_CLUSTER_PROBE_INTERVAL: "200",
+      NETWORK_PROTOCOL_CLUSTER_PROBE_TIMEOUT: "100",
+    },
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const text = new TextDecoder().decode(stdout);
+  // c never answers: exit code 1.
+  assert.equal(code, 1, text);
+  const lines = text.trim().split("\n");
+  assert.match(lines[0]!, /^ID +NODE +ADDRESS +STATE +RTT +LAST SEEN +INC +BOOT +KEY$/);
+  assert.match(text, new RegExp(`^b +b +127\\.0\\.0\\.1:${portOf(b)} +alive +[\\d.]+ ms `, "m"));
+  assert.match(text, /^c +- +127\.0\.0\.1:\d+ +(suspect|dead) +- +never /m);
+});

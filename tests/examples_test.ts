@@ -179,3 +179,13 @@ Deno.test("example: a client with reconnection", async () => {
   assert.match(out, /echo: back again/);
   assert.match(out, /status: closed/);
 });
+
+Deno.test("example: cluster peer monitoring with three members, a death and a leave", async () => {
+  const out = await run("cluster.ts", ["--allow-net=127.0.0.1"]);
+  assert.match(out, /peer b: alive, rtt \d+\.\d+ ms, incarnation 0/);
+  assert.match(out, /the nearest peer answered: [bc]/);
+  assert.match(out, /a sees c: suspect\na sees c: dead/);
+  assert.match(out, /a sees b: left/);
+  assert.doesNotMatch(out, /a sees b: dead/);
+  assert.match(out, /alive peers of a: 0/);
+});

@@ -630,8 +630,11 @@ export class Detector {
   ): void {
     if (this.#members.get(member.key) !== member || member.self) return;
     const boot = bootIdHex(ack.bootId);
+    // The first answer after a silence came over a new connection: its time includes the
+    // connection's set-up (TCP and the Noise handshake), so it is not a round-trip sample.
+    const warm = member.lastSeen !== undefined && member.state === "alive";
     member.lastSeen = this.#clock.wallNow();
-    if (rttMs !== undefined) {
+    if (rttMs !== undefined && warm) {
       member.rttMs = member.rttMs === undefined
         ? rttMs
         : member.rttMs + RTT_WEIGHT * (rttMs - member.rttMs);
