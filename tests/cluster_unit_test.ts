@@ -10,6 +10,7 @@ import {
   type Cluster,
   type ClusterEvent,
   type ClusterOptions,
+  connect,
   createCluster,
   Dispatcher,
   dnsResolver,
@@ -400,4 +401,30 @@ Deno.test("npro cluster status prints a table of the peers of [cluster]", async 
   assert.match(lines[0]!, /^ID +NODE +ADDRESS +STATE +RTT +LAST SEEN +INC +BOOT +KEY$/);
   assert.match(text, new RegExp(`^b +b +127\\.0\\.0\\.1:${portOf(b)} +alive +[\\d.]+ ms `, "m"));
   assert.match(text, /^c +- +127\.0\.0\.1:\d+ +(suspect|dead) +- +never /m);
+});
+
+Deno.test("cluster: a leave counts only from the member itself (its Noise key)", async () => {
+  await using c = await node("c");
+  await using a = await node("a", { peers: [{ id: "c", address: `127.0.0.1:${portOf(c)}` }] });
+  await until(() => a.get("c")?.bootId !== undefined, 5000, "a sees c");
+  const hexBytes = (hex: string) => Uint8Array.from(hex.match(/../g)!.map((h) => parseInt(h, 16)));
+  // Another client, with its own key, forges c's leave.
+  await using forger = await connect({
+    address: `127.0.0.1:${portOf(a)}`,
+    security: { serverKeys: [a.publicKey], staticKey: generateKeyPair() },
+    autoReconnect: false,
+  });
+  const payload = encodeClusterMessage({
+    kind: "leave",
+    from: "c",
+    bootId: hexBytes(c.bootId),
+    incarnation: 0,
+  });
+  const reply = await forger.request(
+    { type: "custom", command: "npro.cluster", payload },
+    { timeoutMs: 2000 },
+  );
+  assert.equal(reply.type, "custom");
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(a.get("c")?.state, "alive");
 });

@@ -17,6 +17,7 @@ import type { ServerSecurityOptions } from "../../secure/policy.ts";
 import type { TlsClientOptions, TlsServerOptions } from "../../transport/tls.ts";
 import type { Transport } from "../../transport/types.ts";
 import { EventStream } from "../../util/event_stream.ts";
+import { constantTimeEqual } from "../../util/bytes.ts";
 import type { RequestOptions } from "../connection_options.ts";
 import { serve, type Server } from "../daemon.ts";
 import { serverSecurityFromConfig } from "../session.ts";
@@ -302,6 +303,7 @@ class ClusterImpl implements Cluster {
       clock: options.clock ?? systemClock,
       transport: this.#transport,
       onEvent: (event) => this.#onEvent(event),
+      onRefusal: (reason) => this.#metrics.refusals[reason].inc(),
       onProbe: (kind, outcome, rttMs) => {
         this.#metrics.probe(kind, outcome);
         if (rttMs !== undefined) this.#metrics.rtt.observe(rttMs / 1000);
@@ -314,9 +316,17 @@ class ClusterImpl implements Cluster {
     const dispatcher = options.dispatcher ?? new Dispatcher();
     dispatcher.register(CLUSTER_COMMAND, async (message, context) => {
       if (message.type !== "custom") throw new TypeError("Cluster messages are custom messages");
+      // The sender is the member whose recorded key it authenticated with (Noise static key).
+      const presented = context.remoteStaticKey;
+      const sender = (key: string): boolean => {
+        const known = this.#keys.get(key);
+        return known !== undefined && presented !== undefined &&
+          constantTimeEqual(known, presented);
+      };
       const reply = await this.#detector.handle(
         decodeClusterMessage(message.payload),
         context.signal,
+        sender,
       );
       return { type: "custom", command: CLUSTER_COMMAND, payload: encodeClusterMessage(reply) };
     });
@@ -371,9 +381,6 @@ class ClusterImpl implements Cluster {
       case "suspect":
       case "dead":
         this.#metrics.transitions[event.type].inc();
-        break;
-      case "refused":
-        this.#metrics.refusals[event.reason].inc();
         break;
       case "local-health":
         if (event.stalledMs > 0) this.#metrics.stalls.inc();

@@ -90,6 +90,12 @@ export interface DetectorOptions extends DetectorSettings {
    */
   onProbe?: (kind: "direct" | "indirect", outcome: ProbeOutcome, rttMs?: number) => void;
   /**
+   * Called at every identity refusal (the `refused` event comes once per change).
+   *
+   * @param reason Which check failed.
+   */
+  onRefusal?: (reason: "key-mismatch" | "wrong-id") => void;
+  /**
    * Lifeguard's local health (default `true`): `false` turns it off, for the simulation's
    * comparison only (stalls then count against peers).
    */
@@ -100,6 +106,9 @@ export interface DetectorOptions extends DetectorSettings {
 export type ProbeOutcome = "ack" | "failed" | "inconclusive";
 
 const RTT_WEIGHT = 0.25;
+
+/** The most peers a node monitors: each probes all of them every round. */
+export const MAX_PEERS = 1024;
 
 /**
  * The failure detector of one node: its membership table, its probe schedule and its verdicts.
@@ -151,6 +160,7 @@ export class Detector {
   readonly #random: () => number;
   readonly #onEvent: (event: ClusterEvent) => void;
   readonly #onProbe: DetectorOptions["onProbe"];
+  readonly #onRefusal: DetectorOptions["onRefusal"];
   readonly #members = new Map<string, Member>();
   readonly #health: LocalHealth;
   readonly #abort = new AbortController();
@@ -184,6 +194,7 @@ export class Detector {
     this.#random = options.random ?? Math.random;
     this.#onEvent = options.onEvent;
     this.#onProbe = options.onProbe;
+    this.#onRefusal = options.onRefusal;
     const tickMs = Math.max(10, Math.min(options.probeIntervalMs / 4, 250));
     this.#health = new LocalHealth({
       clock: this.#clock,
@@ -224,6 +235,11 @@ export class Detector {
    * @param specs The peers (this node's own entry, if any, is skipped).
    */
   setPeers(specs: readonly PeerSpec[]): void {
+    if (specs.length > MAX_PEERS) {
+      throw new RangeError(
+        `Cannot monitor "${specs.length}" peers: at most ${MAX_PEERS} (every node probes every peer)`,
+      );
+    }
     const seen = new Set<string>();
     for (const spec of specs) {
       const key = memberKey(spec);
@@ -323,9 +339,16 @@ export class Detector {
    *
    * @param message The message.
    * @param signal Aborted when the answer is no longer wanted.
+   * @param sender Tells whether the sender is the member with a given key (by the Noise static
+   * key it authenticated with); without it, every sender is trusted (the simulation). A `leave`
+   * counts only from the member itself, a `ping-req` only from a member.
    * @returns The answer.
    */
-  async handle(message: ClusterMessage, signal: AbortSignal): Promise<ClusterMessage> {
+  async handle(
+    message: ClusterMessage,
+    signal: AbortSignal,
+    sender?: (key: string) => boolean,
+  ): Promise<ClusterMessage> {
     switch (message.kind) {
       case "ping":
         if (message.suspect && message.targetIncarnation >= this.#incarnation) {
@@ -335,7 +358,10 @@ export class Detector {
         return this.#ack();
       case "ping-req": {
         const member = this.#members.get(message.target);
-        if (member === undefined || member.self || !this.#running) {
+        if (
+          member === undefined || member.self || !this.#running ||
+          (sender !== undefined && !this.#fromMember(sender))
+        ) {
           return { kind: "nack", target: message.target };
         }
         const ping: ProbeMessage = { ...message, kind: "ping" };
@@ -347,7 +373,8 @@ export class Detector {
         for (const member of this.#members.values()) {
           if (
             (member.nodeId ?? member.key) === message.from &&
-            member.bootId === bootIdHex(message.bootId) && member.state !== "left"
+            member.bootId === bootIdHex(message.bootId) && member.state !== "left" &&
+            (sender === undefined || sender(member.key))
           ) {
             this.#transition(member, "left", { reason: "leave" });
           }
@@ -357,6 +384,12 @@ export class Detector {
       default:
         throw new TypeError(`Cannot answer a cluster "${message.kind}": it is an answer`);
     }
+  }
+
+  /** Whether the sender is one of the members (by the key it authenticated with). */
+  #fromMember(sender: (key: string) => boolean): boolean {
+    for (const member of this.#members.values()) if (sender(member.key)) return true;
+    return false;
   }
 
   #ack(): AckMessage {
@@ -461,6 +494,8 @@ export class Detector {
         return;
       }
       this.#onProbe?.("direct", "failed");
+      // A dead or left peer is probed for its return only: no verdict hangs on it.
+      if (member.state === "dead" || member.state === "left") return;
       const indirect = await this.#indirect(member, { ...ping, kind: "ping-req" });
       if (!this.#running) return;
       if (indirect !== undefined) {
@@ -560,6 +595,10 @@ export class Detector {
   }
 
   #refused(member: Member, reason: "key-mismatch" | "wrong-id", detail: string): void {
+    this.#onRefusal?.(reason);
+    // One event (and log line) per change; the metric counts every refusal.
+    if (member.refused === detail) return;
+    member.refused = detail;
     this.#onEvent({ type: "refused", peer: snapshot(member), reason, detail });
   }
 
@@ -641,6 +680,7 @@ export class Detector {
     }
     if (fingerprint !== undefined) member.fingerprint = fingerprint;
     member.nodeId = ack.from;
+    member.refused = undefined;
     if (member.bootId !== undefined && member.bootId !== boot) {
       // A new process at this identity: a new incarnation, whatever its number.
       member.bootId = boot;

@@ -22,7 +22,7 @@ export interface LocalHealthOptions {
   /** The largest multiplier of timeouts (Lifeguard's awareness maximum, default 8). */
   maxMultiplier: number;
   /**
-   * Called when a stall is found, or the score changes.
+   * Called when a stall is found, or the score leaves or returns to 0.
    *
    * @param score The score (the multiplier minus 1).
    * @param stalledMs The length of the stall just found, or 0.
@@ -182,7 +182,9 @@ export class LocalHealth {
   #set(score: number): void {
     const next = Math.max(0, Math.min(score, this.#max - 1));
     if (next === this.#score) return;
+    const crossed = (next === 0) !== (this.#score === 0);
     this.#score = next;
-    this.#onChange?.(next, 0);
+    // Reported when the node turns unhealthy or healthy again, not at every step between.
+    if (crossed) this.#onChange?.(next, 0);
   }
 }

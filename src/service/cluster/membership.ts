@@ -38,6 +38,8 @@ export interface Member {
   credit: number;
   /** It turned out to be this node (found by DNS): never probed again. */
   self: boolean;
+  /** The last identity refusal reported (one event per change, not one per probe). */
+  refused: string | undefined;
 }
 
 /**
@@ -75,6 +77,7 @@ export function newMember(spec: PeerSpec, wallNow: number, fingerprint?: string)
     suspicionMs: 0,
     credit: 0,
     self: false,
+    refused: undefined,
   };
 }
 
