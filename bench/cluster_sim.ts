@@ -34,6 +34,8 @@ const { values } = parseArgs({
     "stall-every": { type: "string", default: "10000" },
     "stall-min": { type: "string", default: "200" },
     "stall-max": { type: "string", default: "2500" },
+    overloaded: { type: "string", default: "2" },
+    "overload-max": { type: "string", default: "1000" },
     "no-lifeguard": { type: "boolean", default: false },
     json: { type: "boolean", default: false },
   },
@@ -100,6 +102,24 @@ for (let t = 5_000; stallEvery > 0 && t < durationMs; t += stallEvery) {
   });
 }
 
+// Overloaded nodes (Consul's "an overloaded agent can cause another node to fail"): their event
+// loop blocks for 50 to 1000 ms (--overload-max) every 1 to 4 s, all the run long.
+const overloaded = ids.slice(0, Number(values.overloaded));
+for (const id of overloaded) {
+  for (let t = 2_000 + random() * 2_000; t < durationMs; t += 1_000 + random() * 3_000) {
+    const ms = 50 + random() * (Number(values["overload-max"]) - 50);
+    const at = t;
+    sim.time.at(at, () => {
+      if (!sim.nodes.get(id)!.down) {
+        sim.stall(id, ms);
+        const list = stallTimes.get(id) ?? [];
+        list.push([at, at + ms]);
+        stallTimes.set(id, list);
+      }
+    });
+  }
+}
+
 const started = performance.now();
 sim.start();
 await sim.time.run(durationMs);
@@ -130,9 +150,11 @@ const q = (p: number): number =>
   detections.length === 0
     ? NaN
     : detections[Math.min(detections.length - 1, Math.ceil(p * detections.length) - 1)]!;
-/** Whether `id` stalled at some time within `windowMs` before `at`. */
-function stalledWithin(id: string, at: number, windowMs: number): boolean {
-  return (stallTimes.get(id) ?? []).some(([from, to]) => from <= at && to >= at - windowMs);
+/** Whether `id` stalled (for at least `minMs`) at some time within `windowMs` before `at`. */
+function stalledWithin(id: string, at: number, windowMs: number, minMs = 0): boolean {
+  return (stallTimes.get(id) ?? []).some(([from, to]) =>
+    from <= at && to >= at - windowMs && to - from >= minMs
+  );
 }
 // A verdict may follow a stall by a probe round, the probe timeouts and the suspicion timeout.
 const window = settings.probeIntervalMs * 2 + settings.probeTimeoutMs * 3 +
@@ -146,7 +168,9 @@ let restarts = 0;
 for (const o of sim.observations) {
   const e = o.event;
   if (e.type === "dead" && upAt(e.peer.id, o.at)) {
-    if (stalledWithin(e.peer.id, o.at, window)) deadOfStalledTarget++;
+    // A peer that stalled longer than the suspicion timeout was, for that long, dead.
+    const suspicionMs = suspicionTimeout(settings.suspicionMultiplier, n, settings.probeIntervalMs);
+    if (stalledWithin(e.peer.id, o.at, window, suspicionMs)) deadOfStalledTarget++;
     else if (stalledWithin(o.observer, o.at, window)) deadByStalledObserver++;
     else falseDead++;
   }
@@ -162,6 +186,7 @@ const result = {
   network,
   crashes: crashes.length,
   stalls,
+  overloaded: overloaded.length,
   suspicionTimeoutMs: suspicionTimeout(settings.suspicionMultiplier, n, settings.probeIntervalMs),
   detectionMs: {
     count: detections.length,
@@ -183,7 +208,7 @@ if (values.json) {
 } else {
   console.log(
     `${n} nodes, ${result.simulatedMinutes} simulated min (seed ${seed}, lifeguard ${settings.lifeguard}), ` +
-      `${crashes.length} crashes, ${stalls} stalls, wall ${result.wallSeconds} s`,
+      `${crashes.length} crashes, ${stalls} stalls, ${overloaded.length} overloaded nodes, wall ${result.wallSeconds} s`,
   );
   console.log(
     `detection ms: median ${result.detectionMs.median}, p99 ${result.detectionMs.p99}, max ${result.detectionMs.max} ` +

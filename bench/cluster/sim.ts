@@ -130,6 +130,9 @@ function drain(): Promise<void> {
   });
 }
 
+/** After a stall, I/O is handled this long after the timers that came due. */
+const IO_AFTER_TIMERS_MS = 0.01;
+
 /** The network's behaviour. */
 export interface NetworkModel {
   /** One-way delay: a base in ms. */
@@ -276,7 +279,9 @@ export class SimCluster {
     const run = (): void => {
       if (to.down || to.life !== life) return;
       if (to.stalledUntil > this.time.now) {
-        this.time.at(to.stalledUntil, run);
+        // As in an event loop after a block: the timers that came due run first, then the I/O
+        // that arrived meanwhile (so probe timeouts fire before the replies are read).
+        this.time.at(to.stalledUntil + IO_AFTER_TIMERS_MS, run);
         return;
       }
       fn();
