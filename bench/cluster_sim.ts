@@ -130,49 +130,62 @@ function upAt(id: string, at: number): boolean {
   return !(downtime.get(id) ?? []).some(([from, to]) => at >= from && at < to);
 }
 
-const detections: number[] = [];
-let missed = 0;
+/** Detection times (ms) by healthy and by overloaded observers, and crashes not seen in time. */
+const detections = { healthy: [] as number[], overloaded: [] as number[] };
+const missed = { healthy: 0, overloaded: 0 };
 for (const crash of crashes) {
   for (const observer of ids) {
     if (observer === crash.id) continue;
     // Observers that were themselves down during the window are left out.
     if (!upAt(observer, crash.at) || !upAt(observer, crash.restartAt - 1)) continue;
+    const kind = overloaded.includes(observer) ? "overloaded" : "healthy";
     const seen = sim.observations.find((o) =>
       o.observer === observer && o.event.type === "dead" && o.event.peer.id === crash.id &&
       o.at >= crash.at && o.at < crash.restartAt
     );
-    if (seen === undefined) missed++;
-    else detections.push(seen.at - crash.at);
+    if (seen === undefined) missed[kind]++;
+    else detections[kind].push(seen.at - crash.at);
   }
 }
-detections.sort((a, b) => a - b);
-const q = (p: number): number =>
-  detections.length === 0
-    ? NaN
-    : detections[Math.min(detections.length - 1, Math.ceil(p * detections.length) - 1)]!;
+function stats(values: number[]): { count: number; median: number; p99: number; max: number } {
+  const sorted = [...values].sort((a, b) => a - b);
+  const q = (p: number): number =>
+    sorted.length === 0
+      ? NaN
+      : sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)]!;
+  return {
+    count: sorted.length,
+    median: Math.round(q(0.5)),
+    p99: Math.round(q(0.99)),
+    max: Math.round(sorted.at(-1) ?? NaN),
+  };
+}
 /** Whether `id` stalled (for at least `minMs`) at some time within `windowMs` before `at`. */
 function stalledWithin(id: string, at: number, windowMs: number, minMs = 0): boolean {
   return (stallTimes.get(id) ?? []).some(([from, to]) =>
     from <= at && to >= at - windowMs && to - from >= minMs
   );
 }
+const suspicionMs = suspicionTimeout(settings.suspicionMultiplier, n, settings.probeIntervalMs);
 // A verdict may follow a stall by a probe round, the probe timeouts and the suspicion timeout.
-const window = settings.probeIntervalMs * 2 + settings.probeTimeoutMs * 3 +
-  suspicionTimeout(settings.suspicionMultiplier, n, settings.probeIntervalMs);
-let falseDead = 0;
-let deadOfStalledTarget = 0;
-let deadByStalledObserver = 0;
+const window = settings.probeIntervalMs * 2 + settings.probeTimeoutMs * 3 + suspicionMs;
+/**
+ * Dead verdicts on peers that were up: by a stalled (or overloaded) observer, on an overloaded
+ * peer, on any other peer; verdicts on a peer just stalled longer than the suspicion timeout are
+ * counted apart (for that long it was as good as dead).
+ */
+const falseDead = { byStalledObserver: 0, onOverloaded: 0, other: 0 };
+let deadOfLongStall = 0;
 let falseSuspect = 0;
 let refuted = 0;
 let restarts = 0;
 for (const o of sim.observations) {
   const e = o.event;
   if (e.type === "dead" && upAt(e.peer.id, o.at)) {
-    // A peer that stalled longer than the suspicion timeout was, for that long, dead.
-    const suspicionMs = suspicionTimeout(settings.suspicionMultiplier, n, settings.probeIntervalMs);
-    if (stalledWithin(e.peer.id, o.at, window, suspicionMs)) deadOfStalledTarget++;
-    else if (stalledWithin(o.observer, o.at, window)) deadByStalledObserver++;
-    else falseDead++;
+    if (stalledWithin(e.peer.id, o.at, window, suspicionMs)) deadOfLongStall++;
+    else if (stalledWithin(o.observer, o.at, window)) falseDead.byStalledObserver++;
+    else if (overloaded.includes(e.peer.id)) falseDead.onOverloaded++;
+    else falseDead.other++;
   }
   if (e.type === "suspect" && upAt(e.peer.id, o.at)) falseSuspect++;
   if (e.type === "alive" && e.from === "suspect") refuted++;
@@ -187,17 +200,15 @@ const result = {
   crashes: crashes.length,
   stalls,
   overloaded: overloaded.length,
-  suspicionTimeoutMs: suspicionTimeout(settings.suspicionMultiplier, n, settings.probeIntervalMs),
+  suspicionTimeoutMs: Math.round(suspicionMs),
   detectionMs: {
-    count: detections.length,
-    median: Math.round(q(0.5)),
-    p99: Math.round(q(0.99)),
-    max: Math.round(detections.at(-1) ?? NaN),
+    all: stats([...detections.healthy, ...detections.overloaded]),
+    healthyObservers: stats(detections.healthy),
+    overloadedObservers: stats(detections.overloaded),
   },
   missedDetections: missed,
   falseDead,
-  deadByStalledObserver,
-  deadOfStalledTarget,
+  deadOfLongStall,
   falseSuspect,
   refutedSuspicions: refuted,
   restartsSeen: restarts,
@@ -206,19 +217,29 @@ const result = {
 if (values.json) {
   console.log(JSON.stringify(result));
 } else {
+  const line = (name: string, d: ReturnType<typeof stats>, miss: number) =>
+    `${name}: median ${d.median}, p99 ${d.p99}, max ${d.max} ms (${d.count} seen, ${miss} missed)`;
   console.log(
     `${n} nodes, ${result.simulatedMinutes} simulated min (seed ${seed}, lifeguard ${settings.lifeguard}), ` +
-      `${crashes.length} crashes, ${stalls} stalls, ${overloaded.length} overloaded nodes, wall ${result.wallSeconds} s`,
+      `${crashes.length} crashes, ${stalls} stalls, ${overloaded.length} overloaded nodes, ` +
+      `suspicion timeout ${result.suspicionTimeoutMs} ms, wall ${result.wallSeconds} s`,
   );
   console.log(
-    `detection ms: median ${result.detectionMs.median}, p99 ${result.detectionMs.p99}, max ${result.detectionMs.max} ` +
-      `(${detections.length} observations, ${missed} missed; suspicion timeout ${
-        Math.round(result.suspicionTimeoutMs)
-      } ms)`,
+    line("detection, healthy observers", result.detectionMs.healthyObservers, missed.healthy),
   );
   console.log(
-    `false positives: ${falseDead} dead, ${deadByStalledObserver} dead by a stalled observer, ` +
-      `${falseSuspect} suspect (${refuted} suspicions refuted); ${deadOfStalledTarget} dead ` +
-      `verdicts on a peer stalled longer than the suspicion timeout; ${restarts} restarts seen`,
+    line(
+      "detection, overloaded observers",
+      result.detectionMs.overloadedObservers,
+      missed.overloaded,
+    ),
+  );
+  console.log(
+    `false dead: ${falseDead.other} on healthy peers, ${falseDead.onOverloaded} on overloaded peers, ` +
+      `${falseDead.byStalledObserver} by a stalled observer; ${deadOfLongStall} dead verdicts on a ` +
+      `peer stalled longer than the suspicion timeout`,
+  );
+  console.log(
+    `false suspect: ${falseSuspect} (${refuted} suspicions refuted); ${restarts} restarts seen`,
   );
 }
