@@ -144,6 +144,7 @@ export type {
 } from "./src/secure/policy.ts";
 export type { PatternName } from "./src/secure/hello.ts";
 export { KnownServersFile, MemoryKnownServers } from "./src/secure/known_servers.ts";
+export { ServerKeyChangedError } from "./src/secure/handshake_trust.ts";
 export type { KnownServers } from "./src/secure/known_servers.ts";
 export { SessionTicketIssuer, SessionTicketStore } from "./src/secure/session_ticket.ts";
 export type {

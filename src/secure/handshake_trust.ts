@@ -147,8 +147,20 @@ function storeName(store: KnownServers): string {
 
 /**
  * The `HandshakeFailed` error of a server whose key differs from the one recorded for its name
- * in a known-servers store: it carries both keys, for callers that report the change (the
- * cluster's identity check).
+ * in a known-servers store (trust on first use): it carries both keys, for callers that report
+ * the change (the cluster's identity check does).
+ *
+ * @example Tell a changed server key from other handshake failures
+ * ```ts
+ * import { ServerKeyChangedError } from "@npro/network-protocol";
+ *
+ * function describe(error: unknown): string {
+ *   return error instanceof ServerKeyChangedError
+ *     ? `the key of ${error.serverName} changed`
+ *     : "another failure";
+ * }
+ * console.log(describe(new Error("x")));
+ * ```
  */
 export class ServerKeyChangedError extends ProtocolError {
   /** The name the server is known by. */
