@@ -186,6 +186,7 @@ export {
 export type {
   AdminConfig,
   ClientConfig,
+  ClusterConfig,
   CompressionConfig,
   ConfigEnv,
   HandshakePatternName,
@@ -197,7 +198,6 @@ export type {
   NetworkConfigInput,
   ParseConfigOptions,
   PoolConfig,
-  ClusterConfig,
   SaveConfigOptions,
   SecurityConfig,
   ServerConfig,

@@ -59,7 +59,9 @@ try {
   }
   for (const peer of a!.peers()) {
     console.log(
-      `peer ${peer.id}: ${peer.state}, rtt ${peer.rttMs?.toFixed(2)} ms, incarnation ${peer.incarnation}`,
+      `peer ${peer.id}: ${peer.state}, rtt ${
+        peer.rttMs?.toFixed(2)
+      } ms, incarnation ${peer.incarnation}`,
     );
   }
   const reply = await a!.request({ type: "custom", command: "WHO", payload: new Uint8Array() });
