@@ -350,6 +350,12 @@ Deno.test("cluster: options are checked", async () => {
     createCluster({ self: { id: "", address: "127.0.0.1:0" } }),
     TypeError,
   );
+  // Refused after the server started: it is closed again (the sanitizers check it).
+  const many = Array.from({ length: 1025 }, (_, i) => ({ address: `127.0.0.1:${i + 1}` }));
+  await assert.rejects(
+    createCluster({ self: { id: "a", address: "127.0.0.1:0" }, peers: many }),
+    RangeError,
+  );
   assert.throws(() => dnsResolver({ name: "x.test" }), TypeError);
   assert.throws(() => dnsResolver({ name: "x.test", port: 70000 }), RangeError);
 });

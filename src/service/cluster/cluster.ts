@@ -208,10 +208,11 @@ export interface Cluster extends AsyncDisposable {
  *   probeIntervalMs: 50,
  *   probeTimeoutMs: 25,
  * });
- * for await (const event of b.events()) {
- *   if (event.type === "alive" || b.get("a")?.lastSeen !== undefined) break;
+ * while (b.get("a")?.lastSeen === undefined) {
+ *   await new Promise((resolve) => setTimeout(resolve, 10));
  * }
  * assert.equal(b.get("a")?.state, "alive");
+ * assert.equal(b.get("a")?.nodeId, "a");
  * ```
  *
  * @param options This node, its peers, the probe settings, the configuration.
@@ -243,7 +244,13 @@ export async function createCluster(options: ClusterOptions = {}): Promise<Clust
     staticKey = security.staticKey ?? generateKeyPair();
   }
   const cluster = new ClusterImpl(id, config, settings, staticKey, options, eventBuffer);
-  await cluster.start(options);
+  try {
+    await cluster.start(options);
+  } catch (error) {
+    // Nothing started is left behind: the server, the pools, the timers.
+    await cluster.close();
+    throw error;
+  }
   return cluster;
 }
 

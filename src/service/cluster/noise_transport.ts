@@ -111,10 +111,11 @@ interface Link {
  * @example Made by createCluster; a peer's pool opens on first use
  * ```ts
  * import { NoiseProbeTransport, PeerKeys } from "./noise_transport.ts";
- *  * import { generateKeyPair } from "../../secure/keys.ts";
+ * import { defaultConfig } from "../../config/mod.ts";
+ * import { generateKeyPair } from "../../secure/keys.ts";
  *
  * const transport = new NoiseProbeTransport({
- *   staticKey: await generateKeyPair(),
+ *   staticKey: generateKeyPair(),
  *   config: defaultConfig(),
  *   keys: new PeerKeys(),
  *   probeIntervalMs: 1000,
