@@ -152,6 +152,10 @@ Deno.test({
 
       await t.step("a one-way blackhole is bridged by indirect probes", () => {
         // n0's probes to n1 went through the proxy all along and were never answered directly.
+        console.log(
+          `blackholed path: n0 suspected n1 ${n0.about("n1", "suspect").length} times, ` +
+            `declared it dead ${n0.about("n1", "dead").length} times`,
+        );
         assert.deepEqual(n0.about("n1", "dead"), [], "n0 never declared n1 dead");
         assert.equal(n0.view()["n1"]?.state, "alive");
         assert.ok(n0.view()["n1"]?.seen, "n0 heard from n1 (through other nodes)");

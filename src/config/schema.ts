@@ -797,7 +797,8 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       kind: "string",
       default: "",
       length: { min: 0, max: 255 },
-      description: "This node's id in the cluster (what its answers report); empty: the host name.",
+      description:
+        "This node's id in the cluster (what its answers report); empty: the host name (needs --allow-sys=hostname).",
       readBy: [CLUSTER],
     },
     peers: {

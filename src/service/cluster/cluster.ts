@@ -51,7 +51,8 @@ const log = logger("cluster");
  */
 export interface ClusterOptions extends ClusterSettingsInput {
   /**
-   * This node: its id (default `cluster.node_id`, else the host name), the address its server
+   * This node: its id (default `cluster.node_id`, else the host name, which needs
+   * `--allow-sys=hostname`), the address its server
    * listens on (default `server.address`; port 0 picks one) and its Noise static key (default
    * `security.static_key_path`, else one generated for this run: peers that pin keys need a
    * stable one).

@@ -65,6 +65,16 @@ export class PeerKeys implements KnownServers {
   }
 
   /**
+   * Pins a peer's key (from its configuration): required from now on.
+   *
+   * @param name The peer's membership key.
+   * @param publicKey Its key.
+   */
+  pin(name: string, publicKey: Uint8Array): void {
+    this.#keys.set(name, publicKey.slice());
+  }
+
+  /**
    * Forgets a peer's key (it left the membership).
    *
    * @param name The peer's membership key.
@@ -155,7 +165,7 @@ export class NoiseProbeTransport implements ProbeTransport {
     let link = this.#links.get(key);
     if (link !== undefined && link.address === spec.address) return link;
     if (link !== undefined) this.forget(key, false);
-    if (spec.publicKey !== undefined) this.#options.keys.set(key, spec.publicKey);
+    if (spec.publicKey !== undefined) this.#options.keys.pin(key, spec.publicKey);
     const pool = createPool({
       config: this.#config,
       address: spec.address,
