@@ -434,3 +434,19 @@ Deno.test("cluster: a leave counts only from the member itself (its Noise key)",
   await new Promise((resolve) => setTimeout(resolve, 200));
   assert.equal(a.get("c")?.state, "alive");
 });
+
+Deno.test("cluster: aborting the signal closes it; peers() filters by state", async () => {
+  const controller = new AbortController();
+  await using b = await node("b");
+  const a = await node("a", {
+    peers: [{ id: "b", address: `127.0.0.1:${portOf(b)}` }, { id: "c", address: "127.0.0.1:1" }],
+    signal: controller.signal,
+  });
+  await until(() => a.get("b")?.lastSeen !== undefined, 5000, "a sees b");
+  await until(() => a.get("c")?.state !== "alive", 5000, "c suspected");
+  assert.deepEqual(a.peers({ state: "alive" }).map((p) => p.id), ["b"]);
+  assert.deepEqual(a.peers({ state: ["suspect", "dead"] }).map((p) => p.id), ["c"]);
+  controller.abort();
+  await a.closed();
+  assert.equal(a.isClosed, true);
+});
