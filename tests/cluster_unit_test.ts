@@ -255,6 +255,12 @@ Deno.test("cluster: another key at a known address is refused and reported", asy
     a.metrics(),
     /^npro_cluster_identity_refusals_total\{reason="key-mismatch"\} [1-9]/m,
   );
+  // The same series on the server's metrics (its admin endpoint's /metrics).
+  assert.match(
+    a.server.metrics(),
+    /^npro_cluster_identity_refusals_total\{reason="key-mismatch"\} [1-9]/m,
+  );
+  assert.match(a.server.metrics(), /^npro_connections_open \d+$/m);
   // The impostor never received a cluster message (the handshake failed before any was sent).
   assert.equal(impostor.server.connections.size, 0);
 });

@@ -33,6 +33,7 @@ import {
   withAddress,
 } from "./session.ts";
 import {
+  attachedMetrics,
   type DaemonMetrics,
   daemonMetrics,
   MetricsRegistry,
@@ -596,7 +597,7 @@ class DaemonServer implements Server {
   }
 
   metrics(): string {
-    return this.#metrics.registry.render();
+    return this.#metrics.registry.render() + attachedMetrics(this);
   }
 
   /** Starts the health endpoint (once, from serve()). */

@@ -425,3 +425,37 @@ export function daemonMetrics(registry: MetricsRegistry, gauges: DaemonGauges): 
     },
   };
 }
+
+const attached = new WeakMap<object, () => string>();
+
+/**
+ * Adds the metrics of a component built on a server (a cluster member) to what the server's
+ * `metrics()` and its admin endpoint's `/metrics` return. Not part of the public API.
+ *
+ * @example Attach and render
+ * ```ts
+ * import { attachedMetrics, attachMetrics } from "./metrics.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const server = {};
+ * attachMetrics(server, () => "npro_cluster_peers_alive 2\n");
+ * assert.equal(attachedMetrics(server), "npro_cluster_peers_alive 2\n");
+ * ```
+ *
+ * @param server The server.
+ * @param render Renders the component's metrics (Prometheus text, ending in a newline).
+ */
+export function attachMetrics(server: object, render: () => string): void {
+  const before = attached.get(server);
+  attached.set(server, before === undefined ? render : () => before() + render());
+}
+
+/**
+ * The metrics attached to a server, rendered.
+ *
+ * @param server The server.
+ * @returns The text ("" when nothing is attached).
+ */
+export function attachedMetrics(server: object): string {
+  return attached.get(server)?.() ?? "";
+}

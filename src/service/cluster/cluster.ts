@@ -20,6 +20,7 @@ import { EventStream } from "../../util/event_stream.ts";
 import { constantTimeEqual } from "../../util/bytes.ts";
 import type { RequestOptions } from "../connection_options.ts";
 import { serve, type Server } from "../daemon.ts";
+import { attachMetrics } from "../metrics.ts";
 import { serverSecurityFromConfig } from "../session.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { Detector } from "./detector.ts";
@@ -344,6 +345,8 @@ class ClusterImpl implements Cluster {
       ...(options.tls?.server === undefined ? {} : { tls: options.tls.server }),
       security: { ...(options.security ?? {}), staticKey: this.#staticKey },
     }, dispatcher);
+    // The cluster's metrics are also on the server's metrics() and its admin endpoint's /metrics.
+    attachMetrics(this.#server, () => this.#metrics.registry.render());
     log.info("Cluster node {id} (boot {bootId}) listening on {address}", {
       id: this.id,
       bootId: this.bootId,
