@@ -21,7 +21,8 @@ import { type NetworkModel, SimCluster } from "./cluster/sim.ts";
 import { suspicionTimeout } from "../src/service/cluster/membership.ts";
 
 const { values } = parseArgs({
-  args: Deno.args,
+  // `deno task bench:cluster -- --json` passes the "--" on.
+  args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
   options: {
     nodes: { type: "string", default: "20" },
     minutes: { type: "string", default: "10" },
