@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { NetworkConfig, NetworkConfigInput } from "../config/mod.ts";
+import { createConfig, type NetworkConfig, type NetworkConfigInput } from "../config/mod.ts";
 import { logger } from "../log.ts";
 import { ProtocolError } from "../errors.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";
@@ -71,6 +71,13 @@ export interface ServeOptions {
    * `config.admin.address` (docs/DEPLOYMENT.md). Needs `--allow-net` for that address.
    */
   admin?: { address: string };
+  /**
+   * Listen with `SO_REUSEPORT` so that several processes share the address (the `tcp`
+   * transport of the configuration only); overrides `config.server.reuse_port`
+   * (docs/DEPLOYMENT.md, "Several processes on one port"). With a `transport` of your own, set
+   * it there (`new TcpTransport({ reusePort: true })`).
+   */
+  reusePort?: boolean;
 }
 
 /** A running daemon. */
@@ -197,7 +204,21 @@ export interface Server extends AsyncDisposable {
  * listening).
  */
 export async function serve(options: ServeOptions, dispatcher: Dispatcher): Promise<Server> {
-  const config = withAddress(options.config, "server", options.address);
+  let config = withAddress(options.config, "server", options.address);
+  if (options.reusePort !== undefined) {
+    if (typeof options.reusePort !== "boolean") {
+      throw new TypeError(`reusePort must be a boolean, got "${options.reusePort}"`);
+    }
+    if (options.reusePort && options.transport !== undefined) {
+      throw new TypeError(
+        "reusePort applies to the configured transport: pass `new TcpTransport({ reusePort: true })` as transport instead",
+      );
+    }
+    config = createConfig({
+      ...config,
+      server: { ...config.server, reusePort: options.reusePort },
+    });
+  }
   const address = config.server.address;
   const security = await serverSecurityFromConfig(config, options.security, () => {
     log.info("No static key configured: generated one for this run");
