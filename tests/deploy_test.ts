@@ -14,8 +14,10 @@
  */
 
 import assert from "node:assert/strict";
+import { parseAllDocuments } from "yaml";
 import { parseConfig } from "../src/config/parse.ts";
 import { createPool } from "../src/service/pool.ts";
+import { connect } from "../src/service/client.ts";
 import { generateKeyPair, writeKeyFile } from "../src/secure/keys.ts";
 import { binary, freePorts, get, killQuietly, lines, readUntil, sleep } from "./_deploy_helpers.ts";
 
@@ -251,4 +253,170 @@ Deno.test("deploy: SIGTERM to one of two daemons behind HAProxy under load: /rea
     await log.done;
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("deploy: nginx stream with proxy_protocol on carries requests to the daemons, which see the client's own address", async () => {
+  const nginxBinary = await binary("nginx", ["/usr/sbin/nginx", "/usr/bin/nginx"]);
+  const dir = await Deno.makeTempDir();
+  const [front, port1, admin1, port2, admin2] = freePorts(5) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  const { key, keyFile } = await makeKey(dir);
+  const conf = template(await Deno.readTextFile(new URL("nginx.conf", EXAMPLES)), {
+    "127.0.0.1:8443": `127.0.0.1:${front}`,
+    "127.0.0.1:9000": `127.0.0.1:${port1}`,
+    "127.0.0.1:9001": `127.0.0.1:${port2}`,
+    "/run/nginx-npro.pid": `${dir}/nginx.pid`,
+    "/var/log/nginx/npro-error.log": `${dir}/error.log`,
+  });
+  await Deno.writeTextFile(`${dir}/nginx.conf`, conf);
+  await using b1 = new Backend("b1", port1, admin1, keyFile, dir);
+  await using b2 = new Backend("b2", port2, admin2, keyFile, dir);
+  await Promise.all([b1.ready(), b2.ready()]);
+  // A child of this test (daemon off), its prefix, pid and logs in the temporary directory.
+  const nginx = new Deno.Command(nginxBinary, {
+    args: [
+      "-p",
+      `${dir}/`,
+      "-c",
+      `${dir}/nginx.conf`,
+      "-e",
+      `${dir}/error.log`,
+      "-g",
+      "daemon off;",
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const messages = collect(nginx.stderr);
+  try {
+    const who = async () => {
+      await using client = await connect({
+        address: `127.0.0.1:${front}`,
+        security: { serverKeys: [key.publicKey] },
+        autoReconnect: false,
+      });
+      const reply = await client.request(
+        { type: "custom", command: "WHO", payload: new Uint8Array() },
+      ) as { payload: Uint8Array };
+      const local = client.connection!.localAddr as Deno.NetAddr;
+      return { seen: decoder.decode(reply.payload), own: `127.0.0.1:${local.port}` };
+    };
+    // nginx serves once a request goes through (at most 5 s).
+    for (let i = 0;; i++) {
+      try {
+        await who();
+        break;
+      } catch (error) {
+        if (i >= 50) {
+          const log = await Deno.readTextFile(`${dir}/error.log`).catch(() => "");
+          throw new Error(`nginx did not carry a request: ${error}\n${log}`, { cause: error });
+        }
+        await sleep(100);
+      }
+    }
+    for (let i = 0; i < 4; i++) {
+      const { seen, own } = await who();
+      // The PROXY v1 header nginx wrote names this client's own socket, not nginx's.
+      assert.equal(seen, own);
+    }
+  } finally {
+    killQuietly(nginx, "SIGTERM");
+    await nginx.status;
+    await messages.done;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// Kubernetes manifests, as far as they are read here.
+interface Probe {
+  httpGet: { path: string; port: string | number };
+  periodSeconds: number;
+  failureThreshold: number;
+}
+interface Container {
+  name: string;
+  command: string[];
+  ports: { name: string; containerPort: number }[];
+  readinessProbe: Probe;
+  livenessProbe: Probe;
+  lifecycle: { preStop: { sleep: { seconds: number } } };
+  volumeMounts: { name: string; mountPath: string; subPath?: string }[];
+}
+interface Manifest {
+  kind: string;
+  metadata: { name: string };
+  data?: Record<string, string>;
+  spec: {
+    template: {
+      spec: {
+        terminationGracePeriodSeconds: number;
+        containers: Container[];
+        volumes: { name: string; configMap?: { name: string }; secret?: { secretName: string } }[];
+      };
+    };
+    ports: { port: number; targetPort: string | number }[];
+  };
+}
+
+Deno.test("deploy: kubernetes.yaml (not run on a cluster) agrees with the daemon configuration it carries", async () => {
+  const text = await Deno.readTextFile(new URL("kubernetes.yaml", EXAMPLES));
+  const documents = parseAllDocuments(text);
+  for (const document of documents) assert.deepEqual(document.errors, []);
+  const manifests = documents.map((d) => d.toJS() as Manifest);
+  const of = (kind: string) => {
+    const found = manifests.filter((m) => m.kind === kind);
+    assert.equal(found.length, 1, `one ${kind}`);
+    return found[0]!;
+  };
+  const configMap = of("ConfigMap");
+  const deployment = of("Deployment");
+  const service = of("Service");
+  // The embedded configuration is valid, as npro serve reads it.
+  const config = parseConfig(configMap.data!["config.toml"]!);
+  const pod = deployment.spec.template.spec;
+  const container = pod.containers.find((c) => c.name === "npro")!;
+  const portNamed = (name: string | number) =>
+    typeof name === "number" ? name : container.ports.find((p) => p.name === name)!.containerPort;
+  const portOf = (address: string) => Number(address.slice(address.lastIndexOf(":") + 1));
+  // Probes: /readyz and /livez on the admin port, never on the protocol port.
+  assert.equal(container.readinessProbe.httpGet.path, "/readyz");
+  assert.equal(container.livenessProbe.httpGet.path, "/livez");
+  assert.equal(portNamed(container.readinessProbe.httpGet.port), portOf(config.admin.address));
+  assert.equal(portNamed(container.livenessProbe.httpGet.port), portOf(config.admin.address));
+  assert.equal(portNamed("npro"), portOf(config.server.address));
+  assert.equal(portNamed(service.spec.ports[0]!.targetPort), portOf(config.server.address));
+  // Pods listen on their own address, not loopback, for the Service and the kubelet.
+  assert.match(config.server.address, /^0\.0\.0\.0:/);
+  assert.match(config.admin.address, /^0\.0\.0\.0:/);
+  // The kubelet's SIGKILL comes after preStop, the grace and the shutdown, with a margin.
+  const preStopMs = container.lifecycle.preStop.sleep.seconds * 1000;
+  const needed = preStopMs + config.server.drainGrace + config.server.shutdownTimeout;
+  assert.ok(
+    pod.terminationGracePeriodSeconds * 1000 >= needed + 5000,
+    `terminationGracePeriodSeconds ${pod.terminationGracePeriodSeconds} s against ${needed} ms`,
+  );
+  // Readiness fails within the grace: the Service stops sending before the daemon stops accepting.
+  const readiness = container.readinessProbe;
+  assert.ok(
+    readiness.periodSeconds * readiness.failureThreshold * 1000 <= config.server.drainGrace,
+  );
+  // The command reads the mounted configuration; the key path is on a mounted volume.
+  const configPath = container.command[container.command.indexOf("--config") + 1]!;
+  const configMount = container.volumeMounts.find((m) => m.mountPath === configPath)!;
+  assert.equal(configMount.subPath, "config.toml");
+  assert.equal(
+    pod.volumes.find((v) => v.name === configMount.name)?.configMap?.name,
+    configMap.metadata.name,
+  );
+  const keyPath = config.security.staticKeyPath;
+  assert.ok(
+    container.volumeMounts.some((m) => keyPath.startsWith(`${m.mountPath}/`)),
+    `static_key_path "${keyPath}" is on a mounted volume`,
+  );
 });
