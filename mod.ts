@@ -58,6 +58,7 @@ export { CircuitOpen, PoolExhausted } from "./src/service/pool_errors.ts";
 export type { PoolExhaustedReason } from "./src/service/pool_errors.ts";
 export type { BreakerState } from "./src/service/circuit_breaker.ts";
 export type { Connection, DrainOptions } from "./src/service/connection.ts";
+export type { ConnectionStats } from "./src/service/connection_stats.ts";
 export type {
   CloseOptions,
   MultiplexOptions,

@@ -38,6 +38,7 @@ import {
   MetricsRegistry,
   type RefusalReason,
 } from "./metrics.ts";
+import { addStats, type ConnectionStats, emptyStats } from "./connection_stats.ts";
 import { sleep, waitAtMost } from "../util/async.ts";
 import { errorMessage } from "../util/error_message.ts";
 import { closeQuietly } from "../util/resource.ts";
@@ -290,6 +291,8 @@ class DaemonServer implements Server {
   #ageTimer: ReturnType<typeof setInterval> | undefined;
   /** Counters and histograms (the gauges read the sets above at render time). */
   readonly #metrics: DaemonMetrics;
+  /** What the closed connections moved and did, added up. */
+  readonly #closedStats: ConnectionStats = emptyStats();
 
   constructor(
     listener: Listener,
@@ -327,6 +330,12 @@ class DaemonServer implements Server {
         for (const connection of this.#connections) n += connection.outboundBytes;
         return n;
       },
+      traffic: () => {
+        const total = { ...this.#closedStats };
+        for (const connection of this.#connections) addStats(total, connection.stats());
+        return total;
+      },
+      knownOpcode: (opcode) => dispatcher.has(opcode),
     });
     this.#acceptLoop = this.#accept();
     const maxAge = config.server.maxConnectionAge;
@@ -508,6 +517,7 @@ class DaemonServer implements Server {
       writeTimeoutMs: 3 * server.heartbeatInterval,
       maxProtocolViolations: server.maxProtocolViolations,
       multiplex: this.#multiplex,
+      observer: this.#metrics.observer,
       ...established.compression,
     });
     // The session ticket the client asked for: the first message of the session.
@@ -529,6 +539,9 @@ class DaemonServer implements Server {
       this.#connections.delete(connection);
       this.#ageDeadlines.delete(connection);
       this.#metrics.closed(error === undefined ? "normal" : error.code);
+      const stats = connection.stats();
+      stats.streamsOpen = 0;
+      addStats(this.#closedStats, stats);
       if (error !== undefined && peerEvents.allow("connection error")) {
         log.info("Connection {id} closed: {error}", { id: connection.id, error: error.message });
       }
