@@ -111,6 +111,23 @@ export interface Server extends AsyncDisposable {
    */
   metrics(): string;
   /**
+   * The registry behind {@linkcode Server.metrics}: register the application's own metrics here
+   * to serve them on the same `/metrics`, or mirror it into OpenTelemetry with
+   * `exportToOpenTelemetry` (docs/DEPLOYMENT.md, "Metrics").
+   *
+   * @example Serve an application counter beside the server's
+   * ```ts
+   * import { Dispatcher, serve } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = await serve({ address: "127.0.0.1:0" }, new Dispatcher());
+   * const orders = server.metricsRegistry.counter("app_orders_total", "Orders taken.").labels({});
+   * orders.inc();
+   * assert.match(server.metrics(), /^npro_app_orders_total 1$/m);
+   * ```
+   */
+  readonly metricsRegistry: MetricsRegistry;
+  /**
    * Drains the server for a load balancer: readiness goes false at once, the server keeps
    * accepting for `readinessDelayMs` (default `server.drain_grace`) so that the balancer notices,
    * then shuts down gracefully (GOAWAY to every connection, answers what it received).
@@ -610,6 +627,10 @@ class DaemonServer implements Server {
 
   metrics(): string {
     return this.#metrics.registry.render();
+  }
+
+  get metricsRegistry(): MetricsRegistry {
+    return this.#metrics.registry;
   }
 
   /** Starts the health endpoint (once, from serve()). */

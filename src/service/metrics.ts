@@ -300,46 +300,105 @@ export class MetricsRegistry {
    * @returns The text, ending in a newline.
    */
   render(): string {
-    for (const hook of this.#hooks) hook();
     const lines: string[] = [];
-    for (const family of this.#families.values()) {
+    for (const family of this.collect()) {
       lines.push(`# HELP ${family.name} ${escapeHelp(family.help)}`);
       lines.push(`# TYPE ${family.name} ${family.type}`);
-      if (family.collect !== undefined) {
-        family.collect((values, value) => {
-          const pairs = family.labelNames.map((label, i) =>
-            `${label}="${escapeLabel(values[i] ?? "")}"`
-          );
-          const set = pairs.length > 0 ? `{${pairs.join(",")}}` : "";
-          lines.push(`${family.name}${set} ${formatNumber(value)}`);
-        });
-        continue;
-      }
-      const entries = [...family.series.values()].sort((a, b) =>
-        a.labels.join("\u0000") < b.labels.join("\u0000") ? -1 : 1
-      );
-      for (const { labels, series } of entries) {
-        const pairs = family.labelNames.map((label, i) => `${label}="${escapeLabel(labels[i]!)}"`);
-        if (series instanceof Histogram) {
-          let cumulative = 0;
-          for (let i = 0; i <= series.bounds.length; i++) {
-            cumulative += series.counts[i]!;
-            const le = i < series.bounds.length ? formatNumber(series.bounds[i]!) : "+Inf";
-            lines.push(
-              `${family.name}_bucket{${[...pairs, `le="${le}"`].join(",")}} ${cumulative}`,
-            );
-          }
-          const set = pairs.length > 0 ? `{${pairs.join(",")}}` : "";
-          lines.push(`${family.name}_sum${set} ${formatNumber(series.sum)}`);
-          lines.push(`${family.name}_count${set} ${series.count}`);
-        } else {
-          const set = pairs.length > 0 ? `{${pairs.join(",")}}` : "";
-          lines.push(`${family.name}${set} ${formatNumber((series as Counter).value)}`);
-        }
+      for (const sample of family.samples) {
+        const pairs = Object.entries(sample.labels).map(([label, value]) =>
+          `${label}="${escapeLabel(value)}"`
+        );
+        const set = pairs.length > 0 ? `{${pairs.join(",")}}` : "";
+        lines.push(`${sample.name}${set} ${formatNumber(sample.value)}`);
       }
     }
     return lines.join("\n") + "\n";
   }
+
+  /**
+   * Every family with its samples now, as {@linkcode MetricsRegistry.render} writes them (a
+   * histogram as cumulative `_bucket` samples with an `le` label, then `_sum` and `_count`): for
+   * exporters other than the text format, such as `exportToOpenTelemetry`.
+   *
+   * @example Read a counter's samples
+   * ```ts
+   * import { MetricsRegistry } from "./metrics.ts";
+   * import assert from "node:assert/strict";
+   *
+   * const registry = new MetricsRegistry();
+   * registry.counter("jobs_total", "Jobs.", ["queue"]).labels({ queue: "a" }).inc(3);
+   * const [family] = registry.collect();
+   * assert.deepEqual(family!.samples, [
+   *   { name: "npro_jobs_total", labels: { queue: "a" }, value: 3 },
+   * ]);
+   * ```
+   *
+   * @returns The families, in registration order.
+   */
+  collect(): MetricFamilySnapshot[] {
+    for (const hook of this.#hooks) hook();
+    const families: MetricFamilySnapshot[] = [];
+    for (const family of this.#families.values()) {
+      const samples: MetricSample[] = [];
+      const labelsOf = (values: readonly string[]): Record<string, string> => {
+        const labels: Record<string, string> = {};
+        family.labelNames.forEach((label, i) => labels[label] = values[i] ?? "");
+        return labels;
+      };
+      if (family.collect !== undefined) {
+        family.collect((values, value) => {
+          samples.push({ name: family.name, labels: labelsOf(values), value });
+        });
+      } else {
+        const entries = [...family.series.values()].sort((a, b) =>
+          a.labels.join("\u0000") < b.labels.join("\u0000") ? -1 : 1
+        );
+        for (const { labels: values, series } of entries) {
+          const labels = labelsOf(values);
+          if (series instanceof Histogram) {
+            let cumulative = 0;
+            for (let i = 0; i <= series.bounds.length; i++) {
+              cumulative += series.counts[i]!;
+              const le = i < series.bounds.length ? formatNumber(series.bounds[i]!) : "+Inf";
+              samples.push({
+                name: `${family.name}_bucket`,
+                labels: { ...labels, le },
+                value: cumulative,
+              });
+            }
+            samples.push({ name: `${family.name}_sum`, labels, value: series.sum });
+            samples.push({ name: `${family.name}_count`, labels, value: series.count });
+          } else {
+            samples.push({ name: family.name, labels, value: (series as Counter).value });
+          }
+        }
+      }
+      families.push({ name: family.name, help: family.help, type: family.type, samples });
+    }
+    return families;
+  }
+}
+
+/** One sample of a {@linkcode MetricFamilySnapshot}. */
+export interface MetricSample {
+  /** The sample's name: the family's, or with `_bucket`, `_sum` or `_count` for a histogram. */
+  readonly name: string;
+  /** Label name to value (a histogram bucket's upper bound is `le`). */
+  readonly labels: Readonly<Record<string, string>>;
+  /** The value. */
+  readonly value: number;
+}
+
+/** A metric family and its samples at one moment ({@linkcode MetricsRegistry.collect}). */
+export interface MetricFamilySnapshot {
+  /** The name, prefix included. */
+  readonly name: string;
+  /** The description. */
+  readonly help: string;
+  /** The kind. */
+  readonly type: "counter" | "gauge" | "histogram";
+  /** The samples, in the text format's order. */
+  readonly samples: readonly MetricSample[];
 }
 
 function escapeHelp(text: string): string {
