@@ -42,6 +42,7 @@ export type { ServeOptions, Server } from "./src/service/daemon.ts";
 export { connect } from "./src/service/client.ts";
 export type { Client, ClientStatus, ConnectOptions } from "./src/service/client.ts";
 export { createPool } from "./src/service/pool.ts";
+export { registerPoolMetrics } from "./src/service/pool_metrics.ts";
 export type {
   AcquireOptions,
   Pool,

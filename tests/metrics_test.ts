@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import { connect } from "../src/service/client.ts";
 import { serve } from "../src/service/daemon.ts";
 import { MetricsRegistry } from "../src/service/metrics.ts";
+import { createPool } from "../src/service/pool.ts";
+import { registerPoolMetrics } from "../src/service/pool_metrics.ts";
 import type { Transport } from "../src/transport/types.ts";
 import { Dispatcher, registerStandardHandlers } from "../src/protocol/dispatcher.ts";
 
@@ -433,4 +435,47 @@ Deno.test("metrics: requests, bytes, records, rekeys, compression, pauses, strea
   assert.ok(after.samples.get('npro_bytes_total{direction="received"}')! >= received);
   assert.equal(total(after, "npro_streams_open"), 0);
   assert.equal(total(after, "npro_streams_opened_total"), 1);
+});
+
+Deno.test("metrics: registerPoolMetrics reports a pool's connections, requests, breakers and failures", async () => {
+  const dispatcher = registerStandardHandlers(new Dispatcher());
+  await using upstream = await serve({ address: "127.0.0.1:0" }, dispatcher);
+  // An address where nothing listens: its connects fail and its breaker opens.
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadPort = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  await using pool = createPool({
+    address: [`127.0.0.1:${(upstream.addr as Deno.NetAddr).port}`, `127.0.0.1:${deadPort}`],
+    security: { serverKeys: [upstream.publicKey!] },
+    circuitBreaker: { failureThreshold: 1, cooldownMs: 60_000, probes: 1 },
+    maxConnections: 4,
+    maxRequestsPerConnection: 1,
+  });
+  const registry = new MetricsRegistry();
+  registerPoolMetrics(registry, { upstream: pool });
+  await Promise.all(Array.from({ length: 20 }, () => pool.request({ type: "ping" })));
+  await until(
+    () => Promise.resolve(pool.stats().addresses[`127.0.0.1:${deadPort}`]?.breaker === "open"),
+    "the dead address's breaker to open",
+  );
+  const { samples, types } = parseExposition(registry.render());
+  assert.equal(types.get("npro_pool_connections"), "gauge");
+  assert.equal(types.get("npro_pool_connections_created_total"), "counter");
+  const stats = pool.stats();
+  assert.ok(stats.open >= 1);
+  assert.equal(samples.get('npro_pool_connections{pool="upstream",state="open"}'), stats.open);
+  assert.equal(samples.get('npro_pool_connections_created_total{pool="upstream"}'), stats.created);
+  assert.equal(samples.get('npro_pool_requests_in_flight{pool="upstream"}'), 0);
+  assert.equal(samples.get('npro_pool_waiting{pool="upstream"}'), 0);
+  const failures = samples.get('npro_pool_connect_failures_total{pool="upstream"}')!;
+  assert.equal(failures, stats.failedConnects);
+  assert.ok(failures >= 1, "the dead address was tried");
+  assert.equal(samples.get('npro_pool_breakers{pool="upstream",state="open"}'), 1);
+  assert.equal(samples.get('npro_pool_breakers{pool="upstream",state="closed"}'), 1);
+  assert.equal(
+    samples.get('npro_pool_acquire_failures_total{pool="upstream",reason="timeout"}'),
+    0,
+  );
+  const text = registry.render();
+  assert.ok(!text.includes(String(deadPort)), "an address in a label");
 });
