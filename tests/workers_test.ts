@@ -231,7 +231,7 @@ Deno.test("npro serve --workers 2: a worker that dies stops the group (no restar
   }
 });
 
-Deno.test("npro serve --workers: refused for port 0, without a key file, and for other transports", async () => {
+Deno.test("npro serve --workers: refused for port 0, without a key file, without --allow-run, and for other transports", async () => {
   const run = (args: string[], env: Record<string, string> = {}) =>
     new Deno.Command(Deno.execPath(), {
       args: [
@@ -254,6 +254,11 @@ Deno.test("npro serve --workers: refused for port 0, without a key file, and for
   });
   assert.equal(portZero.code, 1);
   assert.match(new TextDecoder().decode(portZero.stderr), /needs a fixed port/);
+  const noRun = await run(["--workers", "2", "--address", `127.0.0.1:${freePort()}`], {
+    NETWORK_PROTOCOL_TRANSPORT_ENCRYPTION_ENABLED: "false",
+  });
+  assert.equal(noRun.code, 1);
+  assert.match(new TextDecoder().decode(noRun.stderr), /--workers needs --allow-run=deno/);
   const unix = await run(["--workers", "2"], {
     NETWORK_PROTOCOL_TRANSPORT_KIND: "unix",
     NETWORK_PROTOCOL_SERVER_ADDRESS: "/tmp/npro-workers-test.sock",

@@ -245,7 +245,10 @@ export async function runWorkers(
   if (spawnError !== undefined) {
     throw new ProtocolError(
       "ConfigError",
-      `Cannot start worker ${children.length}: ${errorMessage(spawnError)}`,
+      `Cannot start worker ${children.length}: ${errorMessage(spawnError)}` +
+        (spawnError instanceof Deno.errors.NotCapable
+          ? " (under deno run, --workers needs --allow-run=deno)"
+          : ""),
       { cause: spawnError },
     );
   }
