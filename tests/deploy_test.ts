@@ -391,7 +391,11 @@ Deno.test("deploy: kubernetes.yaml (not run on a cluster) agrees with the daemon
   assert.equal(portNamed(container.livenessProbe.httpGet.port), portOf(config.admin.address));
   assert.equal(portNamed("npro"), portOf(config.server.address));
   assert.equal(portNamed(service.spec.ports[0]!.targetPort), portOf(config.server.address));
-  // Pods listen on their own address, not loopback, for the Service and the kubelet.
+  // The same ports as the host example (config.toml), on the pod's own address, not loopback,
+  // for the Service and the kubelet.
+  const host = parseConfig(await Deno.readTextFile(new URL("config.toml", EXAMPLES)));
+  assert.equal(portOf(config.server.address), portOf(host.server.address));
+  assert.equal(portOf(config.admin.address), portOf(host.admin.address));
   assert.match(config.server.address, /^0\.0\.0\.0:/);
   assert.match(config.admin.address, /^0\.0\.0\.0:/);
   // The kubelet's SIGKILL comes after preStop, the grace and the shutdown, with a margin.
