@@ -219,9 +219,8 @@ export async function runWorkers(
     } catch (error) {
       // The workers already started must not outlive the parent.
       spawnError = error;
-      stopping = true;
+      stopAll("SIGTERM");
     }
-    if (stopping) stopAll("SIGTERM");
     await Promise.all(children.map(async (entry) => {
       const status = await entry.child.status;
       entry.done = true;
