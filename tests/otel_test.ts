@@ -120,7 +120,7 @@ Deno.test("otel: examples/otel.ts under Deno's built-in OpenTelemetry pushes the
       },
       stdout: "piped",
       stderr: "piped",
-      signal: AbortSignal.timeout(30_000),
+      signal: AbortSignal.timeout(120_000),
     }).output();
     assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
     assert.match(
