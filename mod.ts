@@ -43,6 +43,7 @@ export type { ServeOptions, Server } from "./src/service/daemon.ts";
 export { connect } from "./src/service/client.ts";
 export type { Client, ClientStatus, ConnectOptions } from "./src/service/client.ts";
 export { createPool } from "./src/service/pool.ts";
+export { registerPoolMetrics } from "./src/service/pool_metrics.ts";
 export type {
   AcquireOptions,
   Pool,
@@ -79,6 +80,19 @@ export type { DnsResolverOptions, ResolveDns } from "./src/service/cluster/resol
 export { NoPeerAvailable, PeerIdentityError } from "./src/service/cluster/errors.ts";
 export type { Clock } from "./src/service/cluster/clock.ts";
 export type { Connection, DrainOptions } from "./src/service/connection.ts";
+export type { ConnectionStats } from "./src/service/connection_stats.ts";
+export { MetricsRegistry } from "./src/service/metrics.ts";
+export type {
+  CounterSeries,
+  HistogramSeries,
+  LabelledMetric,
+  Labels,
+  MetricFamilySnapshot,
+  MetricSample,
+  MetricsRegistryOptions,
+} from "./src/service/metrics.ts";
+export { exportToOpenTelemetry } from "./src/service/otel.ts";
+export type { OpenTelemetryBatchResult, OpenTelemetryMeter } from "./src/service/otel.ts";
 export type {
   CloseOptions,
   MultiplexOptions,

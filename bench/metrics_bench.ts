@@ -8,6 +8,7 @@
  */
 
 import { daemonMetrics, MetricsRegistry } from "../src/service/metrics.ts";
+import { emptyStats } from "../src/service/connection_stats.ts";
 
 const registry = new MetricsRegistry();
 const counter = registry.counter("requests_total", "Requests.", ["outcome"]);
@@ -21,6 +22,8 @@ const daemon = daemonMetrics(new MetricsRegistry(), {
   handshaking: () => 0,
   inFlight: () => 0,
   queuedBytes: () => 0,
+  traffic: () => emptyStats(),
+  knownOpcode: (opcode) => opcode === "ECHO",
 });
 daemon.accepted.inc();
 daemon.handshake("XX", true, 0.002);
@@ -34,6 +37,11 @@ Deno.bench("counter: labels() lookup then inc()", { group: "metrics" }, () => {
 });
 Deno.bench("histogram: held series observe()", { group: "metrics" }, () => {
   histogram.observe(0.0007);
+});
+Deno.bench("observer: one request (opcode lookup, counter, histogram)", {
+  group: "metrics",
+}, () => {
+  daemon.observer.request("ECHO", "ok", 0.0002);
 });
 Deno.bench("render: the daemon's metrics", { group: "render" }, () => {
   daemon.registry.render();

@@ -81,6 +81,8 @@ Deno.test("defaults match the design and are fresh copies", () => {
     proxyProtocol: false,
     trustedProxies: [],
     drainGrace: 0,
+    reusePort: false,
+    workers: 1,
   });
   assert.deepEqual(config.client, {
     address: "127.0.0.1:9000",
@@ -858,6 +860,10 @@ const VALID_CONFIG: fc.Arbitrary<NetworkConfig> = fc.record({
     proxyProtocol: fc.constant(false),
     trustedProxies: fc.constantFrom<string[]>([], ["127.0.0.1"], ["10.0.0.0/8", "::1"]),
     drainGrace: fc.integer({ min: 0, max: 600_000 }),
+    // SO_REUSEPORT needs the TCP transport.
+    reusePort: fc.constant(false),
+    // More than one worker needs the TCP transport too.
+    workers: fc.constant(1),
   }, { noNullPrototype: true }),
   client: fc.record({
     address: fc.constantFrom("127.0.0.1:9000", "[::1]:1", "localhost:8080"),

@@ -50,6 +50,11 @@ const seconds = Number(args.get("seconds") ?? 1);
 const warmSeconds = Number(args.get("warm") ?? Math.min(0.5, seconds / 2));
 const concurrency = Number(args.get("concurrency") ?? 16);
 const connections = Number(args.get("connections") ?? 10_000);
+/**
+ * `--start-at <epoch ms>`: the pooled measures wait, pool open, until this wall-clock time, so
+ * that several client processes load the servers over the same window (the workers run).
+ */
+const startAt = args.has("start-at") ? Number(args.get("start-at")) : undefined;
 const transport = transportOf(kind);
 
 const now = () => performance.now();
@@ -385,6 +390,11 @@ async function pooledRequests(measure: Measure, connections: number): Promise<Fi
   while (pool.stats().open < connections) {
     if (performance.now() - started > 10_000) throw new Error("The pool did not open in 10 s");
     await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  if (startAt !== undefined) {
+    const wait = startAt - Date.now();
+    if (wait < 0) throw new Error(`The pool opened ${-wait} ms after --start-at`);
+    await sleep(wait);
   }
   const { rate, count } = await libraryRequests(pool, custom("E", 64), 4096);
   return { measure, value: rate, unit: "msg/s", count };

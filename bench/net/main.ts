@@ -11,7 +11,8 @@
  * ```
  *
  * Options: `--quick`, `--json <path>`, `--rounds <n>`, `--seconds <s>` (per measure),
- * `--connections <n>` (idle test, default 10000), `--only <subject,...>`, `--heap` (the idle test
+ * `--connections <n>` (idle test, default 10000), `--only <subject,...>` (a server kind, or
+ * `handshakes`, `workers`, `idle`, `local`), `--heap` (the idle test
  * also prints what a connection keeps on the JS heap, by kind of object, from two V8 heap
  * snapshots; use it with `--only idle` and fewer connections, for example `--connections 2000`).
  *
@@ -38,6 +39,7 @@ import {
 } from "./common.ts";
 import { heapBreakdown } from "./heap.ts";
 import { generateSelfSignedCert } from "../../src/transport/mod.ts";
+import { generateKeyPair, writeKeyFile } from "../../src/secure/keys.ts";
 import {
   type AeadCeiling,
   measureAeadCeiling,
@@ -306,7 +308,82 @@ const MEASURES: {
   },
 ];
 
-type Samples = Map<string, Figure[]>; // key: `${kind}/${measure}`
+type Samples = Map<string, Figure[]>; // key: `${kind}/${measure}` (or `workers/${n}`)
+
+/** The worker counts of the SO_REUSEPORT run, and its client processes (each a pool64 load). */
+const WORKER_COUNTS = [1, 2] as const;
+const WORKER_CLIENTS = 4;
+/** Time for the client processes to start and open their pools before they load together. */
+const WORKER_CLIENT_START_MS = 10_000;
+
+/**
+ * Many processes on one port (issue 16): `WORKER_COUNTS` server processes of the Noise NK TCP
+ * kind with `reusePort` on one fixed port and one shared key, loaded by `WORKER_CLIENTS` client
+ * processes at once, each running `pool64` (4 connections, 4096 pending requests): the sum of
+ * their request rates, under `workers/${n}`. The one-worker run uses the same `node:net`
+ * listener, so the ratio is the gain of the second process alone.
+ */
+async function workersRun(samples: Samples, round: number): Promise<void> {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  const keyFile = `${tmp}/workers-key.json`;
+  await writeKeyFile(keyFile, generateKeyPair(), { overwrite: true });
+  for (const n of WORKER_COUNTS) {
+    log(`round ${round}: ${n} worker(s) on one port, ${WORKER_CLIENTS} client processes`);
+    const servers: Child[] = [];
+    try {
+      let ready: ReadyLine | undefined;
+      for (let i = 0; i < n; i++) {
+        const extra = ["--kind", "lib-noise-tcp", "--address", `127.0.0.1:${port}`];
+        const server = new Child(
+          denoArgs(SERVER, [...extra, "--reuse-port", "--static-key", keyFile], []),
+          false,
+        );
+        servers.push(server);
+        ready = await server.next<ReadyLine>(30_000, "ready line");
+      }
+      // The clients start together: each opens its pool, then waits for the same instant.
+      const startAt = Date.now() + WORKER_CLIENT_START_MS;
+      const clients = Array.from(
+        { length: WORKER_CLIENTS },
+        () =>
+          new Child(
+            clientArgs("lib-noise-tcp", ready!, [
+              "--measures",
+              "pool64",
+              "--seconds",
+              String(seconds),
+              "--warm",
+              String(warm),
+              "--start-at",
+              String(startAt),
+            ]),
+            false,
+          ),
+      );
+      try {
+        const reports = await Promise.all(
+          clients.map((c) =>
+            c.next<{ figures: Figure[] }>((seconds + warm + 30) * 1000, "figures")
+          ),
+        );
+        const figures = reports.flatMap((r) => r.figures);
+        log(`${n} worker(s): ${figures.map((f) => Math.round(f.value)).join(" + ")} msg/s`);
+        add(samples, `workers/${n}`, {
+          measure: "pool64",
+          value: figures.reduce((sum, f) => sum + f.value, 0),
+          unit: figures[0]!.unit,
+          count: figures.reduce((sum, f) => sum + f.count, 0),
+        });
+      } finally {
+        await Promise.all(clients.map((c) => c.stop()));
+      }
+    } finally {
+      await Promise.all(servers.map((s) => s.stop()));
+    }
+  }
+}
 
 /**
  * The handshake runs: a server of `kind` and a client running `measure` with 16 handshakes at a
@@ -360,6 +437,7 @@ async function runRound(samples: Samples, round: number): Promise<void> {
       await server.stop();
     }
   }
+  if (only === undefined || only.includes("workers")) await workersRun(samples, round);
   if (only === undefined || only.includes("idle")) {
     for (const kind of ["raw-tcp", "lib-noise-tcp"] as const) {
       log(`round ${round}: ${connectionCount} idle connections to ${kind}`);
@@ -538,6 +616,24 @@ function collect(samples: Samples): Result[] {
         push(`${label}: ${subject.label}`, figure.value, base?.value, figure.unit);
       }
     }
+  }
+  const workers = WORKER_COUNTS.map((n) => {
+    const list = samples.get(`workers/${n}`) ?? [];
+    return list.length === 0 ? undefined : median(list.map((f) => f.value));
+  });
+  for (const [i, n] of WORKER_COUNTS.entries()) {
+    const value = workers[i];
+    if (value === undefined) continue;
+    const one = workers[0];
+    results.push({
+      name: `pooled 64 B numbered requests, Noise NK over TCP, ${WORKER_CLIENTS} client ` +
+        `processes x 4 connections, ${n} server process(es) on one port with SO_REUSEPORT ` +
+        `(ratio: to 1 process)`,
+      value: round(value),
+      unit: "msg/s",
+      baseline: one === undefined || n === 1 ? null : round(one),
+      ratio: one === undefined || n === 1 ? null : round(value / one, 3),
+    });
   }
   const tls = medianOf(samples, "raw-tls", "handshakes");
   const rows: [string, Figure | undefined][] = [

@@ -277,8 +277,18 @@ async function startLibrary(): Promise<void> {
       },
       logging: { logLevel: "error" },
       // `--resumption`: issue session tickets (P5c's resumed handshakes); off for every other run.
-      ...(args.has("resumption") ? { security: { resumption: true } } : {}),
+      // `--static-key <path>`: the key file that the worker processes of one run share.
+      ...(args.has("resumption") || args.has("static-key")
+        ? {
+          security: {
+            ...(args.has("resumption") ? { resumption: true } : {}),
+            ...(args.has("static-key") ? { staticKeyPath: args.get("static-key")! } : {}),
+          },
+        }
+        : {}),
     },
+    // `--reuse-port`: one of the worker processes that share a port (SO_REUSEPORT).
+    ...(args.has("reuse-port") ? { reusePort: true } : {}),
     ...(transport === "tls"
       ? {
         tls: {

@@ -5,7 +5,8 @@
  * with no dependencies; the comparison is in docs/CLI.md).
  *
  * ```
- * npro serve [--config path] [--address host:port] [TLS server flags]
+ * npro serve [--config path] [--address host:port] [--admin host:port] [--workers n]
+ *            [--reuse-port] [TLS server flags]
  * npro ping [--address host:port] [--server-key key | --known-servers path]
  *           [--count n] [--interval s] [--timeout s] [--config path] [TLS client flags]
  * npro echo <text...> [--json] [--address host:port] [--server-key key | --known-servers path]
@@ -70,6 +71,7 @@ import { formatAddr } from "../transport/address.ts";
 import { formatPingSummary, pingSummary } from "./ping_stats.ts";
 import { addClusterCommands } from "./cluster.ts";
 import { VERSION } from "./version.ts";
+import { runWorkers, type WorkerPlan } from "./workers.ts";
 
 /** A mistake in how the command was called: reported with a pointer to its help, exit code 2. */
 class UsageError extends Error {
@@ -363,10 +365,14 @@ interface ServeArgs extends TlsOptionValues {
   config?: string;
   address?: string;
   admin?: string;
+  workers?: number;
+  reusePort?: boolean;
 }
 
 async function serveCommand(values: ServeArgs): Promise<number> {
   const config = withTlsFlags(await loadFor(values), tlsArgs(values), "server");
+  const workers = values.workers ?? config.server.workers;
+  if (workers > 1) return await runWorkers(workerPlan(config, values, workers), out, note);
   await using _logging = await setupLogging(config.logging);
   const controller = new AbortController();
   // Listen for signals before anything is printed: a supervisor that reads the "listening"
@@ -381,6 +387,38 @@ async function serveCommand(values: ServeArgs): Promise<number> {
   }
 }
 
+/** Checks that `workers` processes can share the address and lists what each one needs. */
+function workerPlan(config: NetworkConfig, values: ServeArgs, workers: number): WorkerPlan {
+  if (config.transport.kind !== "tcp") {
+    throw new ProtocolError(
+      "ConfigError",
+      `--workers needs the "tcp" transport (SO_REUSEPORT), not "${config.transport.kind}"`,
+    );
+  }
+  const s = config.security;
+  if (config.transport.encryptionEnabled && s.staticKeyPath === "") {
+    throw new ProtocolError(
+      "ConfigError",
+      "--workers needs security.static_key_path (npro keygen --out): without it each worker " +
+        "would make a key of its own, and clients would meet a different key per connection",
+    );
+  }
+  const may = (name: "read" | "write", path: string) =>
+    path !== "" && Deno.permissions.querySync({ name, path }).state === "granted";
+  const server = config.server;
+  return {
+    workers,
+    address: values.address ?? server.address,
+    admin: values.admin ?? config.admin.address,
+    configPath: values.config,
+    readPaths: [s.staticKeyPath, s.pskPath].filter((path) => may("read", path)),
+    writePaths: config.logging.logToFile && may("write", config.logging.logFilePath)
+      ? [config.logging.logFilePath]
+      : [],
+    stopTimeoutMs: server.drainGrace + server.shutdownTimeout,
+  };
+}
+
 async function runServer(
   config: NetworkConfig,
   values: ServeArgs,
@@ -391,6 +429,7 @@ async function runServer(
     config,
     ...(values.address === undefined ? {} : { address: values.address }),
     ...(values.admin === undefined ? {} : { admin: { address: values.admin } }),
+    ...(values.reusePort === true ? { reusePort: true } : {}),
   }, dispatcher);
   // A signal drains: /readyz turns 503, the daemon keeps accepting for server.drain_grace, then
   // shuts down gracefully (docs/DEPLOYMENT.md).
@@ -683,7 +722,13 @@ options. Environment: NETWORK_PROTOCOL_<SECTION>_<KEY> overrides any configurati
     .option(
       "--admin <addr>",
       "admin endpoint (GET /livez, /readyz, /metrics) on host:port; SIGTERM then drains (admin.address)",
-    );
+    )
+    .option(
+      "--workers <n>",
+      "run n processes sharing the address (SO_REUSEPORT); worker i's admin port is --admin's + i (server.workers)",
+      integer(1, 64),
+    )
+    .option("--reuse-port", "listen with SO_REUSEPORT, to share the port with other processes");
   addTlsOptions(serveCmd, "server").action(run("serve", (o: ServeArgs) => serveCommand(o)));
 
   const pingCmd = addClientOptions(

@@ -55,6 +55,7 @@ const TRANSPORT_CONFIG = "service/transport_config.ts";
 const LOG = "log_setup.ts";
 const POOL = "service/pool.ts";
 const CLUSTER = "service/cluster/options.ts";
+const CLI = "cli/main.ts";
 
 /** THE table. Sections and keys are in the order of the annotated TOML and the docs. */
 export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[S]> } = {
@@ -191,6 +192,22 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       description:
         "On a drain (SIGTERM), /readyz says not ready this long while the daemon still accepts, so that a balancer stops first.",
       readBy: [DAEMON],
+    },
+    reusePort: {
+      kind: "boolean",
+      default: false,
+      description:
+        "Listen with SO_REUSEPORT (tcp only), so that several processes share server.address; the kernel spreads connections over them.",
+      readBy: [TRANSPORT_CONFIG],
+    },
+    workers: {
+      kind: "integer",
+      default: 1,
+      min: 1,
+      max: 64,
+      description:
+        "npro serve runs this many processes on server.address (reuse_port); worker i's admin endpoint is on admin.address's port + i.",
+      readBy: [CLI],
     },
   },
   client: {

@@ -76,6 +76,16 @@ export interface ServerConfig {
    * while the daemon still accepts, so that a load balancer stops sending first; 0: at once.
    */
   drainGrace: number;
+  /**
+   * Listen with `SO_REUSEPORT` (the `tcp` transport only), so that several processes share
+   * `address` and the kernel spreads connections over them.
+   */
+  reusePort: boolean;
+  /**
+   * `npro serve` runs this many daemon processes on `address` with `reusePort`; worker `i` (0 to
+   * workers - 1) serves its admin endpoint on the port of `admin.address` plus `i`.
+   */
+  workers: number;
 }
 
 /**

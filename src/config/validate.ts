@@ -189,13 +189,25 @@ const RULES: readonly Rule[] = [
     },
   },
   {
-    needs: ["server.trusted_proxies", "transport.kind"],
+    needs: ["server.trusted_proxies", "server.reuse_port", "server.workers", "transport.kind"],
     check: (config) => {
       const s = config.server;
       if (s.proxyProtocol && config.transport.kind !== "tcp") {
         return [
           "server.proxy_protocol",
           `server.proxy_protocol works with the "tcp" transport only, not "${config.transport.kind}"`,
+        ];
+      }
+      if (s.reusePort && config.transport.kind !== "tcp") {
+        return [
+          "server.reuse_port",
+          `server.reuse_port works with the "tcp" transport only, not "${config.transport.kind}"`,
+        ];
+      }
+      if (s.workers > 1 && config.transport.kind !== "tcp") {
+        return [
+          "server.workers",
+          `server.workers above 1 needs the "tcp" transport (SO_REUSEPORT), not "${config.transport.kind}"`,
         ];
       }
       if (s.proxyProtocol && s.trustedProxies.length === 0) {

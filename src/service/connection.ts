@@ -54,6 +54,8 @@ import { abortable, waitAtMost, yieldTurn } from "../util/async.ts";
 import { closeQuietly } from "../util/resource.ts";
 import { RequestTable } from "./request_table.ts";
 import { ViolationCounter } from "./violations.ts";
+import type { ConnectionObserver, ConnectionStats } from "./connection_stats.ts";
+import type { CompressionStats } from "../compression/policy.ts";
 
 export { PeerClosedError } from "./peer_closed_error.ts";
 export { RemoteError } from "./remote_error.ts";
@@ -173,6 +175,10 @@ export class Connection implements AsyncDisposable {
   #progressWaiters: (() => void)[] | undefined;
   /** The peer's protocol violations, counted from the first one. */
   #violations: ViolationCounter | undefined;
+  /** Told of each handled request and each violation (the daemon's metrics). */
+  readonly #observer: ConnectionObserver | undefined;
+  /** Times reading paused at a bound. */
+  #readPauses = 0;
 
   // Lifecycle.
   #closing = false;
@@ -208,6 +214,7 @@ export class Connection implements AsyncDisposable {
     this.#channel = session.channel;
     this.#dispatcher = options.dispatcher;
     this.#compressor = options.compressor;
+    this.#observer = options.observer;
     const limits = resolveLimits(options);
     const maxPayload = limits.maxPayloadSize;
     this.#backpressureLimit = limits.backpressureLimit;
@@ -265,6 +272,7 @@ export class Connection implements AsyncDisposable {
       remoteAddr: remoteAddrOf(conn),
       remoteStaticKey: session.remoteStaticKey,
       host: hooks,
+      observer: options.observer,
     });
     this.#liveness = new Liveness(hooks, limits.liveness);
     if (this.#multiplex && limits.streams.bulkWindow > INITIAL_BULK_WINDOW) {
@@ -318,6 +326,48 @@ export class Connection implements AsyncDisposable {
   /** The last measured heartbeat round-trip time in milliseconds. */
   get rtt(): number | undefined {
     return this.#liveness.rtt;
+  }
+
+  /**
+   * What this connection moved and did since its handshake: bytes and encrypted records each way,
+   * key updates, compression, backpressure pauses and streams. A new snapshot at each call.
+   *
+   * @example Count the bytes of one round trip
+   * ```ts
+   * import { connect, Dispatcher, registerStandardHandlers, serve } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = await serve({ address: "127.0.0.1:0" }, registerStandardHandlers(new Dispatcher()));
+   * const { port } = server.addr as Deno.NetAddr;
+   * await using client = await connect({
+   *   address: `127.0.0.1:${port}`,
+   *   security: { serverKeys: [server.publicKey!] },
+   * });
+   * await client.request({ type: "echo", text: "hello" });
+   * const stats = client.connection!.stats();
+   * assert.ok(stats.bytesSent > 0 && stats.bytesReceived > 0);
+   * assert.ok(stats.recordsSent >= 1);
+   * ```
+   *
+   * @returns The counts.
+   */
+  stats(): ConnectionStats {
+    const channel = this.#channel;
+    const compression = (this.#compressor as { stats?: CompressionStats } | undefined)?.stats;
+    return {
+      bytesReceived: this.#reader.bytesRead,
+      bytesSent: this.#outbox.bytesWritten,
+      recordsReceived: channel?.receiveNonce ?? 0,
+      recordsSent: channel?.sendNonce ?? 0,
+      keyUpdatesSent: channel?.keyUpdatesSent ?? 0,
+      keyUpdatesReceived: channel?.keyUpdatesReceived ?? 0,
+      compressedBodies: compression?.compressed ?? 0,
+      compressedBytesIn: compression?.bytesIn ?? 0,
+      compressedBytesOut: compression?.bytesOut ?? 0,
+      readPauses: this.#readPauses,
+      streamsOpened: this.#streamTable?.opened ?? 0,
+      streamsOpen: this.#streamTable?.size ?? 0,
+    };
   }
 
   /** Handlers running for the peer right now (numbered and un-numbered, async ones). */
@@ -832,6 +882,7 @@ export class Connection implements AsyncDisposable {
         // the fragments and stream data written before the CLOSE.
         if (this.#closed || (this.#closing && !this.#multiplex)) return;
         if (this.#mustPause()) {
+          this.#readPauses++;
           await this.#progress();
           continue;
         }
@@ -877,6 +928,7 @@ export class Connection implements AsyncDisposable {
     while (decoder.pending) {
       if (this.#closed) return;
       if (this.#mustPause()) {
+        this.#readPauses++;
         await this.#progress();
         continue;
       }
@@ -1186,6 +1238,7 @@ export class Connection implements AsyncDisposable {
    * `maxProtocolViolations` within a minute the connection closes with CLOSE code 2.
    */
   #violation(kind: string, detail: string): void {
+    this.#observer?.violation(kind);
     this.#violations ??= new ViolationCounter(this.#maxViolations);
     const error = this.#violations.record(this.id, kind, detail);
     if (error !== undefined) this.#fail(error);

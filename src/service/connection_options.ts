@@ -14,6 +14,7 @@ import type { TicketReceiver } from "../secure/session_ticket.ts";
 import { nonNegativeOption, positiveOption } from "../util/options.ts";
 import type { StreamSettings } from "./streams.ts";
 import type { NetworkConfig } from "../config/types.ts";
+import type { ConnectionObserver } from "./connection_stats.ts";
 
 /** What both sides learned in the handshake. */
 export interface SessionInfo {
@@ -84,6 +85,11 @@ export interface ConnectionOptions {
    * negotiated multiplexing (hello feature `0x4`, always announced by this library).
    */
   multiplex?: MultiplexOptions;
+  /**
+   * Told of each handled request (opcode, outcome, duration) and each protocol violation of the
+   * peer; the daemon's metrics use it.
+   */
+  observer?: ConnectionObserver;
 }
 
 /**

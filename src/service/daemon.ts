@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { NetworkConfig, NetworkConfigInput } from "../config/mod.ts";
+import { createConfig, type NetworkConfig, type NetworkConfigInput } from "../config/mod.ts";
 import { logger } from "../log.ts";
 import { ProtocolError } from "../errors.ts";
 import type { Dispatcher } from "../protocol/dispatcher.ts";
@@ -33,12 +33,12 @@ import {
   withAddress,
 } from "./session.ts";
 import {
-  attachedMetrics,
   type DaemonMetrics,
   daemonMetrics,
   MetricsRegistry,
   type RefusalReason,
 } from "./metrics.ts";
+import { addStats, type ConnectionStats, emptyStats } from "./connection_stats.ts";
 import { sleep, waitAtMost } from "../util/async.ts";
 import { errorMessage } from "../util/error_message.ts";
 import { closeQuietly } from "../util/resource.ts";
@@ -72,6 +72,13 @@ export interface ServeOptions {
    * `config.admin.address` (docs/DEPLOYMENT.md). Needs `--allow-net` for that address.
    */
   admin?: { address: string };
+  /**
+   * Listen with `SO_REUSEPORT` so that several processes share the address (the `tcp`
+   * transport of the configuration only); overrides `config.server.reuse_port`
+   * (docs/DEPLOYMENT.md, "Several processes on one port"). With a `transport` of your own, set
+   * it there (`new TcpTransport({ reusePort: true })`).
+   */
+  reusePort?: boolean;
 }
 
 /** A running daemon. */
@@ -110,6 +117,23 @@ export interface Server extends AsyncDisposable {
    * @returns The exposition text.
    */
   metrics(): string;
+  /**
+   * The registry behind {@linkcode Server.metrics}: register the application's own metrics here
+   * to serve them on the same `/metrics`, or mirror it into OpenTelemetry with
+   * `exportToOpenTelemetry` (docs/DEPLOYMENT.md, "Metrics").
+   *
+   * @example Serve an application counter beside the server's
+   * ```ts
+   * import { Dispatcher, serve } from "@npro/network-protocol";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = await serve({ address: "127.0.0.1:0" }, new Dispatcher());
+   * const orders = server.metricsRegistry.counter("app_orders_total", "Orders taken.").labels({});
+   * orders.inc();
+   * assert.match(server.metrics(), /^npro_app_orders_total 1$/m);
+   * ```
+   */
+  readonly metricsRegistry: MetricsRegistry;
   /**
    * Drains the server for a load balancer: readiness goes false at once, the server keeps
    * accepting for `readinessDelayMs` (default `server.drain_grace`) so that the balancer notices,
@@ -198,7 +222,21 @@ export interface Server extends AsyncDisposable {
  * listening).
  */
 export async function serve(options: ServeOptions, dispatcher: Dispatcher): Promise<Server> {
-  const config = withAddress(options.config, "server", options.address);
+  let config = withAddress(options.config, "server", options.address);
+  if (options.reusePort !== undefined) {
+    if (typeof options.reusePort !== "boolean") {
+      throw new TypeError(`reusePort must be a boolean, got "${options.reusePort}"`);
+    }
+    if (options.reusePort && options.transport !== undefined) {
+      throw new TypeError(
+        "reusePort applies to the configured transport: pass `new TcpTransport({ reusePort: true })` as transport instead",
+      );
+    }
+    config = createConfig({
+      ...config,
+      server: { ...config.server, reusePort: options.reusePort },
+    });
+  }
   const address = config.server.address;
   const security = await serverSecurityFromConfig(config, options.security, () => {
     log.info("No static key configured: generated one for this run");
@@ -291,6 +329,8 @@ class DaemonServer implements Server {
   #ageTimer: ReturnType<typeof setInterval> | undefined;
   /** Counters and histograms (the gauges read the sets above at render time). */
   readonly #metrics: DaemonMetrics;
+  /** What the closed connections moved and did, added up. */
+  readonly #closedStats: ConnectionStats = emptyStats();
 
   constructor(
     listener: Listener,
@@ -328,6 +368,12 @@ class DaemonServer implements Server {
         for (const connection of this.#connections) n += connection.outboundBytes;
         return n;
       },
+      traffic: () => {
+        const total = { ...this.#closedStats };
+        for (const connection of this.#connections) addStats(total, connection.stats());
+        return total;
+      },
+      knownOpcode: (opcode) => dispatcher.has(opcode),
     });
     this.#acceptLoop = this.#accept();
     const maxAge = config.server.maxConnectionAge;
@@ -509,6 +555,7 @@ class DaemonServer implements Server {
       writeTimeoutMs: 3 * server.heartbeatInterval,
       maxProtocolViolations: server.maxProtocolViolations,
       multiplex: this.#multiplex,
+      observer: this.#metrics.observer,
       ...established.compression,
     });
     // The session ticket the client asked for: the first message of the session.
@@ -530,6 +577,9 @@ class DaemonServer implements Server {
       this.#connections.delete(connection);
       this.#ageDeadlines.delete(connection);
       this.#metrics.closed(error === undefined ? "normal" : error.code);
+      const stats = connection.stats();
+      stats.streamsOpen = 0;
+      addStats(this.#closedStats, stats);
       if (error !== undefined && peerEvents.allow("connection error")) {
         log.info("Connection {id} closed: {error}", { id: connection.id, error: error.message });
       }
@@ -597,7 +647,11 @@ class DaemonServer implements Server {
   }
 
   metrics(): string {
-    return this.#metrics.registry.render() + attachedMetrics(this);
+    return this.#metrics.registry.render();
+  }
+
+  get metricsRegistry(): MetricsRegistry {
+    return this.#metrics.registry;
   }
 
   /** Starts the health endpoint (once, from serve()). */

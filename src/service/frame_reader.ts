@@ -76,6 +76,7 @@ export class FrameReader {
   #fullReads = 0;
   #smallReads = 0;
   #eof = false;
+  #bytesRead = 0;
   /** Handshake mode (from the first readPacket to startSession): small read buffer. */
   #handshake = false;
   /** Bytes read after the last packet {@linkcode FrameReader.readPacket} returned, not parsed. */
@@ -111,6 +112,14 @@ export class FrameReader {
     return this.#buffer.length;
   }
 
+  /**
+   * Bytes read from the connection since the session started ({@linkcode FrameReader.startSession};
+   * before it, since the reader was made), framing included.
+   */
+  get bytesRead(): number {
+    return this.#bytesRead;
+  }
+
   /** The packet payload limit that headers are checked against now. */
   get maxPayloadSize(): number {
     return this.#decoder.maxPayloadSize;
@@ -125,6 +134,8 @@ export class FrameReader {
    */
   startSession(maxPayloadSize: number): void {
     this.#handshake = false;
+    // What arrived after the last handshake packet belongs to the session.
+    this.#bytesRead = this.#unparsed?.length ?? 0;
     this.#decoder.maxPayloadSize = maxPayloadSize;
     this.#decoder.preallocateLimit = PREALLOCATE_LIMIT;
   }
@@ -190,6 +201,7 @@ export class FrameReader {
         this.#decoder.finish();
         return null;
       }
+      this.#bytesRead += n;
       const packets = this.#decoder.commitDirect(n);
       return packets.length > 0 ? packets : this.#next();
     }, (cause) => {
@@ -244,6 +256,7 @@ export class FrameReader {
       this.#decoder.finish();
       return null;
     }
+    this.#bytesRead += n;
     this.#adapt(n, buffer.length);
     return buffer.subarray(0, n);
   }

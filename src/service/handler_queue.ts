@@ -7,9 +7,14 @@
  * @module
  */
 
-import { encodedMessageSize, ErrorCodes, type Message } from "../core/message.ts";
+import { encodedMessageSize, ErrorCodes, type Message, opcodeOf } from "../core/message.ts";
 import { ProtocolError } from "../errors.ts";
 import { type Dispatcher, type HandlerContext, OWNED_CONTEXT } from "../protocol/dispatcher.ts";
+import {
+  type ConnectionObserver,
+  type RequestOutcome,
+  requestOutcome,
+} from "./connection_stats.ts";
 
 /** What a held reply counts against the outbound bound beyond its encoding (as in the outbox). */
 const HELD_OVERHEAD = 8;
@@ -94,6 +99,8 @@ export interface HandlerQueueOptions {
   remoteStaticKey: Uint8Array | undefined;
   /** Sends the replies and hears about failures. */
   host: HandlerQueueHost;
+  /** Told of each handled message: its opcode, outcome and duration (optional). */
+  observer?: ConnectionObserver | undefined;
 }
 
 /** What a {@linkcode HandlerQueue} asks of its connection. */
@@ -149,6 +156,7 @@ export class HandlerQueue {
   readonly #remoteAddr: Deno.Addr | undefined;
   readonly #remoteStaticKey: Uint8Array | undefined;
   readonly #host: HandlerQueueHost;
+  readonly #observer: ConnectionObserver | undefined;
   /** Numbered requests whose async handler runs, by id. */
   /** Made with the first async numbered handler: most connections of a server never need it. */
   #numbered: Map<number, HandlerContextImpl> | undefined;
@@ -171,6 +179,7 @@ export class HandlerQueue {
     this.#remoteAddr = options.remoteAddr;
     this.#remoteStaticKey = options.remoteStaticKey;
     this.#host = options.host;
+    this.#observer = options.observer;
   }
 
   /** Async handlers running now (numbered and un-numbered). */
@@ -201,8 +210,13 @@ export class HandlerQueue {
    */
   handleRequest(message: Extract<Message, { type: "request" }>): void {
     const ctx = new HandlerContextImpl(this.#remoteAddr, this.#remoteStaticKey, true);
+    const observer = this.#observer;
+    const started = observer === undefined ? 0 : performance.now();
     const reply = this.#dispatcher.handle(message, ctx);
     if (!(reply instanceof Promise)) {
+      if (observer !== undefined) {
+        observer.request(opcodeOf(message.message), requestOutcome(reply), elapsed(started));
+      }
       this.#host.reply(reply);
       return;
     }
@@ -225,6 +239,9 @@ export class HandlerQueue {
           text: reason instanceof Error ? reason.message : "Request was cancelled",
         };
       }
+      if (observer !== undefined) {
+        observer.request(opcodeOf(message.message), requestOutcome(answer), elapsed(started));
+      }
       this.#host.reply(answer);
       this.#host.onSettled();
     });
@@ -239,14 +256,18 @@ export class HandlerQueue {
   handleOrdered(message: Message): void {
     let reply: Message | Promise<Message>;
     const ctx = new HandlerContextImpl(this.#remoteAddr, this.#remoteStaticKey, false);
+    const observer = this.#observer;
+    const started = observer === undefined ? 0 : performance.now();
     try {
       reply = this.#dispatcher.handle(message, ctx);
     } catch (error) {
+      observer?.request(opcodeOf(message), unorderedFailure(error), elapsed(started));
       this.#host.onUnorderedFailure(message, error);
       if (this.#slots.length > this.#slotHead) this.#pushSlot(true, null);
       return;
     }
     if (!(reply instanceof Promise)) {
+      observer?.request(opcodeOf(message), "ok", elapsed(started));
       if (this.#slots.length === this.#slotHead) this.#host.reply(reply);
       else this.#pushSlot(true, reply);
       return;
@@ -255,9 +276,13 @@ export class HandlerQueue {
     this.#running++;
     reply.then(
       (answer) => {
+        observer?.request(opcodeOf(message), "ok", elapsed(started));
         slot.reply = answer;
       },
-      (error) => this.#host.onUnorderedFailure(message, error),
+      (error) => {
+        observer?.request(opcodeOf(message), unorderedFailure(error), elapsed(started));
+        this.#host.onUnorderedFailure(message, error);
+      },
     ).finally(() => {
       this.#running--;
       this.#settle(slot);
@@ -336,4 +361,16 @@ export class HandlerQueue {
       this.#slotHead = 0;
     }
   }
+}
+
+/** Seconds since `started` (performance.now()). */
+function elapsed(started: number): number {
+  return (performance.now() - started) / 1000;
+}
+
+/** The outcome of an un-numbered message whose handler failed (or that nobody handles). */
+function unorderedFailure(error: unknown): RequestOutcome {
+  return error instanceof ProtocolError && error.code === "UnexpectedMessage"
+    ? "unknown_opcode"
+    : "handler_failed";
 }

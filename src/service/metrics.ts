@@ -9,6 +9,13 @@
  * @module
  */
 
+import {
+  type ConnectionObserver,
+  type ConnectionStats,
+  REQUEST_OUTCOMES,
+  type RequestOutcome,
+} from "./connection_stats.ts";
+
 /** A label set: label name to value. Values must come from a bounded set (never an address). */
 export type Labels = Readonly<Record<string, string>>;
 
@@ -82,7 +89,8 @@ interface Family<S> {
   readonly labelNames: readonly string[];
   readonly series: Map<string, { labels: readonly string[]; series: S }>;
   readonly make: () => S;
-  readonly collect?: () => number;
+  /** A family read at render: it emits each series' label values and value. */
+  readonly collect?: (emit: (values: readonly string[], value: number) => void) => void;
 }
 
 /** A metric with labels: {@linkcode LabelledMetric.labels} gives one series (keep it). */
@@ -115,6 +123,7 @@ export class MetricsRegistry {
   readonly #prefix: string;
   readonly #maxSeries: number;
   readonly #families = new Map<string, Family<unknown>>();
+  readonly #hooks: (() => void)[] = [];
 
   /**
    * A registry.
@@ -151,7 +160,59 @@ export class MetricsRegistry {
    * @param collect Returns the current value.
    */
   gauge(name: string, help: string, collect: () => number): void {
-    this.#add({ name, help, type: "gauge", labelNames: [], make: () => undefined, collect });
+    this.#add({
+      name,
+      help,
+      type: "gauge",
+      labelNames: [],
+      make: () => undefined,
+      collect: (emit) => emit([], collect()),
+    });
+  }
+
+  /**
+   * A counter or gauge whose series are read at each render: `collect` calls `emit` once per
+   * series with its label values (in the order of `labelNames`). For figures that something
+   * else already counts, so nothing is added on the hot path.
+   *
+   * @example Report bytes each way from counts kept elsewhere
+   * ```ts
+   * import { MetricsRegistry } from "./metrics.ts";
+   * import assert from "node:assert/strict";
+   *
+   * const registry = new MetricsRegistry();
+   * const counts = { received: 10, sent: 20 };
+   * registry.collected("bytes_total", "Bytes.", "counter", ["direction"], (emit) => {
+   *   emit(["received"], counts.received);
+   *   emit(["sent"], counts.sent);
+   * });
+   * assert.match(registry.render(), /^npro_bytes_total\{direction="sent"\} 20$/m);
+   * ```
+   *
+   * @param name The name, without the prefix.
+   * @param help One line of description.
+   * @param type `"counter"` or `"gauge"`.
+   * @param labelNames The label names (bounded values only).
+   * @param collect Emits the series.
+   */
+  collected(
+    name: string,
+    help: string,
+    type: "counter" | "gauge",
+    labelNames: readonly string[],
+    collect: (emit: (values: readonly string[], value: number) => void) => void,
+  ): void {
+    this.#add({ name, help, type, labelNames, make: () => undefined, collect });
+  }
+
+  /**
+   * Runs `hook` at the start of each render, before any family is read (for example to take one
+   * snapshot that several collected families read).
+   *
+   * @param hook The hook.
+   */
+  beforeRender(hook: () => void): void {
+    this.#hooks.push(hook);
   }
 
   /**
@@ -224,7 +285,11 @@ export class MetricsRegistry {
   /** The number of series (for tests and budgets). */
   get seriesCount(): number {
     let n = 0;
-    for (const family of this.#families.values()) n += family.collect ? 1 : family.series.size;
+    for (const hook of this.#hooks) hook();
+    for (const family of this.#families.values()) {
+      if (family.collect === undefined) n += family.series.size;
+      else family.collect(() => n++);
+    }
     return n;
   }
 
@@ -236,38 +301,104 @@ export class MetricsRegistry {
    */
   render(): string {
     const lines: string[] = [];
-    for (const family of this.#families.values()) {
+    for (const family of this.collect()) {
       lines.push(`# HELP ${family.name} ${escapeHelp(family.help)}`);
       lines.push(`# TYPE ${family.name} ${family.type}`);
-      if (family.collect !== undefined) {
-        lines.push(`${family.name} ${formatNumber(family.collect())}`);
-        continue;
-      }
-      const entries = [...family.series.values()].sort((a, b) =>
-        a.labels.join("\u0000") < b.labels.join("\u0000") ? -1 : 1
-      );
-      for (const { labels, series } of entries) {
-        const pairs = family.labelNames.map((label, i) => `${label}="${escapeLabel(labels[i]!)}"`);
-        if (series instanceof Histogram) {
-          let cumulative = 0;
-          for (let i = 0; i <= series.bounds.length; i++) {
-            cumulative += series.counts[i]!;
-            const le = i < series.bounds.length ? formatNumber(series.bounds[i]!) : "+Inf";
-            lines.push(
-              `${family.name}_bucket{${[...pairs, `le="${le}"`].join(",")}} ${cumulative}`,
-            );
-          }
-          const set = pairs.length > 0 ? `{${pairs.join(",")}}` : "";
-          lines.push(`${family.name}_sum${set} ${formatNumber(series.sum)}`);
-          lines.push(`${family.name}_count${set} ${series.count}`);
-        } else {
-          const set = pairs.length > 0 ? `{${pairs.join(",")}}` : "";
-          lines.push(`${family.name}${set} ${formatNumber((series as Counter).value)}`);
-        }
+      for (const sample of family.samples) {
+        const pairs = Object.entries(sample.labels).map(([label, value]) =>
+          `${label}="${escapeLabel(value)}"`
+        );
+        const set = pairs.length > 0 ? `{${pairs.join(",")}}` : "";
+        lines.push(`${sample.name}${set} ${formatNumber(sample.value)}`);
       }
     }
     return lines.join("\n") + "\n";
   }
+
+  /**
+   * Every family with its samples now, as {@linkcode MetricsRegistry.render} writes them (a
+   * histogram as cumulative `_bucket` samples with an `le` label, then `_sum` and `_count`): for
+   * exporters other than the text format, such as `exportToOpenTelemetry`.
+   *
+   * @example Read a counter's samples
+   * ```ts
+   * import { MetricsRegistry } from "./metrics.ts";
+   * import assert from "node:assert/strict";
+   *
+   * const registry = new MetricsRegistry();
+   * registry.counter("jobs_total", "Jobs.", ["queue"]).labels({ queue: "a" }).inc(3);
+   * const [family] = registry.collect();
+   * assert.deepEqual(family!.samples, [
+   *   { name: "npro_jobs_total", labels: { queue: "a" }, value: 3 },
+   * ]);
+   * ```
+   *
+   * @returns The families, in registration order.
+   */
+  collect(): MetricFamilySnapshot[] {
+    for (const hook of this.#hooks) hook();
+    const families: MetricFamilySnapshot[] = [];
+    for (const family of this.#families.values()) {
+      const samples: MetricSample[] = [];
+      const labelsOf = (values: readonly string[]): Record<string, string> => {
+        const labels: Record<string, string> = {};
+        family.labelNames.forEach((label, i) => labels[label] = values[i] ?? "");
+        return labels;
+      };
+      if (family.collect !== undefined) {
+        family.collect((values, value) => {
+          samples.push({ name: family.name, labels: labelsOf(values), value });
+        });
+      } else {
+        const entries = [...family.series.values()].sort((a, b) =>
+          a.labels.join("\u0000") < b.labels.join("\u0000") ? -1 : 1
+        );
+        for (const { labels: values, series } of entries) {
+          const labels = labelsOf(values);
+          if (series instanceof Histogram) {
+            let cumulative = 0;
+            for (let i = 0; i <= series.bounds.length; i++) {
+              cumulative += series.counts[i]!;
+              const le = i < series.bounds.length ? formatNumber(series.bounds[i]!) : "+Inf";
+              samples.push({
+                name: `${family.name}_bucket`,
+                labels: { ...labels, le },
+                value: cumulative,
+              });
+            }
+            samples.push({ name: `${family.name}_sum`, labels, value: series.sum });
+            samples.push({ name: `${family.name}_count`, labels, value: series.count });
+          } else {
+            samples.push({ name: family.name, labels, value: (series as Counter).value });
+          }
+        }
+      }
+      families.push({ name: family.name, help: family.help, type: family.type, samples });
+    }
+    return families;
+  }
+}
+
+/** One sample of a {@linkcode MetricFamilySnapshot}. */
+export interface MetricSample {
+  /** The sample's name: the family's, or with `_bucket`, `_sum` or `_count` for a histogram. */
+  readonly name: string;
+  /** Label name to value (a histogram bucket's upper bound is `le`). */
+  readonly labels: Readonly<Record<string, string>>;
+  /** The value. */
+  readonly value: number;
+}
+
+/** A metric family and its samples at one moment ({@linkcode MetricsRegistry.collect}). */
+export interface MetricFamilySnapshot {
+  /** The name, prefix included. */
+  readonly name: string;
+  /** The description. */
+  readonly help: string;
+  /** The kind. */
+  readonly type: "counter" | "gauge" | "histogram";
+  /** The samples, in the text format's order. */
+  readonly samples: readonly MetricSample[];
 }
 
 function escapeHelp(text: string): string {
@@ -316,6 +447,13 @@ export interface DaemonGauges {
   inFlight(): number;
   /** Bytes queued to send, over every open connection. */
   queuedBytes(): number;
+  /** What every connection moved and did, open and closed ones added up (read once per render). */
+  traffic(): ConnectionStats;
+  /**
+   * Whether an opcode may be a label value: registered on the dispatcher (a bounded set chosen by
+   * the application). Others are counted as `"unknown"`.
+   */
+  knownOpcode(opcode: string): boolean;
 }
 
 /** The daemon's series, looked up once (docs/DEPLOYMENT.md, "Metrics"). */
@@ -340,6 +478,36 @@ export interface DaemonMetrics {
    * @param reason `"normal"` or the error code (a bounded set).
    */
   closed(reason: string): void;
+  /** Given to every connection: counts requests and protocol violations. */
+  readonly observer: ConnectionObserver;
+}
+
+/** Request durations: 50 µs to 10 s. */
+const REQUEST_BUCKETS = [
+  0.00005,
+  0.0001,
+  0.00025,
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  10,
+];
+
+/** The series of one opcode, looked up on its first request. */
+interface OpcodeSeries {
+  /** The opcode, or `"unknown"`. */
+  readonly label: string;
+  readonly outcomes: Record<RequestOutcome, CounterSeries | undefined>;
+  readonly duration: HistogramSeries;
 }
 
 /**
@@ -349,6 +517,7 @@ export interface DaemonMetrics {
  * @example Render the daemon's metrics before any traffic
  * ```ts
  * import { daemonMetrics, MetricsRegistry } from "./metrics.ts";
+ * import { emptyStats } from "./connection_stats.ts";
  * import assert from "node:assert/strict";
  *
  * const metrics = daemonMetrics(new MetricsRegistry(), {
@@ -356,6 +525,8 @@ export interface DaemonMetrics {
  *   handshaking: () => 0,
  *   inFlight: () => 0,
  *   queuedBytes: () => 0,
+ *   traffic: () => emptyStats(),
+ *   knownOpcode: () => true,
  * });
  * metrics.accepted.inc();
  * assert.match(metrics.registry.render(), /^npro_connections_accepted_total 1$/m);
@@ -412,6 +583,124 @@ export function daemonMetrics(registry: MetricsRegistry, gauges: DaemonGauges): 
     "Connections closed after their handshake, by reason (normal, or the error code).",
     ["reason"],
   );
+  let traffic: ConnectionStats = gauges.traffic();
+  registry.beforeRender(() => traffic = gauges.traffic());
+  const eachWay =
+    (received: () => number, sent: () => number) =>
+    (emit: (values: readonly string[], value: number) => void) => {
+      emit(["received"], received());
+      emit(["sent"], sent());
+    };
+  registry.collected(
+    "bytes_total",
+    "Bytes read and written after the handshakes, framing included, by direction.",
+    "counter",
+    ["direction"],
+    eachWay(() => traffic.bytesReceived, () => traffic.bytesSent),
+  );
+  registry.collected(
+    "records_total",
+    "Encrypted records opened and sealed, by direction (0 for plaintext connections).",
+    "counter",
+    ["direction"],
+    eachWay(() => traffic.recordsReceived, () => traffic.recordsSent),
+  );
+  registry.collected(
+    "key_updates_total",
+    "Rekeys: KEY_UPDATE records opened (the peers') and sealed (this server's), by direction.",
+    "counter",
+    ["direction"],
+    eachWay(() => traffic.keyUpdatesReceived, () => traffic.keyUpdatesSent),
+  );
+  registry.collected(
+    "compressed_bodies_total",
+    "Message bodies sent compressed.",
+    "counter",
+    [],
+    (emit) => emit([], traffic.compressedBodies),
+  );
+  registry.collected(
+    "compression_bytes_total",
+    "Bytes of the bodies sent compressed, before and after compression (the saving is the difference).",
+    "counter",
+    ["stage"],
+    (emit) => {
+      emit(["before"], traffic.compressedBytesIn);
+      emit(["after"], traffic.compressedBytesOut);
+    },
+  );
+  registry.collected(
+    "read_pauses_total",
+    "Times a connection stopped reading at a bound (handlers, outbound bytes, receive queue).",
+    "counter",
+    [],
+    (emit) => emit([], traffic.readPauses),
+  );
+  registry.collected(
+    "streams_opened_total",
+    "Streams opened, by either side.",
+    "counter",
+    [],
+    (emit) => emit([], traffic.streamsOpened),
+  );
+  registry.collected(
+    "streams_open",
+    "Streams open now.",
+    "gauge",
+    [],
+    (emit) => emit([], traffic.streamsOpen),
+  );
+  const requests = registry.counter(
+    "requests_total",
+    "Requests and un-numbered messages handled, by opcode (registered ones, else unknown) and outcome.",
+    ["opcode", "outcome"],
+  );
+  const requestDuration = registry.histogram(
+    "request_duration_seconds",
+    "Time from the start of a handler to its reply, by opcode.",
+    REQUEST_BUCKETS,
+    ["opcode"],
+  );
+  const violations = registry.counter(
+    "protocol_violations_total",
+    "Protocol violations of peers, by kind.",
+    ["kind"],
+  );
+  const byOpcode = new Map<string, OpcodeSeries>();
+  const seriesOf = (opcode: string): OpcodeSeries => {
+    let series = byOpcode.get(opcode);
+    if (series === undefined) {
+      const label = gauges.knownOpcode(opcode) ? opcode : "unknown";
+      series = byOpcode.get(label);
+      if (series === undefined) {
+        series = {
+          label,
+          outcomes: Object.fromEntries(
+            REQUEST_OUTCOMES.map((outcome) => [outcome, undefined]),
+          ) as Record<RequestOutcome, CounterSeries | undefined>,
+          duration: requestDuration.labels({ opcode: label }),
+        };
+        byOpcode.set(label, series);
+      }
+      // Known opcodes are cached under their name; unknown ones all share one entry, uncached.
+      if (label === opcode) byOpcode.set(opcode, series);
+    }
+    return series;
+  };
+  const observer: ConnectionObserver = {
+    request(opcode, outcome, seconds) {
+      const series = seriesOf(opcode);
+      const counter = series.outcomes[outcome] ??= requests.labels({
+        opcode: series.label,
+        outcome,
+      });
+      counter.inc();
+      series.duration.observe(seconds);
+    },
+    violation(kind) {
+      violations.labels({ kind: kind.replaceAll(" ", "_") }).inc();
+    },
+  };
   return {
     registry,
     accepted,
@@ -423,39 +712,6 @@ export function daemonMetrics(registry: MetricsRegistry, gauges: DaemonGauges): 
     closed(reason) {
       closed.labels({ reason }).inc();
     },
+    observer,
   };
-}
-
-const attached = new WeakMap<object, () => string>();
-
-/**
- * Adds the metrics of a component built on a server (a cluster member) to what the server's
- * `metrics()` and its admin endpoint's `/metrics` return. Not part of the public API.
- *
- * @example Attach and render
- * ```ts
- * import { attachedMetrics, attachMetrics } from "./metrics.ts";
- * import assert from "node:assert/strict";
- *
- * const server = {};
- * attachMetrics(server, () => "npro_cluster_peers_alive 2\n");
- * assert.equal(attachedMetrics(server), "npro_cluster_peers_alive 2\n");
- * ```
- *
- * @param server The server.
- * @param render Renders the component's metrics (Prometheus text, ending in a newline).
- */
-export function attachMetrics(server: object, render: () => string): void {
-  const before = attached.get(server);
-  attached.set(server, before === undefined ? render : () => before() + render());
-}
-
-/**
- * The metrics attached to a server, rendered.
- *
- * @param server The server.
- * @returns The text ("" when nothing is attached).
- */
-export function attachedMetrics(server: object): string {
-  return attached.get(server)?.() ?? "";
 }

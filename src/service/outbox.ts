@@ -171,6 +171,7 @@ export class Outbox {
   #scheduled = false;
   #writing = false;
   #writeStartedAt = 0;
+  #bytesWritten = 0;
   #waiters: (() => void)[] | undefined;
   #closed = false;
 
@@ -241,6 +242,11 @@ export class Outbox {
   /** Whether a write is in progress (a second one could interleave with it). */
   get writing(): boolean {
     return this.#writing;
+  }
+
+  /** Bytes written to the connection so far. */
+  get bytesWritten(): number {
+    return this.#bytesWritten;
   }
 
   /** When the current write last made progress (performance.now()), or 0 when none is running. */
@@ -643,7 +649,9 @@ export class Outbox {
     let offset = 0;
     try {
       while (offset < data.length) {
-        offset += await this.#conn.write(offset === 0 ? data : data.subarray(offset));
+        const n = await this.#conn.write(offset === 0 ? data : data.subarray(offset));
+        offset += n;
+        this.#bytesWritten += n;
         this.#writeStartedAt = performance.now();
       }
     } catch (cause) {

@@ -538,6 +538,7 @@ export class StreamTable {
   /** This side sent GOAWAY: streams the peer opens from now on are not processed. */
   #goAwaySent = false;
   #closedBy: ProtocolError | undefined;
+  #opened = 0;
 
   /**
    * Creates the table of one connection.
@@ -551,6 +552,11 @@ export class StreamTable {
     this.settings = settings;
     this.#nextLocal = role === "client" ? 1 : 2;
     this.#remoteParity = role === "client" ? 0 : 1;
+  }
+
+  /** Streams opened so far, by either side (refused ones not included). */
+  get opened(): number {
+    return this.#opened;
   }
 
   /** Streams open now (both directions, opening ones included). */
@@ -621,6 +627,7 @@ export class StreamTable {
       const window = this.settings.initialWindow;
       const stream = new StreamImpl(this, id, command, metadata, true, window);
       this.#streams.set(id, stream);
+      this.#opened++;
       this.#outbound++;
       this.#windowTotal += window;
       return new Promise<Stream>((resolve, reject) => {
@@ -736,6 +743,7 @@ export class StreamTable {
     const stream = new StreamImpl(this, id, message.command, message.metadata, false, window);
     stream.setPeerWindow(message.window);
     this.#streams.set(id, stream);
+    this.#opened++;
     this.#inbound++;
     this.#windowTotal += window;
     this.#host.send({ type: "stream_accept", id, window });

@@ -64,7 +64,10 @@ export function transportFromConfig(
   const t = config.transport;
   switch (t.kind) {
     case "tcp":
-      return createTransport("tcp");
+      return createTransport(
+        "tcp",
+        role === "server" && config.server.reusePort ? { reusePort: true } : {},
+      );
     case "unix":
       return createTransport("unix", { mode: t.unixSocketMode });
     case "tls": {

@@ -283,6 +283,16 @@ export interface TcpTransportOptions {
    * @default {511}
    */
   backlog?: number;
+  /**
+   * Bind with `SO_REUSEPORT`, so that several processes (or listeners) share the port and the
+   * kernel spreads connections over them. Uses a `node:net` listener: Deno's own
+   * `Deno.listen({ reusePort: true })` needs `--unstable-net` (without it the process exits with
+   * code 70). Linux spreads connections by a hash of their addresses and ports; other systems
+   * may give them all to one listener.
+   *
+   * @default {false}
+   */
+  reusePort?: boolean;
 }
 
 /** Validates a listen backlog. */
@@ -322,14 +332,19 @@ export class TcpTransport implements Transport {
   /** Always `"tcp"`. */
   readonly kind: "tcp" = "tcp";
   #backlog: number | undefined;
+  #reusePort: boolean;
 
   /**
    * Creates a TCP transport.
    *
-   * @param options The listen backlog.
+   * @param options The listen backlog and `reusePort`.
    */
   constructor(options: TcpTransportOptions = {}) {
     this.#backlog = checkBacklog(options.backlog);
+    if (options.reusePort !== undefined && typeof options.reusePort !== "boolean") {
+      throw new TypeError(`reusePort must be a boolean, got "${options.reusePort}"`);
+    }
+    this.#reusePort = options.reusePort ?? false;
   }
 
   /**
@@ -345,6 +360,16 @@ export class TcpTransport implements Transport {
     let inner: Deno.TcpListener;
     try {
       const { hostname, port } = parseHostPort(address);
+      if (this.#reusePort) {
+        // Loaded on demand: node:net (and the logger) stay out of the plain TCP path.
+        return import("./tcp_node.ts").then(
+          ({ listenReusePort }) => listenReusePort(hostname, port, this.#backlog, options),
+        ).catch((error) => {
+          throw error instanceof TypeError || error instanceof RangeError
+            ? error
+            : listenError(address, error);
+        });
+      }
       inner = Deno.listen({
         hostname,
         port,

@@ -209,7 +209,7 @@ export interface NodeTlsConn extends Deno.Conn {
 }
 
 /**
- * A `node:tls` socket as a `Deno.Conn`: reads copy out of a queue of received chunks (reading
+ * A `node:tls` socket (or a plain `node:net` one, {@linkcode nodeSocketConn}) as a `Deno.Conn`: reads copy out of a queue of received chunks (reading
  * pauses above 256 KiB unread), a write resolves once the TLS socket has taken the bytes (the
  * caller may reuse its buffer), `close()` destroys the socket.
  */
@@ -547,6 +547,25 @@ class NodeTlsConnImpl implements NodeTlsConn {
     });
     return this.#writable;
   }
+}
+
+/**
+ * Wraps an accepted plain `node:net` socket (no TLS) into a `Deno.Conn`, with the same adapter
+ * as the TLS connections of this file: the `reusePort` listener of `TcpTransport` uses it. The
+ * socket is owned from now on (`close()` destroys it).
+ *
+ * @param socket A connected socket.
+ * @returns The connection (no certificate, ALPN `null`).
+ */
+export function nodeSocketConn(socket: net.Socket): Deno.Conn {
+  const conn = new NodeTlsConnImpl(
+    netAddr(socket.localAddress, socket.localPort),
+    netAddr(socket.remoteAddress, socket.remotePort),
+    false,
+  );
+  // Only the net.Socket part of a TLSSocket is used (alpnProtocol is undefined: ALPN null).
+  conn.attach(socket as tls.TLSSocket, undefined, false);
+  return conn;
 }
 
 function describePeer(peer: PeerCertificateInfo | undefined): string {

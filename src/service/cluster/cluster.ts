@@ -20,7 +20,6 @@ import { EventStream } from "../../util/event_stream.ts";
 import { constantTimeEqual } from "../../util/bytes.ts";
 import type { RequestOptions } from "../connection_options.ts";
 import { serve, type Server } from "../daemon.ts";
-import { attachMetrics } from "../metrics.ts";
 import { serverSecurityFromConfig } from "../session.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { Detector } from "./detector.ts";
@@ -173,7 +172,10 @@ export interface Cluster extends AsyncDisposable {
   request(message: Message, options?: ClusterRequestOptions): Promise<Message>;
   /** This node's own health. */
   localHealth(): LocalHealthInfo;
-  /** The cluster's metrics, Prometheus text format 0.0.4. */
+  /**
+   * The member's metrics, Prometheus text format 0.0.4: its server's (`server.metrics()`, what its
+   * admin endpoint's `/metrics` serves), which include the cluster's series.
+   */
   metrics(): string;
   /** Runs the resolver now (it also runs every `resolveIntervalMs`). */
   resolveNow(): Promise<void>;
@@ -266,7 +268,8 @@ class ClusterImpl implements Cluster {
   readonly #transport: NoiseProbeTransport;
   readonly #detector: Detector;
   readonly #events: EventStream<ClusterEvent>;
-  readonly #metrics: ClusterMetrics;
+  /** Made once the server is up, in its registry. */
+  #metrics: ClusterMetrics | undefined;
   readonly #staticKey: KeyPair;
   readonly #abort = new AbortController();
   readonly #closedPromise: Promise<void>;
@@ -312,13 +315,12 @@ class ClusterImpl implements Cluster {
       clock: options.clock ?? systemClock,
       transport: this.#transport,
       onEvent: (event) => this.#onEvent(event),
-      onRefusal: (reason) => this.#metrics.refusals[reason].inc(),
+      onRefusal: (reason) => this.#metrics?.refusals[reason].inc(),
       onProbe: (kind, outcome, rttMs) => {
-        this.#metrics.probe(kind, outcome);
-        if (rttMs !== undefined) this.#metrics.rtt.observe(rttMs / 1000);
+        this.#metrics?.probe(kind, outcome);
+        if (rttMs !== undefined) this.#metrics?.rtt.observe(rttMs / 1000);
       },
     });
-    this.#metrics = clusterMetrics(() => this.#detector.peers(), () => this.#detector.health.score);
   }
 
   async start(options: ClusterOptions): Promise<void> {
@@ -345,8 +347,12 @@ class ClusterImpl implements Cluster {
       ...(options.tls?.server === undefined ? {} : { tls: options.tls.server }),
       security: { ...(options.security ?? {}), staticKey: this.#staticKey },
     }, dispatcher);
-    // The cluster's metrics are also on the server's metrics() and its admin endpoint's /metrics.
-    attachMetrics(this.#server, () => this.#metrics.registry.render());
+    // The cluster's series go in the server's registry: its metrics() and /metrics show them.
+    this.#metrics = clusterMetrics(
+      this.#server.metricsRegistry,
+      () => this.#detector.peers(),
+      () => this.#detector.health.score,
+    );
     log.info("Cluster node {id} (boot {bootId}) listening on {address}", {
       id: this.id,
       bootId: this.bootId,
@@ -391,10 +397,10 @@ class ClusterImpl implements Cluster {
       case "left":
       case "suspect":
       case "dead":
-        this.#metrics.transitions[event.type].inc();
+        this.#metrics?.transitions[event.type].inc();
         break;
       case "local-health":
-        if (event.stalledMs > 0) this.#metrics.stalls.inc();
+        if (event.stalledMs > 0) this.#metrics?.stalls.inc();
         break;
     }
     logEvent(event);
@@ -470,7 +476,7 @@ class ClusterImpl implements Cluster {
   }
 
   metrics(): string {
-    return this.#metrics.registry.render();
+    return this.server.metrics();
   }
 
   async resolveNow(): Promise<void> {

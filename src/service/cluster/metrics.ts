@@ -1,11 +1,11 @@
 /**
- * The cluster's metrics: peers by state (one gauge per state, never a peer as a label),
+ * The cluster's metrics: peers by state (a `state` label with four values, never a peer as a label),
  * transitions, probes by kind and outcome, identity refusals, local health.
  *
  * @module
  */
 
-import { type CounterSeries, type HistogramSeries, MetricsRegistry } from "../metrics.ts";
+import type { CounterSeries, HistogramSeries, MetricsRegistry } from "../metrics.ts";
 import type { ProbeOutcome } from "./detector.ts";
 import type { PeerInfo, PeerState } from "./types.ts";
 
@@ -35,32 +35,40 @@ export interface ClusterMetrics {
 }
 
 /**
- * Registers the cluster's metrics.
+ * Registers the cluster's metrics in a registry (the member's server's: they appear on its
+ * `metrics()` and `/metrics`).
  *
  * @example Peers by state
  * ```ts
  * import { clusterMetrics } from "./metrics.ts";
+ * import { MetricsRegistry } from "../metrics.ts";
+ * import assert from "node:assert/strict";
  *
- * const metrics = clusterMetrics(() => [], () => 0);
- * console.log(metrics.registry.render().includes("npro_cluster_peers_alive 0"));
+ * const metrics = clusterMetrics(new MetricsRegistry(), () => [], () => 0);
+ * assert.match(metrics.registry.render(), /^npro_cluster_peers\{state="alive"\} 0$/m);
  * ```
  *
+ * @param registry Where the metrics go.
  * @param peers Reads the peers at each render.
  * @param healthScore Reads the local health score at each render.
  * @returns The series.
  */
 export function clusterMetrics(
+  registry: MetricsRegistry,
   peers: () => readonly PeerInfo[],
   healthScore: () => number,
 ): ClusterMetrics {
-  const registry = new MetricsRegistry();
-  for (const state of STATES) {
-    registry.gauge(
-      `cluster_peers_${state}`,
-      `Peers this node sees as ${state}.`,
-      () => peers().filter((p) => p.state === state).length,
-    );
-  }
+  registry.collected(
+    "cluster_peers",
+    "Peers this node sees, by state (alive, suspect, dead, left).",
+    "gauge",
+    ["state"],
+    (emit) => {
+      const counts: Record<PeerState, number> = { alive: 0, suspect: 0, dead: 0, left: 0 };
+      for (const peer of peers()) counts[peer.state]++;
+      for (const state of STATES) emit([state], counts[state]);
+    },
+  );
   registry.gauge(
     "cluster_local_health_score",
     "Lifeguard score of this node (timeouts are multiplied by score + 1).",
