@@ -62,6 +62,7 @@ export type { BreakerState } from "./src/service/circuit_breaker.ts";
 export { createCluster } from "./src/service/cluster/cluster.ts";
 export type {
   Cluster,
+  ClusterLeaveOptions,
   ClusterOptions,
   ClusterRequestOptions,
   LocalHealthInfo,

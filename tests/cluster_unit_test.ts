@@ -312,13 +312,24 @@ Deno.test("cluster: leave is seen as left, not dead; pick and request", async ()
     a.request({ type: "ping" }, { peer: "nobody", timeoutMs: 100 }),
     NoPeerAvailable,
   );
-  await c.leave(1000);
+  await c.leave({ timeoutMs: 1000 });
   await until(() => a.get("c")?.state === "left", 5000, "c left");
   await new Promise((resolve) => setTimeout(resolve, 500));
   assert.equal(a.get("c")?.state, "left");
   assert.ok(!events.some((e) => e.type === "dead"));
   assert.ok(events.some((e) => e.type === "left" && e.peer.id === "c" && e.reason === "leave"));
   await assert.rejects(a.request({ type: "ping" }, { peer: "c" }), NoPeerAvailable);
+});
+
+Deno.test("cluster: leave() with an aborted signal still closes the member", async () => {
+  const b = await node("b");
+  const a = await node("a", { peers: [{ id: "b", address: `127.0.0.1:${portOf(b)}` }] });
+  await until(() => a.get("b")?.lastSeen !== undefined, 5000, "a sees b");
+  const controller = new AbortController();
+  controller.abort(new Error("no time to say goodbye"));
+  await a.leave({ signal: controller.signal });
+  assert.equal(a.isClosed, true);
+  await b.close();
 });
 
 Deno.test("cluster: events are sent on changes only; iterators end at close and may detach", async () => {

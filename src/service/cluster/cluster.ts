@@ -17,6 +17,7 @@ import type { ServerSecurityOptions } from "../../secure/policy.ts";
 import type { TlsClientOptions, TlsServerOptions } from "../../transport/tls.ts";
 import type { Transport } from "../../transport/types.ts";
 import { EventStream } from "../../util/event_stream.ts";
+import { abortable } from "../../util/async.ts";
 import { constantTimeEqual } from "../../util/bytes.ts";
 import type { RequestOptions } from "../connection_options.ts";
 import { serve, type Server } from "../daemon.ts";
@@ -177,18 +178,33 @@ export interface Cluster extends AsyncDisposable {
    * admin endpoint's `/metrics` serves), which include the cluster's series.
    */
   metrics(): string;
-  /** Runs the resolver now (it also runs every `resolveIntervalMs`). */
-  resolveNow(): Promise<void>;
   /**
-   * Leaves gracefully: tells the peers (they see `left`, not `dead`), then closes.
+   * Runs the resolver now (it also runs every `resolveIntervalMs`), within
+   * `min(resolveIntervalMs, 10 s)`; a failed lookup keeps the last list.
    *
-   * @param timeoutMs The time limit of the announcements (default `cluster.leave_timeout`).
+   * @param options A signal that stops waiting (the lookup itself still ends within its limit).
    */
-  leave(timeoutMs?: number): Promise<void>;
+  resolveNow(options?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Leaves gracefully: tells the peers (they see `left`, not `dead`), then closes. Closes even when
+   * the announcements fail, time out or are aborted.
+   *
+   * @param options The time limit of the announcements (default `cluster.leave_timeout`) and a
+   * signal that cuts them short.
+   */
+  leave(options?: ClusterLeaveOptions): Promise<void>;
   /** Stops probing and closes the server and the connections (peers will see it die). */
   close(): Promise<void>;
   /** Resolves once closed. */
   closed(): Promise<void>;
+}
+
+/** Options of {@linkcode Cluster.leave}. */
+export interface ClusterLeaveOptions {
+  /** The time limit of the announcements to the peers, in ms (default `cluster.leave_timeout`). */
+  timeoutMs?: number;
+  /** Cuts the announcements short (the member still closes). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -479,10 +495,13 @@ class ClusterImpl implements Cluster {
     return this.server.metrics();
   }
 
-  async resolveNow(): Promise<void> {
+  async resolveNow(options: { signal?: AbortSignal } = {}): Promise<void> {
     const resolve = this.#settings.resolve;
     if (resolve === undefined || this.isClosed) return;
-    await this.#runResolver(resolve);
+    options.signal?.throwIfAborted();
+    const running = this.#runResolver(resolve);
+    if (options.signal === undefined) return await running;
+    await abortable(running, options.signal, "Resolving the cluster's peers");
   }
 
   #runResolver(resolve: PeerResolver): Promise<void> {
@@ -517,14 +536,18 @@ class ClusterImpl implements Cluster {
     }, this.#settings.resolveIntervalMs);
   }
 
-  async leave(timeoutMs: number = this.#settings.leaveTimeoutMs): Promise<void> {
+  async leave(options: ClusterLeaveOptions = {}): Promise<void> {
     if (this.isClosed) return await this.closed();
+    const timeoutMs = options.timeoutMs ?? this.#settings.leaveTimeoutMs;
     if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
       throw new RangeError(`Cannot leave within "${timeoutMs}" ms: it must be 0 or more`);
     }
     log.info("Cluster node {id} leaving", { id: this.id });
-    await this.#detector.leave(timeoutMs);
-    await this.close();
+    try {
+      await this.#detector.leave(timeoutMs, options.signal);
+    } finally {
+      await this.close();
+    }
   }
 
   close(): Promise<void> {

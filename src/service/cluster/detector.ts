@@ -317,8 +317,9 @@ export class Detector {
    * now on this node's answers say it is leaving.
    *
    * @param timeoutMs The time limit of the announcements.
+   * @param abort Cuts the announcements short.
    */
-  async leave(timeoutMs: number): Promise<void> {
+  async leave(timeoutMs: number, abort?: AbortSignal): Promise<void> {
     this.#leaving = true;
     const notice: ClusterMessage = {
       kind: "leave",
@@ -326,7 +327,10 @@ export class Detector {
       bootId: this.#bootId,
       incarnation: this.#incarnation,
     };
-    const signal = this.#abort.signal;
+    const signal = abort === undefined ? this.#abort.signal : AbortSignal.any([
+      this.#abort.signal,
+      abort,
+    ]);
     await Promise.allSettled(
       [...this.#members.values()]
         .filter((m) => !m.self && (m.state === "alive" || m.state === "suspect"))
