@@ -21,6 +21,15 @@ import type { CloseInfo, SecureChannel } from "./channel.ts";
  */
 export const RECORDS_PER_TURN = 1024;
 
+/**
+ * A record up to this many bytes that is followed by one of at least {@linkcode BULK_RECORD}
+ * ends a call of {@linkcode RecordDecoder.decode}: its messages (a reply, a PONG) are handled
+ * before the bulk behind it is opened (docs/SERVICE.md, "Fragments and streams").
+ */
+export const SMALL_RECORD = 8 * 1024;
+/** See {@linkcode SMALL_RECORD}. */
+export const BULK_RECORD = 16 * 1024;
+
 const NO_MESSAGES: Message[] = [];
 
 /** What a {@linkcode RecordDecoder} tells its consumer. */
@@ -131,7 +140,9 @@ export class RecordDecoder {
 
   /**
    * Opens and decodes `packets` from `start` on, at most {@linkcode RECORDS_PER_TURN} of them,
-   * queueing their messages.
+   * queueing their messages. It also stops after a small record followed by a large one
+   * ({@linkcode SMALL_RECORD}), so that small messages are handled before the bulk behind them
+   * is opened.
    *
    * @param packets The packets of one read.
    * @param start The first one not decoded yet.
@@ -172,6 +183,11 @@ export class RecordDecoder {
       } else {
         this.#queue = messages;
         this.#index = 0;
+      }
+      if (
+        i + 1 < end && body.length <= SMALL_RECORD && packets[i + 1]!.payload.length >= BULK_RECORD
+      ) {
+        return i + 1;
       }
     }
     return end;
