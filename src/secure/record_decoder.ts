@@ -140,19 +140,21 @@ export class RecordDecoder {
 
   /**
    * Opens and decodes `packets` from `start` on, at most {@linkcode RECORDS_PER_TURN} of them,
-   * queueing their messages. It also stops after a small record followed by a large one
-   * ({@linkcode SMALL_RECORD}), so that small messages are handled before the bulk behind them
-   * is opened.
+   * queueing their messages. With `handOver`, it also stops after a small record followed by a
+   * large one ({@linkcode SMALL_RECORD}), so that small messages are handled before the bulk
+   * behind them is opened.
    *
    * @param packets The packets of one read.
    * @param start The first one not decoded yet.
+   * @param handOver Stop after a small record followed by a large one (the consumer receives
+   * bulk: fragments or stream data; pipelined small messages decode in one go).
    * @returns The index of the first packet not decoded (`packets.length` when done, or when a
    * CLOSE or a violation ended the session).
    * @throws {ProtocolError} For a record or batch that breaks the protocol (the channel's and
    * `decodeBatch`'s errors, `UnsupportedVersion` for a version-1 packet, `PolicyViolation` for
    * an empty record without a host that tolerates it).
    */
-  decode(packets: Packet[], start: number): number {
+  decode(packets: Packet[], start: number, handOver = false): number {
     const end = Math.min(packets.length, start + RECORDS_PER_TURN);
     for (let i = start; i < end; i++) {
       const packet = packets[i]!;
@@ -185,7 +187,8 @@ export class RecordDecoder {
         this.#index = 0;
       }
       if (
-        i + 1 < end && body.length <= SMALL_RECORD && packets[i + 1]!.payload.length >= BULK_RECORD
+        handOver && i + 1 < end && body.length <= SMALL_RECORD &&
+        packets[i + 1]!.payload.length >= BULK_RECORD
       ) {
         return i + 1;
       }

@@ -897,10 +897,18 @@ export class Connection implements AsyncDisposable {
     }
   }
 
+  /**
+   * Whether bulk comes in (a fragmented message in progress, an open stream): then a small
+   * record ahead of large ones is handed over before they are opened (RecordDecoder.decode).
+   */
+  #receivingBulk(): boolean {
+    return (this.#reassembler?.bytes ?? 0) > 0 || (this.#streamTable?.size ?? 0) > 0;
+  }
+
   /** Decodes the packets of one read, in slices of bounded work. */
   async #decode(packets: Packet[]): Promise<void> {
     let start = 0;
-    let next = this.#decoder.decode(packets, 0);
+    let next = this.#decoder.decode(packets, 0, this.#receivingBulk());
     while (next < packets.length && !this.#closed) {
       await this.#handleDecoded();
       if (next < start + RECORDS_PER_TURN) {
@@ -913,7 +921,7 @@ export class Connection implements AsyncDisposable {
       }
       if (this.#closed) return;
       start = next;
-      next = this.#decoder.decode(packets, next);
+      next = this.#decoder.decode(packets, next, this.#receivingBulk());
     }
     const close = this.#decoder.closeReceived;
     if (close !== undefined) this.#peerDone();
