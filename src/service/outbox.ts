@@ -433,9 +433,9 @@ export class Outbox {
     while (budget > 0 && ring.length > 0) {
       if (this.#ringIndex >= ring.length) this.#ringIndex = 0;
       const source = ring[this.#ringIndex]!;
-      // The peer's bulk window: a frame goes out only when it fits in what is left (the window
-      // is at least two frames, so the peer's grants always make room for the next one; the
-      // latency bound is a grant step and a frame at least, for the same reason).
+      // The peer's bulk window: a frame goes out, cut to what is left, only when at least a
+      // few KiB (or its rest) are left. The peer grants before more than its grant step is
+      // held, so the latency bound (a grant step and a least cut) never stalls the outbox.
       if (allowance < this.#needs(source)) break;
       let used = 0;
       if (source instanceof StreamLane) {
