@@ -20,6 +20,7 @@ import {
 import { decodeBatch, encodeBatch } from "../src/core/batch.ts";
 import {
   decodeMessage,
+  encodedMessageSize,
   encodeMessage,
   INITIAL_BULK_WINDOW,
   MessageTag,
@@ -28,6 +29,10 @@ import { writePacketHeader } from "../src/core/packet.ts";
 import { PacketDecoder } from "../src/core/codec.ts";
 import { FrameReader } from "../src/service/frame_reader.ts";
 import { Connection } from "../src/service/connection.ts";
+import { LATENCY_IN_FLIGHT, Outbox, StreamLane } from "../src/service/outbox.ts";
+import { RecordEncoder } from "../src/secure/record_encoder.ts";
+import { RecordDecoder } from "../src/secure/record_decoder.ts";
+import { channelPair } from "./_secure_helpers.ts";
 import { type MultiplexOptions, resolveMultiplex } from "../src/service/connection_options.ts";
 import { MemoryTransport } from "../src/transport/memory_transport.ts";
 import { memoryConnPair } from "../src/transport/memory_conn.ts";
@@ -379,7 +384,16 @@ async function readUntilQuiet(conn: Deno.Conn, quietMs: number): Promise<Message
   }
 }
 
-Deno.test("bulk window: bulk alone fills a large window; beside small messages at most 128 KiB is in flight", async () => {
+/** Reads `count` messages, the first from a read {@linkcode readUntilQuiet} left waiting. */
+async function readCount(conn: Deno.Conn, count: number): Promise<Message[]> {
+  const pending = pendingReads.get(conn);
+  if (pending === undefined) return await readMessages(conn, count);
+  pendingReads.delete(conn);
+  const first = await pending;
+  return [...first, ...await readMessages(conn, count - first.length)];
+}
+
+Deno.test("bulk window: bulk alone fills a large window; beside small messages at most 36 KiB is in flight", async () => {
   const [a, b] = memoryConnPair();
   const connection = bareConnection(a, 4);
   try {
@@ -395,24 +409,187 @@ Deno.test("bulk window: bulk alone fills a large window; beside small messages a
     await new Promise((resolve) => setTimeout(resolve, 10));
     connection.send(custom("X", new Uint8Array(900_000)));
     connection.send({ type: "ping" });
-    const beside = await readUntilQuiet(b, 100);
-    assert.ok(beside.some((m) => m.type === "ping"));
-    assert.equal(chunkBytes(beside), 128 * 1024);
-    // A grant of 64 KiB lets 64 KiB more go while small messages were recent...
+    const beside = await readCount(b, 3);
+    assert.deepEqual(beside[0], { type: "ping" });
+    assert.equal(chunkBytes(beside), LATENCY_IN_FLIGHT);
+    // A grant of 16 KiB lets 16 KiB more go while small messages are recent...
     connection.send({ type: "ping" });
-    await grantWindow(b, 65536);
-    assert.equal(chunkBytes(await readUntilQuiet(b, 5)), 65536);
-    // ...and once none came for a while, the next grant opens the whole window again.
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    await grantWindow(b, 4096);
-    assert.equal(chunkBytes(await readUntilQuiet(b, 100)), 900_006 - 128 * 1024 - 65536);
+    await grantWindow(b, 16384);
+    const more = await readCount(b, 2);
+    assert.deepEqual(more[0], { type: "ping" });
+    assert.equal(chunkBytes(more), 16384);
+    // ...and once none came for the hold, the rest of the window goes out without a grant.
+    const rest = await readUntilQuiet(b, 100);
+    assert.equal(chunkBytes(rest), 900_006 - LATENCY_IN_FLIGHT - 16384);
   } finally {
     connection.abort();
     b.close();
   }
 });
 
-Deno.test("bulk window: a receiver with a large window grants back every 32 KiB", async () => {
+/** An outbox whose writes are kept as the batches of the packets written. */
+function recordingOutbox(): { outbox: Outbox; packets: Message[][]; chunks: () => number } {
+  const packets: Message[][] = [];
+  const decoder = new PacketDecoder();
+  const outbox = new Outbox({
+    conn: {
+      write(data: Uint8Array): Promise<number> {
+        for (const packet of decoder.push(data.slice())) {
+          packets.push(decodeBatch(packet.payload.slice()));
+        }
+        return Promise.resolve(data.length);
+      },
+    },
+    encoder: new RecordEncoder({ channel: null }),
+    maxBytes: 64 << 20,
+    host: { onWritten() {}, onWriteError() {}, onActivity() {} },
+    frameSize: 65536,
+  });
+  return { outbox, packets, chunks: () => packets.reduce((n, p) => n + streamOrChunkBytes(p), 0) };
+}
+
+/** Fragment chunk and stream data bytes in `messages`. */
+function streamOrChunkBytes(messages: Message[]): number {
+  return messages.reduce(
+    (n, m) =>
+      n + (m.type === "fragment" ? m.chunk.length : m.type === "stream_data" ? m.data.length : 0),
+    0,
+  );
+}
+
+Deno.test("bulk window: beside a small message no frame beyond the latency bound is written, and the small message has a record of its own", async () => {
+  const { outbox, packets, chunks } = recordingOutbox();
+  try {
+    outbox.grant((1 << 20) - INITIAL_BULK_WINDOW);
+    // A large message, then a PING: the PING goes first, alone in its packet (record), then
+    // at most LATENCY_IN_FLIGHT of fragments, none larger.
+    outbox.enqueue(custom("X", new Uint8Array(500_000)), false);
+    outbox.enqueue({ type: "ping" }, false);
+    await outbox.flushNow();
+    assert.deepEqual(packets[0], [{ type: "ping" }]);
+    assert.equal(chunks(), LATENCY_IN_FLIGHT);
+    for (const packet of packets.slice(1)) {
+      for (const m of packet) {
+        assert.equal(m.type, "fragment");
+        assert.ok(m.type === "fragment" && m.chunk.length <= LATENCY_IN_FLIGHT);
+      }
+    }
+    // Stream data is cut to the bound as well: a stream's 64 KiB frame beside a PONG.
+    outbox.grant(LATENCY_IN_FLIGHT);
+    packets.length = 0;
+    const lane = new StreamLane();
+    const data = new Uint8Array(65536).fill(3);
+    const frame: Message = { type: "stream_data", id: 1, data };
+    outbox.enqueueStream(lane, frame, encodedMessageSize(frame));
+    outbox.enqueue({ type: "pong" }, false);
+    await outbox.flushNow();
+    assert.deepEqual(packets[0], [{ type: "pong" }]);
+    assert.ok(chunks() <= LATENCY_IN_FLIGHT, `${chunks()} bytes of bulk beside a PONG`);
+    for (const packet of packets.slice(1)) {
+      for (const m of packet) {
+        assert.ok(m.type !== "stream_data" || m.data.length <= LATENCY_IN_FLIGHT);
+      }
+    }
+    // Once the latency hold is over, the rest (stream data whole again) goes out with no grant.
+    await waitFor(() => chunks() === 500_006 + 65536 - LATENCY_IN_FLIGHT, 2000, "the rest");
+    const sent = packets.flat().filter((m) => m.type === "stream_data");
+    const joined = new Uint8Array(65536);
+    let offset = 0;
+    for (const m of sent) {
+      if (m.type !== "stream_data") continue;
+      joined.set(m.data, offset);
+      offset += m.data.length;
+    }
+    assert.deepEqual(joined, data);
+  } finally {
+    outbox.close();
+  }
+});
+
+Deno.test("bulk window: window and stream window grants beside bulk leave it the whole window", async () => {
+  const { outbox, chunks } = recordingOutbox();
+  try {
+    outbox.grant((1 << 20) - INITIAL_BULK_WINDOW);
+    outbox.enqueue(custom("X", new Uint8Array(900_000)), false);
+    // Grants flow with bulk (a stream receiver's credit, the connection's window): they are
+    // small control messages but do not make the bulk in flight small.
+    outbox.enqueue({ type: "stream_window", id: 2, delta: 131072 }, false);
+    outbox.enqueue({ type: "window", delta: 32768 }, false);
+    await outbox.flushNow();
+    assert.equal(chunks(), 900_006);
+  } finally {
+    outbox.close();
+  }
+});
+
+Deno.test("bulk window: a peer granting only every 32 KiB (the documented rule) never stalls bulk beside PINGs", async () => {
+  const [a, b] = memoryConnPair();
+  const connection = bareConnection(a, 4);
+  const decoder = new PacketDecoder();
+  let pinging = true;
+  try {
+    // The peer: a 1 MiB window, grants back exactly when 32 KiB accumulated (never earlier),
+    // and a PING every millisecond, so small messages (PONGs) always flow beside the bulk.
+    await grantWindow(b, (1 << 20) - INITIAL_BULK_WINDOW);
+    const ping = encodeBatch([{ type: "ping" }]);
+    const pingPacket = new Uint8Array(9 + ping.length);
+    writePacketHeader(pingPacket, 0, ping.length);
+    pingPacket.set(ping, 9);
+    const pinger = (async () => {
+      while (pinging) {
+        await writeAll(b, pingPacket);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    })();
+    const size = 2_000_000;
+    const started = performance.now();
+    connection.send(custom("X", new Uint8Array(size - 6))); // 6 bytes of header
+    let received = 0;
+    let ungranted = 0;
+    let pongs = 0;
+    let stalls = 0;
+    const buffer = new Uint8Array(1 << 20);
+    while (received < size) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const n = await Promise.race([
+        b.read(buffer),
+        new Promise<"stalled">((resolve) => timer = setTimeout(() => resolve("stalled"), 3000)),
+      ]);
+      clearTimeout(timer);
+      if (n === "stalled") {
+        stalls++;
+        break;
+      }
+      if (n === null) break;
+      for (const packet of decoder.push(buffer.subarray(0, n))) {
+        for (const m of decodeBatch(packet.payload.slice())) {
+          if (m.type === "pong") pongs++;
+          if (m.type !== "fragment") continue;
+          received += m.chunk.length;
+          ungranted += m.chunk.length;
+          // Never more in flight than the latency bound or the whole window.
+          assert.ok(ungranted <= 1 << 20);
+          if (ungranted >= 32768) {
+            await grantWindow(b, ungranted);
+            ungranted = 0;
+          }
+        }
+      }
+    }
+    assert.equal(stalls, 0, `the sender stalled after ${received} of ${size} bytes`);
+    assert.equal(received, size);
+    assert.ok(pongs > 0, "PONGs flowed beside the bulk");
+    assert.ok(performance.now() - started < 10_000);
+    pinging = false;
+    await pinger;
+  } finally {
+    pinging = false;
+    connection.abort();
+    b.close();
+  }
+});
+
+Deno.test("bulk window: a receiver with a large window grants back every 32 KiB, and what each read brought", async () => {
   const [a, b] = memoryConnPair();
   const connection = new Connection(
     a,
@@ -438,6 +615,19 @@ Deno.test("bulk window: a receiver with a large window grants back every 32 KiB"
     packet.set(batch, 9);
     await writeAll(b, packet);
     assert.deepEqual(await readMessages(b, 1), [{ type: "window", delta: 40_000 }]);
+    // Less than 32 KiB is granted back too, at the end of the read that brought it: a sender
+    // keeping little in flight beside small messages gets its window back at once.
+    const small = encodeBatch([{
+      type: "fragment",
+      id: 1,
+      total: 100_000,
+      chunk: new Uint8Array(10_000),
+    }]);
+    const smallPacket = new Uint8Array(9 + small.length);
+    writePacketHeader(smallPacket, 0, small.length);
+    smallPacket.set(small, 9);
+    await writeAll(b, smallPacket);
+    assert.deepEqual(await readMessages(b, 1), [{ type: "window", delta: 10_000 }]);
   } finally {
     connection.abort();
     b.close();
@@ -1092,4 +1282,34 @@ Deno.test("multiplex configuration: windows and stream counts are checked togeth
 
 Deno.test("peer closes: a PeerClosedError keeps its code", () => {
   assert.equal(new PeerClosedError(2, "x").code, "PolicyViolation");
+});
+
+Deno.test("records: small messages written ahead of bulk are sealed apart and handed over before the bulk is opened", () => {
+  const { a: client, b: server } = channelPair();
+  const encoder = new RecordEncoder({ channel: client });
+  const fragment: Message = {
+    type: "fragment",
+    id: 1,
+    total: 100_000,
+    chunk: new Uint8Array(40_000),
+  };
+  const messages: Message[] = [{ type: "pong" }, { type: "window", delta: 4096 }, fragment];
+  // The first two in a record of their own, the fragment in the next.
+  const packets = new PacketDecoder().push(encoder.encode(messages, undefined, undefined, 2));
+  assert.equal(packets.length, 2);
+  assert.ok(packets[0]!.payload.length < 100);
+  const decoder = new RecordDecoder({ channel: server });
+  // The decoder stops after the small record: its messages are handled before the bulk is
+  // opened.
+  assert.equal(decoder.decode(packets, 0, true), 1);
+  assert.deepEqual(decoder.take(), { type: "pong" });
+  assert.deepEqual(decoder.take(), { type: "window", delta: 4096 });
+  assert.equal(decoder.pending, false);
+  assert.equal(decoder.decode(packets, 1, true), 2);
+  assert.deepEqual(decoder.take(), fragment);
+  // Without handOver (no bulk coming in: pipelined small messages) a read decodes in one go.
+  const again = new PacketDecoder().push(encoder.encode(messages, undefined, undefined, 2));
+  assert.equal(decoder.decode(again, 0), 2);
+  // Without a split everything is one record, as before.
+  assert.equal(new PacketDecoder().push(encoder.encode(messages)).length, 1);
 });

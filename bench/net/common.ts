@@ -56,6 +56,8 @@ export interface Figure {
   idle?: number;
   /** `hol`: the idle p99. */
   idleP99?: number;
+  /** `hol`: MiB/s of the 8 MiB replies completed during the loaded PINGs. */
+  replies?: number;
   /** How many operations the value is based on. */
   count: number;
   /** Operations over the whole run, warm-up included (handshakes). */

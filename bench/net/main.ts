@@ -565,6 +565,7 @@ function medianOf(samples: Samples, kind: ServerKind, measure: Measure): Figure 
   const perCpu = list.map((f) => f.perCpuSecond).filter((v): v is number => v !== undefined);
   const idle = list.map((f) => f.idle).filter((v): v is number => v !== undefined);
   const idleP99 = list.map((f) => f.idleP99).filter((v): v is number => v !== undefined);
+  const replies = list.map((f) => f.replies).filter((v): v is number => v !== undefined);
   return {
     measure,
     value,
@@ -574,6 +575,7 @@ function medianOf(samples: Samples, kind: ServerKind, measure: Measure): Figure 
     ...(perCpu.length > 0 ? { perCpuSecond: median(perCpu) } : {}),
     ...(idle.length > 0 ? { idle: median(idle) } : {}),
     ...(idleP99.length > 0 ? { idleP99: median(idleP99) } : {}),
+    ...(replies.length > 0 ? { replies: median(replies) } : {}),
   };
 }
 
@@ -887,10 +889,13 @@ function targets(
       idleP99Us: fixed(hol?.idleP99),
       p50Ratio: holRatio,
       p99Ratio: holP99,
+      replyMiBps: fixed(hol?.replies),
     },
     note: `p50 ${times(holRatio)} (${shown(hol?.value)} vs ${shown(hol?.idle)} µs), p99 ${
       times(holP99)
-    } (${shown(hol?.p99)} vs ${shown(hol?.idleP99)} µs)`,
+    } (${shown(hol?.p99)} vs ${shown(hol?.idleP99)} µs), 8 MiB replies ${
+      shown(hol?.replies)
+    } MiB/s`,
   });
   // M2 (issue 13): one stream with 64 KiB writes against 64 KiB bulk messages.
   const stream = medianOf(samples, "lib-noise-tcp", "stream64k")?.value;

@@ -653,7 +653,7 @@ export const SCHEMA: { readonly [S in SectionName]: SectionSchema<NetworkConfig[
       max: 4095 * MIB,
       unit: "bytes",
       description:
-        "Bytes of fragments and stream data the peer may have in flight on a connection (at least two frames): bulk alone uses all of it, beside small messages the sender keeps at most 128 KiB in flight; raise it for links with a large bandwidth x delay.",
+        "Bytes of fragments and stream data the peer may have in flight on a connection (at least two frames): bulk alone uses all of it, beside small messages the sender keeps at most 36 KiB in flight; raise it for links with a large bandwidth x delay.",
       readBy: [CONNECTION_OPTIONS],
     },
   },

@@ -21,6 +21,15 @@ import type { CloseInfo, SecureChannel } from "./channel.ts";
  */
 export const RECORDS_PER_TURN = 1024;
 
+/**
+ * A record up to this many bytes that is followed by one of at least {@linkcode BULK_RECORD}
+ * ends a call of {@linkcode RecordDecoder.decode}: its messages (a reply, a PONG) are handled
+ * before the bulk behind it is opened (docs/SERVICE.md, "Fragments and streams").
+ */
+export const SMALL_RECORD = 8 * 1024;
+/** See {@linkcode SMALL_RECORD}. */
+export const BULK_RECORD = 16 * 1024;
+
 const NO_MESSAGES: Message[] = [];
 
 /** What a {@linkcode RecordDecoder} tells its consumer. */
@@ -131,17 +140,21 @@ export class RecordDecoder {
 
   /**
    * Opens and decodes `packets` from `start` on, at most {@linkcode RECORDS_PER_TURN} of them,
-   * queueing their messages.
+   * queueing their messages. With `handOver`, it also stops after a small record followed by a
+   * large one ({@linkcode SMALL_RECORD}), so that small messages are handled before the bulk
+   * behind them is opened.
    *
    * @param packets The packets of one read.
    * @param start The first one not decoded yet.
+   * @param handOver Stop after a small record followed by a large one (the consumer receives
+   * bulk: fragments or stream data; pipelined small messages decode in one go).
    * @returns The index of the first packet not decoded (`packets.length` when done, or when a
    * CLOSE or a violation ended the session).
    * @throws {ProtocolError} For a record or batch that breaks the protocol (the channel's and
    * `decodeBatch`'s errors, `UnsupportedVersion` for a version-1 packet, `PolicyViolation` for
    * an empty record without a host that tolerates it).
    */
-  decode(packets: Packet[], start: number): number {
+  decode(packets: Packet[], start: number, handOver = false): number {
     const end = Math.min(packets.length, start + RECORDS_PER_TURN);
     for (let i = start; i < end; i++) {
       const packet = packets[i]!;
@@ -172,6 +185,12 @@ export class RecordDecoder {
       } else {
         this.#queue = messages;
         this.#index = 0;
+      }
+      if (
+        handOver && i + 1 < end && body.length <= SMALL_RECORD &&
+        packets[i + 1]!.payload.length >= BULK_RECORD
+      ) {
+        return i + 1;
       }
     }
     return end;

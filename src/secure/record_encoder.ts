@@ -143,12 +143,20 @@ export class RecordEncoder {
    * @param messages The messages, in order (at least one).
    * @param sizes Their encoded sizes, when the caller computed them already.
    * @param entryBytes The sum of their batch entry sizes, with `sizes`.
+   * @param split When between 0 and the number of messages, the messages before this index
+   * are sealed in records of their own, so that the peer opens them without opening what
+   * follows (small messages written ahead of bulk frames).
    * @returns The packets, in one buffer.
    * @throws {ProtocolError} `OversizedPacket` for a message that does not fit in a packet (when
    * `sizes` is not given; with `sizes` the caller checked with {@linkcode RecordEncoder.fits}).
    * @throws {TypeError} For an invalid message.
    */
-  encode(messages: readonly Message[], sizes?: readonly number[], entryBytes?: number): Uint8Array {
+  encode(
+    messages: readonly Message[],
+    sizes?: readonly number[],
+    entryBytes?: number,
+    split = 0,
+  ): Uint8Array {
     if (sizes === undefined) {
       const measured: number[] = [];
       entryBytes = 0;
@@ -173,16 +181,17 @@ export class RecordEncoder {
     if (this.#compressor !== undefined) {
       const options = { compressor: this.#compressor };
       const payloads: Uint8Array[] = [];
-      for (const [start, end] of groupBySize(sizes, limit)) {
+      for (const [start, end] of groupBySize(sizes, limit, split)) {
         const batch = encodeBatch(messages.slice(start, end), options);
         if (channel === null) payloads.push(batch);
         else channel.sealData(batch, payloads);
       }
       return this.#packets(payloads);
     }
-    const groups: [number, number][] = entryBytes <= limit
+    const groups: [number, number][] = entryBytes <= limit &&
+        (split <= 0 || split >= messages.length)
       ? [[0, messages.length]]
-      : groupBySize(sizes, limit);
+      : groupBySize(sizes, limit, split);
     if (channel === null) {
       // Plaintext: header and entries of every group straight into the one output buffer.
       const out = OUTPUT.alloc(entryBytes + HEADER_SIZE * groups.length);
@@ -264,14 +273,17 @@ export class RecordEncoder {
   }
 }
 
-/** Splits messages into runs whose batch entries add up to at most `limit` bytes. */
-function groupBySize(sizes: readonly number[], limit: number): [number, number][] {
+/**
+ * Splits messages into runs whose batch entries add up to at most `limit` bytes; a run also
+ * ends before index `split` (when above 0).
+ */
+function groupBySize(sizes: readonly number[], limit: number, split = 0): [number, number][] {
   const groups: [number, number][] = [];
   let start = 0;
   let size = 0;
   for (let i = 0; i < sizes.length; i++) {
     const n = batchEntrySize(sizes[i]!);
-    if (i > start && size + n > limit) {
+    if (i > start && (size + n > limit || i === split)) {
       groups.push([start, i]);
       start = i;
       size = 0;

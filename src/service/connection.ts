@@ -49,8 +49,12 @@ import { RECORD_OVERHEAD, RecordEncoder } from "../secure/record_encoder.ts";
 import { closeCodeFor, closeReason, PeerClosedError } from "./peer_closed_error.ts";
 import { ReceiveQueue } from "./receive_queue.ts";
 import { messageReadable, messageWritable } from "./connection_streams.ts";
-import { RecordDecoder, type RecordDecoderHost } from "../secure/record_decoder.ts";
-import { abortable, waitAtMost, yieldTurn } from "../util/async.ts";
+import {
+  RecordDecoder,
+  type RecordDecoderHost,
+  RECORDS_PER_TURN,
+} from "../secure/record_decoder.ts";
+import { abortable, waitAtMost, yieldImmediate, yieldTurn } from "../util/async.ts";
 import { closeQuietly } from "../util/resource.ts";
 import { RequestTable } from "./request_table.ts";
 import { ViolationCounter } from "./violations.ts";
@@ -878,6 +882,10 @@ export class Connection implements AsyncDisposable {
     try {
       for (;;) {
         await this.#handleDecoded();
+        // What the read brought is granted back with the replies it caused, before the next
+        // read: a sender keeping little bulk in flight beside small messages gets its window
+        // back at once (docs/PROTOCOL.md, "Bulk window").
+        if (this.#bulkUnacked > 0 && !this.#closed) this.#grantBack();
         // Closing stops reading, except with multiplexing: window grants must still come in for
         // the fragments and stream data written before the CLOSE.
         if (this.#closed || (this.#closing && !this.#multiplex)) return;
@@ -941,15 +949,31 @@ export class Connection implements AsyncDisposable {
     }
   }
 
+  /**
+   * Whether bulk comes in (a fragmented message in progress, an open stream): then a small
+   * record ahead of large ones is handed over before they are opened (RecordDecoder.decode).
+   */
+  #receivingBulk(): boolean {
+    return (this.#reassembler?.bytes ?? 0) > 0 || (this.#streamTable?.size ?? 0) > 0;
+  }
+
   /** Decodes the packets of one read, in slices of bounded work. */
   async #decode(packets: Packet[]): Promise<void> {
-    let next = this.#decoder.decode(packets, 0);
+    let start = 0;
+    let next = this.#decoder.decode(packets, 0, this.#receivingBulk());
     while (next < packets.length && !this.#closed) {
       await this.#handleDecoded();
-      // A read holds up to about 10,000 tiny records: let the other connections run.
-      await yieldTurn();
+      if (next < start + RECORDS_PER_TURN) {
+        // A small record ahead of bulk (a reply, a PONG): its receiver runs before the bulk
+        // behind it is opened (RecordDecoder.decode).
+        await yieldImmediate();
+      } else {
+        // A read holds up to about 10,000 tiny records: let the other connections run.
+        await yieldTurn();
+      }
       if (this.#closed) return;
-      next = this.#decoder.decode(packets, next);
+      start = next;
+      next = this.#decoder.decode(packets, next, this.#receivingBulk());
     }
     const close = this.#decoder.closeReceived;
     if (close !== undefined) this.#peerDone();
@@ -1153,8 +1177,9 @@ export class Connection implements AsyncDisposable {
 
   /**
    * Counts `n` bytes of bulk (fragment chunks, stream data) the peer sent against the window
-   * this side granted, and grants them back once a quarter of the window was used: they were
-   * received and handed on (docs/PROTOCOL.md, "Bulk window").
+   * this side granted, and grants them back once 32 KiB (or a quarter of the window, if less)
+   * accumulated, the rest at the end of the read: they were received and handed on
+   * (docs/PROTOCOL.md, "Bulk window").
    *
    * @returns `false` when the peer sent more than its window (the connection fails).
    */
@@ -1171,12 +1196,17 @@ export class Connection implements AsyncDisposable {
     this.#bulkCredit -= n;
     this.#bulkUnacked += n;
     if (this.#bulkUnacked >= Math.min(GRANT_STEP, this.#streamSettings.bulkWindow / 4)) {
-      const delta = this.#bulkUnacked;
-      this.#bulkUnacked = 0;
-      this.#bulkCredit += delta;
-      this.#outbox.enqueue({ type: "window", delta }, false);
+      this.#grantBack();
     }
     return true;
+  }
+
+  /** Grants the peer back the bulk it sent since the last grant. */
+  #grantBack(): void {
+    const delta = this.#bulkUnacked;
+    this.#bulkUnacked = 0;
+    this.#bulkCredit += delta;
+    this.#outbox.enqueue({ type: "window", delta }, false);
   }
 
   #onStream(message: Message): void {

@@ -132,7 +132,7 @@ export interface MultiplexOptions {
    * The bulk window this side grants: bytes of fragments and stream data the peer may have in
    * flight on the connection (default 1048576, at least 131072 and two frames). Larger windows
    * serve links with more bandwidth x delay. The library's sender uses all of it only while bulk
-   * flows alone: beside small messages it keeps at most 128 KiB in flight (docs/SERVICE.md).
+   * flows alone: beside small messages it keeps at most 36 KiB in flight (docs/SERVICE.md).
    */
   bulkWindow?: number;
 }

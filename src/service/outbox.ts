@@ -56,23 +56,25 @@ const MIN_CUT = 4096;
 const SMALL_CHUNK = 1024;
 
 /**
- * Bulk in flight while latency-sensitive traffic is around (docs/SERVICE.md, "Fragments and
- * streams"): when a small message (a reply, a request, a PING or PONG) was queued within
- * {@linkcode LATENCY_HOLD_MS}, fragments and stream data go out only while the bulk this side
- * sent and the peer has not granted back stays within this much (or the grant step plus a
- * frame, if more), however large the peer's window. The rest of the time the whole window is
- * used, so a large window costs small messages nothing and bulk alone runs at full speed.
+ * The most bytes a receiver holds before granting them back (docs/PROTOCOL.md, "Bulk window"):
+ * so a sender that keeps less than its window in flight always gets grants back.
  */
-export const LATENCY_IN_FLIGHT = 128 * 1024;
+export const GRANT_STEP = 32 * 1024;
+
+/**
+ * Bulk in flight while latency-sensitive traffic is around (docs/SERVICE.md, "Fragments and
+ * streams"): when a small message (a reply, a request, a PING or PONG; window grants aside) was
+ * queued within {@linkcode LATENCY_HOLD_MS}, fragments and stream data go out only while the
+ * bulk this side sent and the peer has not granted back stays within this much, however large
+ * the peer's window, cut to fit (not below {@linkcode MIN_CUT}). It is the least bound that no
+ * receiver following the grant rule can stall: whenever the sender stops for it, more than the
+ * grant step is in flight. The rest of the time the whole window is used, so a large window
+ * costs small messages nothing and bulk alone runs at full speed.
+ */
+export const LATENCY_IN_FLIGHT = GRANT_STEP + MIN_CUT;
 
 /** How long after a small message the bulk in flight stays at {@linkcode LATENCY_IN_FLIGHT}. */
 export const LATENCY_HOLD_MS = 20;
-
-/**
- * The most bulk a receiver holds before granting it back (docs/PROTOCOL.md, "Bulk window"): so
- * a sender that keeps less than its window in flight always gets grants back.
- */
-export const GRANT_STEP = 32 * 1024;
 
 /**
  * The data of one stream waiting for its turn: `stream_data` and `stream_end` messages in
@@ -195,10 +197,10 @@ export class Outbox {
   #credit = INITIAL_BULK_WINDOW;
   /** The peer's whole window as far as seen: the most credit held (credit + bulk in flight). */
   #peerWindow = INITIAL_BULK_WINDOW;
-  /** The in-flight bound while latency-sensitive traffic is around. */
-  readonly #latencyInFlight: number;
   /** When a small message was last queued beside bulk (performance.now()). */
   #latencyAt = -Infinity;
+  /** Flushes again when the latency hold ends, while only the latency bound holds bulk back. */
+  #holdTimer: ReturnType<typeof setTimeout> | undefined;
   #nextFragmentId = 1;
   /** Fragmented messages waiting for room among those in progress. */
   #waiting: Fragmented[] | undefined;
@@ -218,10 +220,6 @@ export class Outbox {
     this.#host = options.host;
     this.#frameSize = options.frameSize ?? Infinity;
     this.#wholeLimit = this.#frameSize + FRAME_HEADROOM;
-    this.#latencyInFlight = Math.max(
-      LATENCY_IN_FLIGHT,
-      GRANT_STEP + Math.min(this.#frameSize, 0xffff_ffff),
-    );
   }
 
   /** Bytes queued or being written. */
@@ -312,11 +310,6 @@ export class Outbox {
       );
     }
     if (this.#closed) return;
-    // A small message beside bulk (window grants aside) keeps the bulk in flight small for a
-    // while: its successors (the next PING, the next reply) should not wait behind a window.
-    if (this.#ring !== undefined && size <= this.#wholeLimit && message.type !== "window") {
-      this.#latencyAt = performance.now();
-    }
     if (size > this.#wholeLimit || this.#orderedBlocker !== undefined) {
       this.#enqueueBulk(message, size);
     } else {
@@ -327,6 +320,10 @@ export class Outbox {
   }
 
   #push(message: Message, size: number): void {
+    // A small message going out beside bulk (window grants aside; not one held behind a
+    // fragmented message) keeps the bulk in flight small for a while: its successors (the next
+    // PING, the next reply) should not wait behind a window.
+    if (this.#ring !== undefined && !isGrant(message)) this.#latencyAt = performance.now();
     if (this.#queue === NO_MESSAGES) {
       this.#queue = [];
       this.#sizes = [];
@@ -442,19 +439,43 @@ export class Outbox {
     while (budget > 0 && ring.length > 0) {
       if (this.#ringIndex >= ring.length) this.#ringIndex = 0;
       const source = ring[this.#ringIndex]!;
-      // The peer's bulk window: a frame goes out only when it fits in what is left (the window
-      // is at least two frames, so the peer's grants always make room for the next one; the
-      // latency bound is a grant step and a frame at least, for the same reason).
+      // The peer's bulk window: a frame goes out, cut to what is left, only when at least a
+      // few KiB (or its rest) are left. The peer grants before more than its grant step is
+      // held, so the latency bound (a grant step and a least cut) never stalls the outbox.
       if (allowance < this.#needs(source)) break;
       let used = 0;
       if (source instanceof StreamLane) {
-        const size = source.sizes[source.head]!;
-        const next = source.messages[source.head]!;
+        let size = source.sizes[source.head]!;
+        let next = source.messages[source.head]!;
         if (next.type === "stream_data") {
+          if (next.data.length > allowance) {
+            // Cut to the window left, as fragments are: the rest stays first in the lane.
+            const rest: Message = {
+              type: "stream_data",
+              id: next.id,
+              data: next.data.subarray(allowance),
+            };
+            const restSize = encodedMessageSize(rest);
+            next = { type: "stream_data", id: next.id, data: next.data.subarray(0, allowance) };
+            source.messages[source.head] = rest;
+            source.sizes[source.head] = restSize;
+            // What the lane counted for the whole less what it counts for the rest.
+            const taken = size - restSize;
+            size = encodedMessageSize(next);
+            messages.push(next);
+            sizes.push(size);
+            entryBytes += batchEntrySize(size);
+            counted += taken;
+            this.#credit -= allowance;
+            budget -= size;
+            this.#ringIndex++;
+            allowance = 0;
+            continue;
+          }
           this.#credit -= next.data.length;
           allowance -= next.data.length;
         }
-        messages.push(source.messages[source.head]!);
+        messages.push(next);
         sizes.push(size);
         source.head++;
         entryBytes += batchEntrySize(size);
@@ -510,7 +531,7 @@ export class Outbox {
    */
   #allowance(): number {
     const credit = this.#credit;
-    const bound = this.#latencyInFlight;
+    const bound = LATENCY_IN_FLIGHT;
     if (this.#peerWindow <= bound || performance.now() - this.#latencyAt > LATENCY_HOLD_MS) {
       return credit;
     }
@@ -521,7 +542,8 @@ export class Outbox {
   #needs(source: Fragmented | StreamLane): number {
     if (source instanceof StreamLane) {
       const next = source.messages[source.head]!;
-      return next.type === "stream_data" ? next.data.length : 0;
+      // Stream data is cut to the window left like a fragment (not below a few KiB).
+      return next.type === "stream_data" ? Math.min(MIN_CUT, next.data.length) : 0;
     }
     // A fragment may be cut to the window left, but not below a few KiB (or the rest).
     return Math.min(MIN_CUT, source.total - source.offset);
@@ -609,6 +631,9 @@ export class Outbox {
         this.#sizes = NO_SIZES;
         this.#entryBytes = 0;
         this.#queuedBytes = 0;
+        // Small messages ahead of bulk frames get records of their own: the peer opens them
+        // without first opening (decrypting) the bulk written with them.
+        const small = messages.length;
         if (bulk) {
           if (messages === NO_MESSAGES) {
             messages = [];
@@ -619,7 +644,7 @@ export class Outbox {
           this.#bulkBytes -= counted;
           this.#writingBytes += counted;
         }
-        await this.write(this.#encoder.encode(messages, sizes, entryBytes));
+        await this.write(this.#encoder.encode(messages, sizes, entryBytes, small));
         this.#writingBytes = 0;
         this.#host.onWritten();
       }
@@ -628,6 +653,7 @@ export class Outbox {
     } finally {
       this.#writing = false;
       this.#writingBytes = 0;
+      this.#armHold();
       // Bulk waiting for the peer's window is not written yet: its waiters wait for the grant.
       if (this.idle || this.#closed) {
         const waiters = this.#waiters;
@@ -661,9 +687,32 @@ export class Outbox {
     }
   }
 
+  /**
+   * While bulk waits only for the latency bound (the peer's window has room), flushes again
+   * when the latency hold ends: a peer may hold back its grant until more than the bound
+   * arrived (docs/PROTOCOL.md, "Bulk window"), and then nothing else would wake the outbox.
+   */
+  #armHold(): void {
+    const ring = this.#ring;
+    if (this.#holdTimer !== undefined || this.#closed || ring === undefined || ring.length === 0) {
+      return;
+    }
+    if (this.#ringIndex >= ring.length) this.#ringIndex = 0;
+    const needs = this.#needs(ring[this.#ringIndex]!);
+    // Less window than that: the peer's grant wakes the outbox.
+    if (this.#credit < needs || this.#allowance() >= needs) return;
+    const wait = Math.max(1, Math.ceil(this.#latencyAt + LATENCY_HOLD_MS - performance.now()));
+    this.#holdTimer = setTimeout(() => {
+      this.#holdTimer = undefined;
+      this.#schedule();
+    }, wait);
+  }
+
   /** Drops what is queued and wakes everyone waiting for a drain. */
   close(): void {
     this.#closed = true;
+    clearTimeout(this.#holdTimer);
+    this.#holdTimer = undefined;
     this.#queue = NO_MESSAGES;
     this.#sizes = NO_SIZES;
     this.#queuedBytes = 0;
@@ -695,6 +744,14 @@ function isOrdered(message: Message): boolean {
     default:
       return false;
   }
+}
+
+/**
+ * Whether a message is a window grant (`window`, `stream_window`): a control message that flows
+ * with bulk itself, so it does not make the bulk in flight small (see `LATENCY_IN_FLIGHT`).
+ */
+function isGrant(message: Message): boolean {
+  return message.type === "window" || message.type === "stream_window";
 }
 
 /**
