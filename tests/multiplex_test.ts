@@ -29,12 +29,7 @@ import { writePacketHeader } from "../src/core/packet.ts";
 import { PacketDecoder } from "../src/core/codec.ts";
 import { FrameReader } from "../src/service/frame_reader.ts";
 import { Connection } from "../src/service/connection.ts";
-import {
-  LATENCY_IN_FLIGHT,
-  LATENCY_IN_FLIGHT_READ_GRANTS,
-  Outbox,
-  StreamLane,
-} from "../src/service/outbox.ts";
+import { LATENCY_IN_FLIGHT, Outbox, StreamLane } from "../src/service/outbox.ts";
 import { RecordEncoder } from "../src/secure/record_encoder.ts";
 import { RecordDecoder } from "../src/secure/record_decoder.ts";
 import { channelPair } from "./_secure_helpers.ts";
@@ -430,58 +425,6 @@ Deno.test("bulk window: bulk alone fills a large window; beside small messages a
     connection.abort();
     b.close();
   }
-});
-
-Deno.test("bulk window: toward a peer that announced read grants (0x8), at most 8 KiB is in flight beside small messages", async () => {
-  const [a, b] = memoryConnPair();
-  const connection = bareConnection(a, 0xc);
-  try {
-    await grantWindow(b, (1 << 20) - INITIAL_BULK_WINDOW);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-    // Bulk alone still fills the window.
-    connection.send(custom("X", new Uint8Array(900_000)));
-    assert.equal(chunkBytes(await readUntilQuiet(b, 100)), 900_006);
-    await grantWindow(b, 900_006);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-    // Beside a PING: the PING, then 8 KiB of bulk, then nothing until a grant.
-    connection.send(custom("X", new Uint8Array(900_000)));
-    connection.send({ type: "ping" });
-    const beside = await readCount(b, 3); // the PING, the message's 6-byte head, the rest
-    assert.deepEqual(beside[0], { type: "ping" });
-    assert.equal(chunkBytes(beside), LATENCY_IN_FLIGHT_READ_GRANTS);
-    assert.equal(LATENCY_IN_FLIGHT_READ_GRANTS, 8192);
-    // Nothing more before a grant (a PING keeps small messages recent: the hold lasts 20 ms).
-    connection.send({ type: "ping" });
-    assert.equal(chunkBytes(await readUntilQuiet(b, 5)), 0, "bulk before a grant");
-    // What a read brought, granted at the end of the read (the promise of 0x8), lets as much go.
-    connection.send({ type: "ping" });
-    await grantWindow(b, 8192);
-    const more = await readCount(b, 2);
-    assert.deepEqual(more[0], { type: "ping" });
-    assert.equal(chunkBytes(more), 8192);
-    // Once no small message came for the hold, the rest goes out without a grant.
-    const rest = await readUntilQuiet(b, 100);
-    assert.equal(chunkBytes(rest), 900_006 - 2 * 8192);
-  } finally {
-    connection.abort();
-    b.close();
-  }
-});
-
-Deno.test("bulk window: two libraries negotiate read grants and keep 8 KiB in flight beside PINGs over TCP", async () => {
-  await using p = await pair();
-  assert.equal(p.client.connection!.session.features & 0xc, 0xc);
-  const big = p.client.request(bigRequest(8 << 20));
-  let done = false;
-  void big.then(() => done = true);
-  let pings = 0;
-  while (!done) {
-    await p.client.request({ type: "ping" });
-    pings++;
-  }
-  const reply = await big;
-  assert.ok(reply.type === "custom" && reply.payload.length === 8 << 20);
-  assert.ok(pings >= 1);
 });
 
 /** An outbox whose writes are kept as the batches of the packets written. */

@@ -726,9 +726,8 @@ Deno.test("compression is negotiated end to end and used only when both sides en
         security: { serverKeys: [key.publicKey] },
         config: { compression: { enabled: clientOn, algorithm } },
       });
-      // The compression bits (0x4, multiplexing, and 0x8, read grants, are always negotiated
-      // between two libraries).
-      assert.equal(client.connection!.session.features, features | 0xc);
+      // The compression bits (0x4, multiplexing, is always negotiated between two libraries).
+      assert.equal(client.connection!.session.features, features | 0x4);
       assert.deepEqual(await client.request({ type: "echo", text }), { type: "echo", text });
       const sent = client.connection!.compressor as CompressionPolicy | undefined;
       const replied = [...server.connections][0]!.compressor as CompressionPolicy | undefined;

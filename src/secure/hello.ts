@@ -86,23 +86,12 @@ const PATTERNS_BY_ID = new Map<number, PatternName>(
  */
 export const FEATURE_MULTIPLEX = 0x4;
 
-/**
- * The feature bit of read grants (docs/PROTOCOL.md, "Bulk window"): the sender of this bit grants
- * back, once it has handled each read of its socket, the bulk that read brought, so its peer may
- * keep less than the grant step in flight without stalling. Meaningful with
- * {@linkcode FEATURE_MULTIPLEX}; the library always announces both.
- */
-export const FEATURE_READ_GRANTS = 0x8;
-
-/**
- * Feature bits this version knows (lz4 0x1, zstd 0x2, multiplexing 0x4, read grants 0x8); the
- * others are reserved.
- */
-export const KNOWN_FEATURES = 0xf;
+/** Feature bits this version knows (lz4 0x1, zstd 0x2, multiplexing 0x4); the others are reserved. */
+export const KNOWN_FEATURES = 0x7;
 
 /** The parameters a side announces in the handshake. */
 export interface HandshakeParams {
-  /** The feature bitmap (u32): 0x1 lz4, 0x2 zstd, 0x4 multiplexing, 0x8 read grants. */
+  /** The feature bitmap (u32): 0x1 lz4, 0x2 zstd, 0x4 multiplexing. */
   features: number;
   /** The largest record body the sender accepts, if it announces one. */
   maxMessageSize?: number;

@@ -28,7 +28,7 @@ import { ProtocolError, toProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { type Dispatcher, logHandlerFailure } from "../protocol/dispatcher.ts";
 import { CloseCode, MAX_RECORD_NONCE, type SecureChannel } from "../secure/channel.ts";
-import { FEATURE_MULTIPLEX, FEATURE_READ_GRANTS } from "../secure/hello.ts";
+import { FEATURE_MULTIPLEX } from "../secure/hello.ts";
 import {
   type CloseOptions,
   type ConnectionOptions,
@@ -40,14 +40,7 @@ import type { FrameReader } from "./frame_reader.ts";
 import { HandlerQueue, type HandlerQueueHost } from "./handler_queue.ts";
 import { Liveness, type LivenessHost } from "./liveness.ts";
 import { MessageRouter } from "./message_router.ts";
-import {
-  GRANT_STEP,
-  LATENCY_IN_FLIGHT,
-  LATENCY_IN_FLIGHT_READ_GRANTS,
-  Outbox,
-  type OutboxHost,
-  type StreamLane,
-} from "./outbox.ts";
+import { GRANT_STEP, Outbox, type OutboxHost, type StreamLane } from "./outbox.ts";
 import { Reassembler } from "./reassembly.ts";
 import { type StreamSettings, StreamTable, type StreamTableHost } from "./streams.ts";
 import type { HandlerContext } from "../protocol/dispatcher.ts";
@@ -274,10 +267,6 @@ export class Connection implements AsyncDisposable {
       host: hooks,
       // A peer that did not negotiate multiplexing gets every message whole.
       frameSize: this.#multiplex ? this.#streamSettings.frameSize : Infinity,
-      // A peer that grants what each read brought lets bulk beside small messages stay small.
-      latencyBound: (session.features & FEATURE_READ_GRANTS) !== 0
-        ? LATENCY_IN_FLIGHT_READ_GRANTS
-        : LATENCY_IN_FLIGHT,
     });
     this.#hasPing = this.#dispatcher?.has("PING") ?? false;
 

@@ -73,13 +73,6 @@ export const GRANT_STEP = 32 * 1024;
  */
 export const LATENCY_IN_FLIGHT = GRANT_STEP + MIN_CUT;
 
-/**
- * The latency bound toward a peer that announced read grants (hello feature `0x8`): it grants
- * back what each read brought once it has handled the read, so two least cuts in flight never
- * stall, and a small message waits behind at most 8 KiB of bulk.
- */
-export const LATENCY_IN_FLIGHT_READ_GRANTS = 2 * MIN_CUT;
-
 /** How long after a small message the bulk in flight stays at {@linkcode LATENCY_IN_FLIGHT}. */
 export const LATENCY_HOLD_MS = 20;
 
@@ -144,11 +137,6 @@ export interface OutboxOptions {
    * peer that did not negotiate multiplexing).
    */
   frameSize?: number;
-  /**
-   * The bulk in flight beside small messages (default {@linkcode LATENCY_IN_FLIGHT};
-   * {@linkcode LATENCY_IN_FLIGHT_READ_GRANTS} toward a peer that announced read grants).
-   */
-  latencyBound?: number;
 }
 
 /** What an {@linkcode Outbox} tells its connection. */
@@ -191,7 +179,6 @@ export class Outbox {
 
   // Bulk: fragmented messages and stream lanes (made with the first; most connections never).
   readonly #frameSize: number;
-  readonly #latencyBound: number;
   /** Messages larger than this are fragmented: the frame size plus FRAME_HEADROOM. */
   readonly #wholeLimit: number;
   /** The round robin of bulk sources with something to send. */
@@ -232,7 +219,6 @@ export class Outbox {
     this.#maxBytes = options.maxBytes;
     this.#host = options.host;
     this.#frameSize = options.frameSize ?? Infinity;
-    this.#latencyBound = options.latencyBound ?? LATENCY_IN_FLIGHT;
     this.#wholeLimit = this.#frameSize + FRAME_HEADROOM;
   }
 
@@ -545,7 +531,7 @@ export class Outbox {
    */
   #allowance(): number {
     const credit = this.#credit;
-    const bound = this.#latencyBound;
+    const bound = LATENCY_IN_FLIGHT;
     if (this.#peerWindow <= bound || performance.now() - this.#latencyAt > LATENCY_HOLD_MS) {
       return credit;
     }

@@ -23,7 +23,7 @@ import type { TicketMessage } from "../core/message.ts";
 import { SessionTicketIssuer, SessionTicketStore } from "../secure/session_ticket.ts";
 import { decodeKey, type KeyPair, readKeyFile } from "../secure/keys.ts";
 import { RECORD_TAG_SIZE } from "../secure/channel.ts";
-import { FEATURE_MULTIPLEX, FEATURE_READ_GRANTS } from "../secure/hello.ts";
+import { FEATURE_MULTIPLEX } from "../secure/hello.ts";
 import { KnownServersFile } from "../secure/known_servers.ts";
 import {
   type ClientSecurityOptions,
@@ -105,7 +105,7 @@ export async function establish(
   const reader = new FrameReader(conn, { maxPayloadSize: MAX_HANDSHAKE_PAYLOAD });
   const io = handshakeIO(conn, reader);
   // Multiplexing (fragments, streams, GOAWAY) is always offered; it is used when both offer it.
-  const features = localCompressionBits(compression) | FEATURE_MULTIPLEX | FEATURE_READ_GRANTS;
+  const features = localCompressionBits(compression) | FEATURE_MULTIPLEX;
   const handshake = { ...security, features, ...(signal === undefined ? {} : { signal }) };
   let result: HandshakeResult;
   if (role === "client") {
