@@ -9,13 +9,12 @@
  */
 
 import net from "node:net";
-import { ProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { peerEvents } from "../log_budget.ts";
 import { errorMessage } from "../util/error_message.ts";
 import { waitAtMost } from "../util/async.ts";
 import { acceptUntilClosed } from "./accept_loop.ts";
-import { formatAddr } from "./address.ts";
+import { AcceptQueue } from "./accept_queue.ts";
 import { checkNetPermission, nodeSocketConn } from "./tls_node.ts";
 import type { Listener, TransportListenOptions } from "./types.ts";
 
@@ -84,9 +83,7 @@ class NodeTcpListener implements Listener {
   readonly #server: net.Server;
   readonly #limit: number;
   readonly #signal: AbortSignal | undefined;
-  readonly #queue: Deno.Conn[] = [];
-  #waiter: { resolve: (conn: Deno.Conn) => void; reject: (error: Error) => void } | undefined;
-  #closed = false;
+  readonly #accepted = new AcceptQueue<Deno.Conn>(() => this.addr);
   #serverClosed: Promise<void> | undefined;
   #onAbort = (): void => this.close();
 
@@ -111,7 +108,8 @@ class NodeTcpListener implements Listener {
   }
 
   #onConnection(socket: net.Socket): void {
-    if (this.#closed || (this.#waiter === undefined && this.#queue.length >= this.#limit)) {
+    const accepted = this.#accepted;
+    if (accepted.closed || (!accepted.waiting && accepted.length >= this.#limit)) {
       socket.destroy();
       return;
     }
@@ -125,47 +123,22 @@ class NodeTcpListener implements Listener {
       socket.destroy();
       return;
     }
-    const waiter = this.#waiter;
-    if (waiter !== undefined) {
-      this.#waiter = undefined;
-      waiter.resolve(conn);
-    } else {
-      this.#queue.push(conn);
-    }
+    accepted.deliver(conn);
   }
 
   accept(): Promise<Deno.Conn> {
-    if (this.#closed) return Promise.reject(this.#closedError());
-    const next = this.#queue.shift();
-    if (next !== undefined) return Promise.resolve(next);
-    if (this.#waiter !== undefined) {
-      return Promise.reject(new Deno.errors.Busy("Another accept is pending"));
-    }
-    return new Promise((resolve, reject) => {
-      this.#waiter = { resolve, reject };
-    });
+    return this.#accepted.accept();
   }
 
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.#accepted.closed) return;
     this.#signal?.removeEventListener("abort", this.#onAbort);
     this.#serverClosed = new Promise((resolve) => this.#server.close(() => resolve()));
-    for (const conn of this.#queue.splice(0)) conn.close();
-    const waiter = this.#waiter;
-    this.#waiter = undefined;
-    waiter?.reject(this.#closedError());
-  }
-
-  #closedError(): ProtocolError {
-    return new ProtocolError(
-      "ConnectionClosed",
-      `Listener on "${formatAddr(this.addr)}" is closed`,
-    );
+    this.#accepted.close();
   }
 
   [Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
-    return acceptUntilClosed(() => this.accept(), () => this.#closed);
+    return acceptUntilClosed(() => this.accept(), () => this.#accepted.closed);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -24,6 +24,7 @@ import { peerEvents } from "../log_budget.ts";
 import { waitAtMost } from "../util/async.ts";
 import { errorMessage } from "../util/error_message.ts";
 import { acceptUntilClosed } from "./accept_loop.ts";
+import { AcceptQueue } from "./accept_queue.ts";
 import { formatAddr, formatHostPort } from "./address.ts";
 import {
   describeCertificate,
@@ -755,11 +756,7 @@ export class NodeTlsListener implements Listener {
   /** Handshaking connections by "address port" of the peer. */
   readonly #pending = new Map<string, Pending>();
   readonly #byRaw = new WeakMap<net.Socket, Pending>();
-  readonly #queue: NodeTlsConnImpl[] = [];
-  #acceptWaiter:
-    | { resolve: (conn: NodeTlsConnImpl) => void; reject: (error: Error) => void }
-    | undefined;
-  #closed = false;
+  readonly #accepted = new AcceptQueue<NodeTlsConnImpl>(() => this.addr);
   #serverClosed: Promise<void> | undefined;
   /** Connections that arrived during the self-test, handed out after it. */
   #held: NodeTlsConnImpl[] | undefined;
@@ -827,7 +824,7 @@ export class NodeTlsListener implements Listener {
     } catch {
       // The peer is already gone: the close handler settles it.
     }
-    if (this.#closed) {
+    if (this.#accepted.closed) {
       destroyQuietly(raw);
       return;
     }
@@ -934,25 +931,11 @@ export class NodeTlsListener implements Listener {
   }
 
   #deliver(conn: NodeTlsConnImpl): void {
-    const waiter = this.#acceptWaiter;
-    if (waiter !== undefined) {
-      this.#acceptWaiter = undefined;
-      waiter.resolve(conn);
-    } else {
-      this.#queue.push(conn);
-    }
+    this.#accepted.deliver(conn);
   }
 
   accept(): Promise<Deno.Conn> {
-    if (this.#closed) return Promise.reject(this.#closedError());
-    const next = this.#queue.shift();
-    if (next !== undefined) return Promise.resolve(next);
-    if (this.#acceptWaiter !== undefined) {
-      return Promise.reject(new Deno.errors.Busy("Another accept is pending"));
-    }
-    return new Promise((resolve, reject) => {
-      this.#acceptWaiter = { resolve, reject };
-    });
+    return this.#accepted.accept();
   }
 
   /** Resolves when the server socket is closed (after `close()`). */
@@ -961,27 +944,15 @@ export class NodeTlsListener implements Listener {
   }
 
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.#accepted.closed) return;
     this.#signal?.removeEventListener("abort", this.#onAbort);
     this.#serverClosed = new Promise((resolve) => this.#server.close(() => resolve()));
-    // Connections still in their TLS handshake and not handed out are dropped; handed-out
-    // ones belong to their owner.
-    for (const conn of this.#queue.splice(0)) conn.close();
-    const waiter = this.#acceptWaiter;
-    this.#acceptWaiter = undefined;
-    waiter?.reject(this.#closedError());
-  }
-
-  #closedError(): ProtocolError {
-    return new ProtocolError(
-      "ConnectionClosed",
-      `Listener on "${formatAddr(this.addr)}" is closed`,
-    );
+    // Connections not handed out are dropped; handed-out ones belong to their owner.
+    this.#accepted.close();
   }
 
   [Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
-    return acceptUntilClosed(() => this.accept(), () => this.#closed);
+    return acceptUntilClosed(() => this.accept(), () => this.#accepted.closed);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
