@@ -12,6 +12,7 @@ import { connect } from "../src/service/client.ts";
 import { serve } from "../src/service/daemon.ts";
 import { Dispatcher, registerStandardHandlers } from "../src/protocol/dispatcher.ts";
 import { decodeKey } from "../src/secure/keys.ts";
+import { lines } from "./_deploy_helpers.ts";
 
 async function get(url: string): Promise<{ status: number; body: string }> {
   const response = await fetch(url);
@@ -77,18 +78,6 @@ Deno.test("health: admin.address is validated, read from the environment, and of
   assert.equal(config.admin.address, "[::1]:9100");
   assert.equal(config.server.drainGrace, 1500);
 });
-
-/** Lines of a child's stdout, one at a time. */
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  let rest = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    rest += chunk;
-    for (let i = rest.indexOf("\n"); i >= 0; i = rest.indexOf("\n")) {
-      yield rest.slice(0, i);
-      rest = rest.slice(i + 1);
-    }
-  }
-}
 
 Deno.test("health: npro serve --admin drains on SIGTERM: /readyz is 503 before its connections close", async () => {
   const child = new Deno.Command(Deno.execPath(), {

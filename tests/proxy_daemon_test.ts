@@ -14,6 +14,11 @@ import { serve } from "../src/service/daemon.ts";
 import { Dispatcher } from "../src/protocol/dispatcher.ts";
 import { generateKeyPair } from "../src/secure/keys.ts";
 import { PROXY_V2_SIGNATURE } from "../src/transport/proxy_protocol.ts";
+import { binary as enginePath, freePort } from "./_deploy_helpers.ts";
+
+/** HAProxy (a missing one fails the test: .ci/run installs it). */
+const haproxyPath = () =>
+  enginePath("haproxy", ["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
 
 const encoder = new TextEncoder();
 
@@ -210,38 +215,6 @@ Deno.test("proxy protocol: a peer outside the trusted ranges, a missing header a
     assert.ok(elapsed >= 250 && elapsed < 3000, `closed after ${elapsed} ms`);
   }
 });
-
-/**
- * A free port BELOW the kernel's ephemeral range: waiting for HAProxy with connect attempts to a
- * port inside that range can connect a socket to itself (TCP simultaneous open) before HAProxy
- * listens, which then looks like a server that answers our own bytes.
- */
-function freePort(): number {
-  const [low] = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").trim().split(/\s+/);
-  const below = Math.max(2048, Number(low) - 1);
-  for (let i = 0; i < 200; i++) {
-    const port = 1024 + Math.floor(Math.random() * (below - 1024));
-    try {
-      Deno.listen({ hostname: "127.0.0.1", port }).close();
-      return port;
-    } catch {
-      // In use: try another.
-    }
-  }
-  throw new Error("No free port below the ephemeral range");
-}
-
-async function haproxyPath(): Promise<string> {
-  for (const path of ["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]) {
-    try {
-      await Deno.stat(path);
-      return path;
-    } catch {
-      // Try the next.
-    }
-  }
-  throw new Error("HAProxy is not installed: run `apt-get install -y haproxy` (.ci/run does)");
-}
 
 Deno.test("proxy protocol: through real HAProxy with send-proxy-v2, the server sees the client's own address", async () => {
   const binary = await haproxyPath();
