@@ -4,12 +4,43 @@
  * the `npro serve` command and HTTP reads of the admin endpoint.
  */
 
-/** A free TCP port on 127.0.0.1 below the ephemeral range (so that no client takes it). */
+/**
+ * The ports `fetch` refuses (the Fetch standard's "bad ports") from 1024 up: an admin endpoint on
+ * one of them cannot be read by the tests. A port and the next one are kept clear of them, since
+ * workers take consecutive admin ports.
+ */
+const BAD_PORTS = new Set([
+  1719,
+  1720,
+  1723,
+  2049,
+  3659,
+  4045,
+  4190,
+  5060,
+  5061,
+  6000,
+  6566,
+  6665,
+  6666,
+  6667,
+  6668,
+  6669,
+  6679,
+  6697,
+  10080,
+]);
+
+/**
+ * A free TCP port on 127.0.0.1 below the ephemeral range (so that no client takes it), neither it
+ * nor the next one a port `fetch` refuses.
+ */
 export function freePort(): number {
   const [low] = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").trim().split(/\s+/);
   const below = Math.max(2048, Number(low) - 1);
   for (let i = 0; i < 200; i++) {
     const port = 1024 + Math.floor(Math.random() * (below - 1024));
+    if (BAD_PORTS.has(port) || BAD_PORTS.has(port + 1)) continue;
     try {
       Deno.listen({ hostname: "127.0.0.1", port }).close();
       return port;

@@ -174,6 +174,21 @@ async function startWorkers(dir: string, extraEnv: Record<string, string> = {}) 
   return { child, output, errors, seen, port, admin, key: decodeKey(key), pids };
 }
 
+/**
+ * Kills the parent and its workers (all started by this test): a worker outliving its parent
+ * would keep the parent's output pipes open, and the test waiting on them, forever.
+ */
+function stopAll(run: { child: Deno.ChildProcess; pids: number[] }): void {
+  killQuietly(run.child);
+  for (const pid of run.pids) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // Already ended.
+    }
+  }
+}
+
 Deno.test("npro serve --workers 2: both processes take connections, each with its own admin port; SIGTERM drains both", async () => {
   const dir = await Deno.makeTempDir();
   const run = await startWorkers(dir);
@@ -203,7 +218,7 @@ Deno.test("npro serve --workers 2: both processes take connections, each with it
     assert.equal(rest.filter((l) => l === "npro: stopped").length, 2);
     assert.equal((await run.child.status).code, 0);
   } finally {
-    killQuietly(run.child);
+    stopAll(run);
     await run.output.return(undefined);
     await run.child.status;
     await run.errors;
@@ -223,7 +238,7 @@ Deno.test("npro serve --workers 2: a worker that dies stops the group (no restar
     assert.equal((await run.child.status).code, 1);
     assert.match(await run.errors, /worker 0 \(pid \d+\) exited unexpectedly \(signal SIGKILL\)/);
   } finally {
-    killQuietly(run.child);
+    stopAll(run);
     await run.output.return(undefined);
     await run.child.status;
     await run.errors;
