@@ -246,6 +246,44 @@ Deno.test("npro serve --workers 2: a worker that dies stops the group (no restar
   }
 });
 
+Deno.test("npro serve --workers 2: workers drain and exit when their parent is killed (kill -9)", async () => {
+  const dir = await Deno.makeTempDir();
+  const run = await startWorkers(dir);
+  try {
+    assert.equal(run.pids.length, 2);
+    // SIGKILL: the parent forwards nothing; its workers see their standard input end.
+    run.child.kill("SIGKILL");
+    assert.equal((await run.child.status).signal, "SIGKILL");
+    const deadline = performance.now() + 30_000;
+    const alive = (pid: number) => {
+      try {
+        Deno.kill(pid, "SIGCONT"); // a no-op signal to a live process, ESRCH once it is gone
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    while (run.pids.some(alive)) {
+      assert.ok(performance.now() < deadline, "a worker outlived its parent by 30 s");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // Both drained (the pipes they inherited from the parent carry their last lines).
+    const rest = await readUntil(
+      run.output,
+      (seen) => seen.filter((l) => l === "npro: stopped").length === 2,
+      10_000,
+    );
+    assert.equal(rest.filter((l) => l === "npro: stopped").length, 2);
+    assert.match(await run.errors, /the parent process is gone: draining/);
+  } finally {
+    stopAll(run);
+    await run.output.return(undefined);
+    await run.child.status;
+    await run.errors;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("npro serve --workers: refused for port 0, without a key file, without --allow-run, and for other transports", async () => {
   const run = (args: string[], env: Record<string, string> = {}) =>
     new Deno.Command(Deno.execPath(), {

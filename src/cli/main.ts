@@ -367,6 +367,7 @@ interface ServeArgs extends TlsOptionValues {
   admin?: string;
   workers?: number;
   reusePort?: boolean;
+  stopWithParent?: boolean;
 }
 
 async function serveCommand(values: ServeArgs): Promise<number> {
@@ -380,10 +381,26 @@ async function serveCommand(values: ServeArgs): Promise<number> {
   const stop = () => controller.abort();
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, stop);
+  if (values.stopWithParent === true) {
+    // A worker of `npro serve --workers`: its parent holds the other end of standard input.
+    void stdinEnded().then(() => {
+      if (!controller.signal.aborted) note("npro: the parent process is gone: draining");
+      stop();
+    });
+  }
   try {
     return await runServer(config, values, controller);
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
+  }
+}
+
+/** Resolves when standard input ends (or cannot be read): for a worker, its parent is gone. */
+async function stdinEnded(): Promise<void> {
+  try {
+    for await (const _ of Deno.stdin.readable) { /* nothing is ever written */ }
+  } catch {
+    // Closed or unreadable: the same.
   }
 }
 
@@ -728,7 +745,11 @@ options. Environment: NETWORK_PROTOCOL_<SECTION>_<KEY> overrides any configurati
       "run n processes sharing the address (SO_REUSEPORT); worker i's admin port is --admin's + i (server.workers)",
       integer(1, 64),
     )
-    .option("--reuse-port", "listen with SO_REUSEPORT, to share the port with other processes");
+    .option("--reuse-port", "listen with SO_REUSEPORT, to share the port with other processes")
+    .addOption(
+      new Option("--stop-with-parent", "drain and exit when standard input ends (workers)")
+        .hideHelp(),
+    );
   addTlsOptions(serveCmd, "server").action(run("serve", (o: ServeArgs) => serveCommand(o)));
 
   const pingCmd = addClientOptions(

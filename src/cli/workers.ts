@@ -115,6 +115,9 @@ export function workerCommand(
     "--workers",
     "1",
     "--reuse-port",
+    // A worker drains and exits when its parent is gone (its standard input ends), even after a
+    // `kill -9` of the parent: it never serves on alone.
+    "--stop-with-parent",
     "--address",
     plan.address,
     ...(admin === undefined ? [] : ["--admin", admin]),
@@ -209,7 +212,8 @@ export async function runWorkers(
         const { program, args } = workerCommand(plan, index, runtime);
         const child = new Deno.Command(program, {
           args,
-          stdin: "null",
+          // Never written: it closes when this process ends, however it ends.
+          stdin: "piped",
           stdout: "inherit",
           stderr: "inherit",
         }).spawn();
