@@ -91,8 +91,8 @@ export function workerAdminAddress(base: string, index: number): string {
  *   stopTimeoutMs: 10_000,
  * }, 1, { standalone: false, env: false, runSelf: false });
  * assert.ok(args.includes("--allow-net=127.0.0.1:9000,127.0.0.1:9101"));
- * assert.deepEqual(args.slice(-8), [
- *   "serve", "--workers", "1", "--reuse-port", "--address", "127.0.0.1:9000",
+ * assert.deepEqual(args.slice(-9), [
+ *   "serve", "--workers", "1", "--reuse-port", "--stop-with-parent", "--address", "127.0.0.1:9000",
  *   "--admin", "127.0.0.1:9101",
  * ]);
  * ```
