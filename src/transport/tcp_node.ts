@@ -9,16 +9,9 @@
  */
 
 import net from "node:net";
-import { logger } from "../log.ts";
-import { peerEvents } from "../log_budget.ts";
-import { errorMessage } from "../util/error_message.ts";
-import { waitAtMost } from "../util/async.ts";
-import { acceptUntilClosed } from "./accept_loop.ts";
-import { AcceptQueue } from "./accept_queue.ts";
+import { NodeServerListener } from "./node_listener.ts";
 import { checkNetPermission, nodeSocketConn } from "./tls_node.ts";
 import type { Listener, TransportListenOptions } from "./types.ts";
-
-const log = logger("transport", "tcp");
 
 /** Connections accepted by the kernel but not yet by the caller, when no backlog is given. */
 const DEFAULT_QUEUE = 511;
@@ -58,57 +51,21 @@ export async function listenReusePort(
   checkNetPermission(hostname, port);
   const server = net.createServer({ noDelay: true, keepAlive: true });
   const listener = new NodeTcpListener(server, backlog ?? DEFAULT_QUEUE, options?.signal);
-  await new Promise<void>((resolve, reject) => {
-    const onError = (error: Error): void => {
-      server.close();
-      reject(denoError(error));
-    };
-    server.once("error", onError);
-    server.listen({
-      host: hostname,
-      port,
-      reusePort: true,
-      ...(backlog === undefined ? {} : { backlog }),
-    }, () => {
-      server.off("error", onError);
-      resolve();
-    });
-  });
-  listener.started();
+  await listener.listen(hostname, port, { backlog, reusePort: true }, denoError);
   return listener;
 }
 
-class NodeTcpListener implements Listener {
-  addr: Deno.NetAddr = { transport: "tcp", hostname: "0.0.0.0", port: 0 };
-  readonly #server: net.Server;
+class NodeTcpListener extends NodeServerListener<Deno.Conn> {
   readonly #limit: number;
-  readonly #signal: AbortSignal | undefined;
-  readonly #accepted = new AcceptQueue<Deno.Conn>(() => this.addr);
-  #serverClosed: Promise<void> | undefined;
-  #onAbort = (): void => this.close();
 
   constructor(server: net.Server, limit: number, signal: AbortSignal | undefined) {
-    this.#server = server;
+    super(server, "TCP", signal);
     this.#limit = limit;
-    this.#signal = signal;
     server.on("connection", (socket: net.Socket) => this.#onConnection(socket));
   }
 
-  /** Called once the socket listens. */
-  started(): void {
-    const address = this.#server.address() as net.AddressInfo;
-    this.addr = { transport: "tcp", hostname: address.address, port: address.port };
-    this.#server.on("error", (error: Error) => {
-      if (peerEvents.allow("TCP listener error")) {
-        log.warn("TCP listener error: {error}", { error: errorMessage(error) });
-      }
-    });
-    if (this.#signal?.aborted) this.close();
-    else this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
-  }
-
   #onConnection(socket: net.Socket): void {
-    const accepted = this.#accepted;
+    const accepted = this.accepted;
     if (accepted.closed || (!accepted.waiting && accepted.length >= this.#limit)) {
       socket.destroy();
       return;
@@ -124,27 +81,5 @@ class NodeTcpListener implements Listener {
       return;
     }
     accepted.deliver(conn);
-  }
-
-  accept(): Promise<Deno.Conn> {
-    return this.#accepted.accept();
-  }
-
-  close(): void {
-    if (this.#accepted.closed) return;
-    this.#signal?.removeEventListener("abort", this.#onAbort);
-    this.#serverClosed = new Promise((resolve) => this.#server.close(() => resolve()));
-    this.#accepted.close();
-  }
-
-  [Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
-    return acceptUntilClosed(() => this.accept(), () => this.#accepted.closed);
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.close();
-    // The listening socket closes at once; Node's "close" event also waits for the connections
-    // already handed out, which belong to their owners.
-    await waitAtMost(this.#serverClosed ?? Promise.resolve(), 100);
   }
 }

@@ -21,10 +21,8 @@ import tls from "node:tls";
 import { ProtocolError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { peerEvents } from "../log_budget.ts";
-import { waitAtMost } from "../util/async.ts";
 import { errorMessage } from "../util/error_message.ts";
-import { acceptUntilClosed } from "./accept_loop.ts";
-import { AcceptQueue } from "./accept_queue.ts";
+import { NodeServerListener } from "./node_listener.ts";
 import { formatAddr, formatHostPort } from "./address.ts";
 import {
   describeCertificate,
@@ -33,7 +31,7 @@ import {
   pinMismatch,
   type PinSet,
 } from "./peer_certificate.ts";
-import type { Listener, TransportListenOptions } from "./types.ts";
+import type { TransportListenOptions } from "./types.ts";
 
 const log = logger("transport", "tls");
 
@@ -748,27 +746,20 @@ interface Pending {
 }
 
 /** The listener of {@linkcode listenNode}. */
-export class NodeTlsListener implements Listener {
-  addr!: Deno.NetAddr;
-  readonly #server: tls.Server;
+export class NodeTlsListener extends NodeServerListener<NodeTlsConnImpl> {
   readonly #settings: NodeServerSettings;
-  readonly #signal: AbortSignal | undefined;
   /** Handshaking connections by "address port" of the peer. */
   readonly #pending = new Map<string, Pending>();
   readonly #byRaw = new WeakMap<net.Socket, Pending>();
-  readonly #accepted = new AcceptQueue<NodeTlsConnImpl>(() => this.addr);
-  #serverClosed: Promise<void> | undefined;
   /** Connections that arrived during the self-test, handed out after it. */
   #held: NodeTlsConnImpl[] | undefined;
   /** The self-test's own connections, by local port: not handed out. */
   readonly #internal = new Map<number, (socket: tls.TLSSocket) => void>();
   readonly #internalPorts = new Set<number>();
-  #onAbort = (): void => this.close();
 
   constructor(server: tls.Server, settings: NodeServerSettings, signal: AbortSignal | undefined) {
-    this.#server = server;
+    super(server, "TLS", signal);
     this.#settings = settings;
-    this.#signal = signal;
     server.on("connection", (raw: net.Socket) => this.#onConnection(raw));
     server.on("secureConnection", (socket: tls.TLSSocket) => this.#onSecure(socket));
     server.on(
@@ -777,31 +768,14 @@ export class NodeTlsListener implements Listener {
     );
   }
 
-  async start(hostname: string, port: number): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      const onError = (error: Error): void => reject(error);
-      this.#server.once("error", onError);
-      this.#server.listen(
-        {
-          host: hostname,
-          port,
-          ...(this.#settings.backlog === undefined ? {} : { backlog: this.#settings.backlog }),
-        },
-        () => {
-          this.#server.off("error", onError);
-          resolve();
-        },
-      );
-    });
-    const address = this.#server.address() as net.AddressInfo;
-    this.addr = { transport: "tcp", hostname: address.address, port: address.port };
-    this.#server.on("error", (error: Error) => {
-      if (peerEvents.allow("TLS listener error")) {
-        log.warn("TLS listener error: {error}", { error: errorMessage(error) });
-      }
-    });
-    if (this.#signal?.aborted) this.close();
-    else this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
+  /**
+   * Listens on `hostname:port` with the settings' backlog.
+   *
+   * @param hostname The host.
+   * @param port The port.
+   */
+  start(hostname: string, port: number): Promise<void> {
+    return this.listen(hostname, port, { backlog: this.#settings.backlog });
   }
 
   #onConnection(raw: net.Socket): void {
@@ -824,7 +798,7 @@ export class NodeTlsListener implements Listener {
     } catch {
       // The peer is already gone: the close handler settles it.
     }
-    if (this.#accepted.closed) {
+    if (this.accepted.closed) {
       destroyQuietly(raw);
       return;
     }
@@ -931,35 +905,7 @@ export class NodeTlsListener implements Listener {
   }
 
   #deliver(conn: NodeTlsConnImpl): void {
-    this.#accepted.deliver(conn);
-  }
-
-  accept(): Promise<Deno.Conn> {
-    return this.#accepted.accept();
-  }
-
-  /** Resolves when the server socket is closed (after `close()`). */
-  closedPromise(): Promise<void> {
-    return this.#serverClosed ?? Promise.resolve();
-  }
-
-  close(): void {
-    if (this.#accepted.closed) return;
-    this.#signal?.removeEventListener("abort", this.#onAbort);
-    this.#serverClosed = new Promise((resolve) => this.#server.close(() => resolve()));
-    // Connections not handed out are dropped; handed-out ones belong to their owner.
-    this.#accepted.close();
-  }
-
-  [Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
-    return acceptUntilClosed(() => this.accept(), () => this.#accepted.closed);
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.close();
-    // The listening socket closes at once; Node's "close" event also waits for the connections
-    // already handed out, which belong to their owners.
-    await waitAtMost(this.closedPromise(), 100);
+    this.accepted.deliver(conn);
   }
 
   /**
