@@ -189,10 +189,28 @@ function stopAll(run: { child: Deno.ChildProcess; pids: number[] }): void {
   }
 }
 
-Deno.test("npro serve --workers 2: both processes take connections, each with its own admin port; SIGTERM drains both", async () => {
+/** Runs `body` against `npro serve --workers 2` in a temporary directory, then stops everything. */
+async function withWorkers(
+  body: (run: Awaited<ReturnType<typeof startWorkers>>) => Promise<void>,
+): Promise<void> {
   const dir = await Deno.makeTempDir();
-  const run = await startWorkers(dir);
   try {
+    const run = await startWorkers(dir);
+    try {
+      await body(run);
+    } finally {
+      stopAll(run);
+      await run.output.return(undefined);
+      await run.child.status;
+      await run.errors;
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("npro serve --workers 2: both processes take connections, each with its own admin port; SIGTERM drains both", async () => {
+  await withWorkers(async (run) => {
     const { port, admin, key } = run;
     // Every worker prints the same key (security.static_key_path) and its own pid.
     const listening = run.seen.filter((l) => /listening on 127\.0\.0\.1:\d+ \(tcp, pid/.test(l));
@@ -217,19 +235,11 @@ Deno.test("npro serve --workers 2: both processes take connections, each with it
     const rest = await readUntil(run.output, (s) => s.some((l) => /all 2 workers/.test(l)), 30_000);
     assert.equal(rest.filter((l) => l === "npro: stopped").length, 2);
     assert.equal((await run.child.status).code, 0);
-  } finally {
-    stopAll(run);
-    await run.output.return(undefined);
-    await run.child.status;
-    await run.errors;
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("npro serve --workers 2: a worker that dies stops the group (no restart), exit 1", async () => {
-  const dir = await Deno.makeTempDir();
-  const run = await startWorkers(dir);
-  try {
+  await withWorkers(async (run) => {
     assert.equal(run.pids.length, 2);
     // The worker is a child of the npro process this test started.
     Deno.kill(run.pids[0]!, "SIGKILL");
@@ -237,19 +247,11 @@ Deno.test("npro serve --workers 2: a worker that dies stops the group (no restar
     assert.equal(rest.filter((l) => l === "npro: stopped").length, 1);
     assert.equal((await run.child.status).code, 1);
     assert.match(await run.errors, /worker 0 \(pid \d+\) exited unexpectedly \(signal SIGKILL\)/);
-  } finally {
-    stopAll(run);
-    await run.output.return(undefined);
-    await run.child.status;
-    await run.errors;
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("npro serve --workers 2: workers drain and exit when their parent is killed (kill -9)", async () => {
-  const dir = await Deno.makeTempDir();
-  const run = await startWorkers(dir);
-  try {
+  await withWorkers(async (run) => {
     assert.equal(run.pids.length, 2);
     // SIGKILL: the parent forwards nothing; its workers see their standard input end.
     run.child.kill("SIGKILL");
@@ -275,13 +277,7 @@ Deno.test("npro serve --workers 2: workers drain and exit when their parent is k
     );
     assert.equal(rest.filter((l) => l === "npro: stopped").length, 2);
     assert.match(await run.errors, /the parent process is gone: draining/);
-  } finally {
-    stopAll(run);
-    await run.output.return(undefined);
-    await run.child.status;
-    await run.errors;
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("npro serve --workers: refused for port 0, without a key file, without --allow-run, and for other transports", async () => {
