@@ -71,6 +71,11 @@ export async function binary(name: string, paths: readonly string[]): Promise<st
   throw new Error(`${name} is not installed: run \`apt-get install -y ${name}\` (.ci/run does)`);
 }
 
+/** HAProxy's path (a missing HAProxy fails the test: .ci/run installs it). */
+export function haproxyPath(): Promise<string> {
+  return binary("haproxy", ["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
+}
+
 /** Lines of a child's output, one at a time. */
 export async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
   let rest = "";

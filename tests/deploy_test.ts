@@ -19,7 +19,16 @@ import { parseConfig } from "../src/config/parse.ts";
 import { createPool } from "../src/service/pool.ts";
 import { connect } from "../src/service/client.ts";
 import { generateKeyPair, writeKeyFile } from "../src/secure/keys.ts";
-import { binary, freePorts, get, killQuietly, lines, readUntil, sleep } from "./_deploy_helpers.ts";
+import {
+  binary,
+  freePorts,
+  get,
+  haproxyPath,
+  killQuietly,
+  lines,
+  readUntil,
+  sleep,
+} from "./_deploy_helpers.ts";
 
 const EXAMPLES = new URL("../examples/deploy/", import.meta.url);
 const BACKEND = new URL("./_deploy_backend.ts", import.meta.url).pathname;
@@ -121,11 +130,7 @@ Deno.test("deploy: the daemon configuration of examples/deploy is valid and sets
 });
 
 Deno.test("deploy: SIGTERM to one of two daemons behind HAProxy under load: /readyz 503, HAProxy takes it out, no request lost or run twice", async () => {
-  const haproxyBinary = await binary("haproxy", [
-    "/usr/sbin/haproxy",
-    "/usr/bin/haproxy",
-    "/usr/local/sbin/haproxy",
-  ]);
+  const haproxyBinary = await haproxyPath();
   const dir = await Deno.makeTempDir();
   const [front, port1, admin1, port2, admin2] = freePorts(5) as [
     number,

@@ -14,11 +14,7 @@ import { serve } from "../src/service/daemon.ts";
 import { Dispatcher } from "../src/protocol/dispatcher.ts";
 import { generateKeyPair } from "../src/secure/keys.ts";
 import { PROXY_V2_SIGNATURE } from "../src/transport/proxy_protocol.ts";
-import { binary as enginePath, freePort } from "./_deploy_helpers.ts";
-
-/** HAProxy (a missing one fails the test: .ci/run installs it). */
-const haproxyPath = () =>
-  enginePath("haproxy", ["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
+import { freePort, haproxyPath } from "./_deploy_helpers.ts";
 
 const encoder = new TextEncoder();
 
