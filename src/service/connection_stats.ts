@@ -12,7 +12,18 @@
 
 import { ErrorCodes, type Message } from "../core/message.ts";
 
-/** A snapshot of what one connection moved and did (see `Connection.stats()`). */
+/**
+ * A snapshot of what one connection moved and did (see `Connection.stats()`).
+ *
+ * @example The compression saving of a connection
+ * ```ts
+ * import type { ConnectionStats } from "@npro/network-protocol";
+ *
+ * function saved(stats: ConnectionStats): number {
+ *   return stats.compressedBytesIn - stats.compressedBytesOut;
+ * }
+ * ```
+ */
 export interface ConnectionStats {
   /** Bytes read from the socket (after the handshake, framing included). */
   bytesReceived: number;

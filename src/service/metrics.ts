@@ -209,6 +209,19 @@ export class MetricsRegistry {
    * Runs `hook` at the start of each render, before any family is read (for example to take one
    * snapshot that several collected families read).
    *
+   * @example One snapshot for two families
+   * ```ts
+   * import { MetricsRegistry } from "./metrics.ts";
+   * import assert from "node:assert/strict";
+   *
+   * const registry = new MetricsRegistry();
+   * let snapshot = { a: 0, b: 0 };
+   * registry.beforeRender(() => snapshot = { a: 1, b: 2 });
+   * registry.collected("a", "A.", "gauge", [], (emit) => emit([], snapshot.a));
+   * registry.collected("b", "B.", "gauge", [], (emit) => emit([], snapshot.b));
+   * assert.match(registry.render(), /^npro_b 2$/m);
+   * ```
+   *
    * @param hook The hook.
    */
   beforeRender(hook: () => void): void {

@@ -199,7 +199,17 @@ export interface Cluster extends AsyncDisposable {
   closed(): Promise<void>;
 }
 
-/** Options of {@linkcode Cluster.leave}. */
+/**
+ * Options of {@linkcode Cluster.leave}.
+ *
+ * @example Leave within a second, or at once on shutdown
+ * ```ts
+ * import type { ClusterLeaveOptions } from "@npro/network-protocol";
+ *
+ * const shutdown = new AbortController();
+ * const options: ClusterLeaveOptions = { timeoutMs: 1000, signal: shutdown.signal };
+ * ```
+ */
 export interface ClusterLeaveOptions {
   /** The time limit of the announcements to the peers, in ms (default `cluster.leave_timeout`). */
   timeoutMs?: number;
